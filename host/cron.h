@@ -1,0 +1,54 @@
+/* cron.h: cron expressions, compiled once and searched for the next
+ * matching second. Two spellings compile to one form: APScheduler's
+ * field table (day_of_week 0 = Monday, all fields must match) and the
+ * crontab string (5 or 6 fields, 0 = Sunday, day-of-month OR
+ * day-of-week when both are restricted). Plain C: the CLI reuses it. */
+#ifndef MB_CRON_H
+#define MB_CRON_H
+
+#include "common.h"
+#include "tz.h"
+
+typedef struct mb_cron mb_cron;
+
+/* Field order of APScheduler's CronTrigger, most significant first. */
+enum {
+  MB_CRON_YEAR,
+  MB_CRON_MONTH,
+  MB_CRON_DAY,
+  MB_CRON_WEEK,
+  MB_CRON_DOW,
+  MB_CRON_HOUR,
+  MB_CRON_MINUTE,
+  MB_CRON_SECOND,
+  MB_CRON_NFIELDS
+};
+
+/* "year", "month", "day", "week", "day_of_week", ... */
+const char *mb_cron_field_name(int field);
+
+/* Compile an APScheduler-style field table. fields[i] is the expression
+ * text or NULL when not given; unset fields default as APScheduler's do
+ * (coarser than the finest given: '*'; finer: their minimum; week and
+ * day_of_week: '*'). On error returns NULL and err->msg reads like
+ * "hour: 25 is out of range 0-23". */
+mb_cron *mb_cron_from_fields(const char *const fields[MB_CRON_NFIELDS],
+                             mb_err *err);
+
+/* Compile a crontab string. On error returns NULL with a message such
+ * as "minute: 61 is out of range 0-59". */
+mb_cron *mb_cron_from_crontab(const char *expr, mb_err *err);
+
+/* The first matching instant strictly after `after`, with fields read
+ * in tz, or MB_TIME_NONE when there is none. The search is bounded. */
+mb_time mb_cron_next(const mb_cron *c, mb_time after, const mb_tz *tz);
+
+/* APScheduler-like description: "hour='2', minute='30'" for a field
+ * table, the original text for a crontab string. Returns the length
+ * that the full text needs, like snprintf. */
+size_t mb_cron_describe(const mb_cron *c, char *buf, size_t n);
+
+/* Frees c; NULL is fine. */
+void mb_cron_free(mb_cron *c);
+
+#endif

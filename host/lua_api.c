@@ -1,0 +1,959 @@
+/* lua_api.c: the moonbeat.core module. A scheduler userdata owns a
+ * clock, a scheduler core and a runner; a job userdata holds a counted
+ * reference to its job so that Lua's GC and the core never race. */
+#include "lua_api.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embedded.h"
+#include "log.h"
+#include "loop.h"
+#include "run.h"
+#include "sched.h"
+#include "trigger.h"
+#include "tz.h"
+
+#define SCHED_MT "moonbeat.scheduler"
+#define JOB_MT "moonbeat.job"
+#define TRIGGER_MT "moonbeat.trigger"
+#define JOB_METHODS "moonbeat.job.methods"
+
+typedef struct host {
+  lua_State *L;
+  uv_loop_t *loop;
+  bool own_loop;
+  mb_clock *clock;
+  mb_sched *sched;
+  mb_runner *runner;
+  bool closed;
+  bool running;
+  uv_signal_t signals[2];
+  int stop_signal;
+  struct host *prev_current;
+} host;
+
+/* The newest open scheduler: whose clock `core.now` reads outside runs. */
+static host *current;
+static int log_sink_ref = LUA_NOREF;
+static lua_State *log_sink_L;
+
+static mb_time to_usec(double seconds) { return (mb_time)llround(seconds * 1e6); }
+static double to_seconds(mb_time t) { return (double)t / 1e6; }
+
+static void push_time(lua_State *L, mb_time t) {
+  if (t == MB_TIME_NONE)
+    lua_pushnil(L);
+  else
+    lua_pushnumber(L, to_seconds(t));
+}
+
+/* ---- hooks from the scheduler core ---- */
+
+static void hook_fire(mb_sched *s, mb_job *job, mb_time scheduled,
+                      void *data) {
+  (void)s;
+  host *h = data;
+  mb_runner_fire(h->runner, job, scheduled);
+}
+
+static void hook_removed(mb_sched *s, mb_job *job, void *data) {
+  (void)s;
+  host *h = data;
+  mb_unref(h->L, job->lua_ref);
+  job->lua_ref = LUA_NOREF;
+}
+
+/* ---- scheduler userdata ---- */
+
+static host *check_host(lua_State *L, int idx) {
+  host **hp = luaL_checkudata(L, idx, SCHED_MT);
+  if (!*hp || (*hp)->closed)
+    luaL_error(L, "the scheduler is closed");
+  return *hp;
+}
+
+static mb_time host_now(void *data) { return mb_clock_now(((host *)data)->clock); }
+
+static int core_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "clock");
+  const char *kind = luaL_optstring(L, -1, "real");
+  bool virtual = strcmp(kind, "virtual") == 0;
+  if (!virtual && strcmp(kind, "real") != 0)
+    return luaL_error(L, "clock: expected 'real' or 'virtual', got '%s'",
+                      kind);
+  lua_getfield(L, 1, "start");
+  mb_time start = to_usec(luaL_optnumber(L, -1, 1767225600.0));
+  lua_pop(L, 2);
+
+  host *h = mb_xcalloc(1, sizeof *h);
+  /* Runs are made from the main thread: the caller may be a coroutine
+   * that does not outlive the scheduler. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  h->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (virtual) {
+    h->loop = mb_xmalloc(sizeof *h->loop);
+    uv_loop_init(h->loop);
+    h->own_loop = true;
+  } else {
+    h->loop = uv_default_loop();
+  }
+  mb_err err = {0};
+  h->clock = mb_clock_new(h->loop, virtual ? MB_CLOCK_VIRTUAL : MB_CLOCK_REAL,
+                          start, &err);
+  if (!h->clock) {
+    if (h->own_loop) {
+      uv_loop_close(h->loop);
+      free(h->loop);
+    }
+    free(h);
+    return luaL_error(L, "cannot start the clock: %s", err.msg);
+  }
+  mb_sched_hooks hooks = {hook_fire, hook_removed};
+  h->sched = mb_sched_new(h->clock, &hooks, h);
+  h->runner = mb_runner_new(h->L, h->sched);
+  h->prev_current = current;
+  current = h;
+  mb_log_set_clock(host_now, h);
+
+  host **hp = lua_newuserdatauv(L, sizeof *hp, 1);
+  *hp = h;
+  luaL_setmetatable(L, SCHED_MT);
+  return 1;
+}
+
+static void on_handle_closed(uv_handle_t *handle) { (void)handle; }
+
+static void host_close(host *h) {
+  if (h->closed) return;
+  h->closed = true;
+  mb_runner_free(h->runner);
+  mb_sched_free(h->sched);
+  mb_clock_close(h->clock);
+  if (h->own_loop) {
+    uv_run(h->loop, UV_RUN_NOWAIT);
+    uv_loop_close(h->loop);
+    free(h->loop);
+  } else {
+    uv_run(h->loop, UV_RUN_NOWAIT);
+  }
+  /* Unlink from the chain of current schedulers. */
+  for (host **p = &current; *p; p = &(*p)->prev_current) {
+    if (*p == h) {
+      *p = h->prev_current;
+      break;
+    }
+  }
+  if (current)
+    mb_log_set_clock(host_now, current);
+  else
+    mb_log_set_clock(NULL, NULL);
+}
+
+static int sched_close(lua_State *L) {
+  host **hp = luaL_checkudata(L, 1, SCHED_MT);
+  if (*hp) {
+    host_close(*hp);
+    free(*hp);
+    *hp = NULL;
+  }
+  return 0;
+}
+
+static int sched_set_api(lua_State *L) {
+  check_host(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  return 0;
+}
+
+/* ---- triggers ---- */
+
+typedef struct trigger_ud {
+  mb_trigger *t;
+} trigger_ud;
+
+static mb_time opt_time_field(lua_State *L, int idx, const char *name) {
+  lua_getfield(L, idx, name);
+  mb_time t = lua_isnil(L, -1) ? MB_TIME_NONE : to_usec(lua_tonumber(L, -1));
+  lua_pop(L, 1);
+  return t;
+}
+
+static int fail3(lua_State *L, const char *field, const char *msg) {
+  lua_pushnil(L);
+  if (field)
+    lua_pushstring(L, field);
+  else
+    lua_pushboolean(L, 0);
+  lua_pushstring(L, msg);
+  return 3;
+}
+
+/* Messages from cron and trigger read "field: problem"; Lua wants the
+ * field apart so it can say where the field sits. */
+static int fail_split(lua_State *L, const char *msg) {
+  const char *colon = strstr(msg, ": ");
+  if (!colon || strcspn(msg, " ") < (size_t)(colon - msg))
+    return fail3(L, NULL, msg);
+  lua_pushlstring(L, msg, (size_t)(colon - msg));
+  return fail3(L, lua_tostring(L, -1), colon + 2);
+}
+
+/* sched:new_trigger{kind=, timezone=, run_date=, interval=, start_date=,
+ * end_date=, fields={...} | crontab=} -> trigger | nil, field, msg */
+static int sched_new_trigger(lua_State *L) {
+  host *h = check_host(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  mb_trigger_spec spec = {0};
+  mb_err err = {0};
+  lua_getfield(L, 2, "kind");
+  const char *kind = luaL_checkstring(L, -1);
+  spec.kind = strcmp(kind, "date") == 0       ? MB_TRIGGER_DATE
+              : strcmp(kind, "interval") == 0 ? MB_TRIGGER_INTERVAL
+                                              : MB_TRIGGER_CRON;
+  lua_getfield(L, 2, "timezone");
+  const char *tzname = lua_tostring(L, -1);
+  spec.tz = mb_tz_utc();
+  if (tzname && mb_tz_get(tzname, &spec.tz, &err) < 0)
+    return fail3(L, "timezone", err.msg);
+  spec.run_date = opt_time_field(L, 2, "run_date");
+  spec.start = opt_time_field(L, 2, "start_date");
+  spec.end = opt_time_field(L, 2, "end_date");
+  lua_getfield(L, 2, "interval");
+  spec.interval = to_usec(lua_tonumber(L, -1));
+  if (spec.kind == MB_TRIGGER_CRON) {
+    if (lua_getfield(L, 2, "crontab") == LUA_TSTRING) {
+      spec.cron = mb_cron_from_crontab(lua_tostring(L, -1), &err);
+    } else {
+      const char *fields[MB_CRON_NFIELDS] = {0};
+      lua_getfield(L, 2, "fields");
+      for (int i = 0; i < MB_CRON_NFIELDS; i++) {
+        lua_getfield(L, -1, mb_cron_field_name(i));
+        fields[i] = lua_tostring(L, -1);  /* kept alive by the table */
+        lua_pop(L, 1);
+      }
+      spec.cron = mb_cron_from_fields(fields, &err);
+    }
+    if (!spec.cron) return fail_split(L, err.msg);
+  }
+  mb_trigger *t = mb_trigger_new(&spec, mb_clock_now(h->clock), &err);
+  if (!t) return fail_split(L, err.msg);
+  trigger_ud *ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  ud->t = t;
+  luaL_setmetatable(L, TRIGGER_MT);
+  return 1;
+}
+
+static int trigger_gc(lua_State *L) {
+  trigger_ud *ud = luaL_checkudata(L, 1, TRIGGER_MT);
+  mb_trigger_free(ud->t);
+  ud->t = NULL;
+  return 0;
+}
+
+static void push_description(lua_State *L, const mb_trigger *t) {
+  char buf[512];
+  mb_trigger_describe(t, buf, sizeof buf);
+  lua_pushstring(L, buf);
+}
+
+static int trigger_tostring(lua_State *L) {
+  trigger_ud *ud = luaL_checkudata(L, 1, TRIGGER_MT);
+  if (!ud->t) return lua_pushliteral(L, "trigger (used)"), 1;
+  push_description(L, ud->t);
+  return 1;
+}
+
+/* trigger:next_fires(n, after) -> list of times, computed as a fresh
+ * schedule would (previews for `check`, `next` and the REPL). */
+static int trigger_next_fires(lua_State *L) {
+  trigger_ud *ud = luaL_checkudata(L, 1, TRIGGER_MT);
+  if (!ud->t) return luaL_error(L, "trigger already in use by a job");
+  lua_Integer n = luaL_checkinteger(L, 2);
+  mb_time now = to_usec(luaL_checknumber(L, 3));
+  lua_createtable(L, (int)(n > 0 ? n : 0), 0);
+  mb_time prev = MB_TIME_NONE;
+  for (lua_Integer i = 1; i <= n; i++) {
+    mb_time t = mb_trigger_next(ud->t, prev, now);
+    if (t == MB_TIME_NONE) break;
+    push_time(L, t);
+    lua_rawseti(L, -2, i);
+    prev = t;
+  }
+  return 1;
+}
+
+static mb_trigger *take_trigger(lua_State *L, int idx) {
+  trigger_ud *ud = luaL_checkudata(L, idx, TRIGGER_MT);
+  if (!ud->t) luaL_error(L, "trigger already in use by a job");
+  mb_trigger *t = ud->t;
+  ud->t = NULL;
+  return t;
+}
+
+/* ---- jobs ---- */
+
+typedef struct job_ud {
+  mb_job *job;
+} job_ud;
+
+static void push_job(lua_State *L, int sched_idx, mb_job *job) {
+  job_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
+  ud->job = job;
+  mb_job_ref(job);
+  luaL_setmetatable(L, JOB_MT);
+  lua_pushvalue(L, sched_idx);
+  lua_setiuservalue(L, -2, 1);
+}
+
+static mb_job *find_job(lua_State *L, host *h, int idx) {
+  if (lua_type(L, idx) == LUA_TUSERDATA) {
+    job_ud *ud = luaL_checkudata(L, idx, JOB_MT);
+    return ud->job->removed ? NULL : ud->job;
+  }
+  return mb_sched_get_job(h->sched, luaL_checkstring(L, idx));
+}
+
+static int no_job(lua_State *L, int idx) {
+  lua_pushnil(L);
+  if (lua_type(L, idx) == LUA_TUSERDATA) {
+    job_ud *ud = lua_touserdata(L, idx);
+    lua_pushfstring(L, "job '%s' was removed", ud->job->id);
+  } else {
+    lua_pushfstring(L, "no job with id '%s'", lua_tostring(L, idx));
+  }
+  return 2;
+}
+
+/* sched:add_job(spec): spec is validated and normalised by lua/, with
+ * trigger a trigger userdata; the table is kept as the job's Lua side. */
+static int sched_add_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "id");
+  lua_getfield(L, 2, "name");
+  lua_getfield(L, 2, "file");
+  lua_getfield(L, 2, "replace_existing");
+  lua_getfield(L, 2, "trigger");
+  const char *id = luaL_checkstring(L, 3);
+  const char *name = lua_tostring(L, 4);
+  const char *file = lua_tostring(L, 5);
+  bool replace = lua_toboolean(L, 6);
+  mb_trigger *t = take_trigger(L, 7);
+  mb_job *job;
+  mb_err err = {0};
+  if (mb_sched_add_job(h->sched, id, name, file, t, replace, &job, &err) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  lua_pushvalue(L, 2);
+  job->lua_ref = mb_ref(L);
+  char desc[512];
+  mb_trigger_describe(job->trigger, desc, sizeof desc);
+  char next[64] = "none";
+  if (job->next_fire != MB_TIME_NONE)
+    mb_time_format(job->next_fire, mb_trigger_tz(job->trigger), next,
+                   sizeof next);
+  mb_log_field f[] = {MB_LS("job", job->id), MB_LS("trigger", desc),
+                      MB_LS("next", next)};
+  mb_log(MB_LOG_INFO, "job added", f, 3);
+  push_job(L, 1, job);
+  return 1;
+}
+
+static int sched_get_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = mb_sched_get_job(h->sched, luaL_checkstring(L, 2));
+  if (!job) return 0;
+  push_job(L, 1, job);
+  return 1;
+}
+
+static int sched_get_jobs(lua_State *L) {
+  host *h = check_host(L, 1);
+  size_t n;
+  mb_job **jobs = mb_sched_jobs(h->sched, &n);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    push_job(L, 1, jobs[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  free(jobs);
+  return 1;
+}
+
+static void log_job_event(const char *what, mb_job *job) {
+  mb_log_field f[] = {MB_LS("job", job->id)};
+  mb_log(MB_LOG_INFO, what, f, 1);
+}
+
+static int sched_pause_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_sched_pause_job(h->sched, job);
+  log_job_event("job paused", job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sched_resume_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_sched_resume_job(h->sched, job);
+  log_job_event("job resumed", job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sched_remove_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_job_ref(job);
+  mb_sched_remove_job(h->sched, job);
+  log_job_event("job removed", job);
+  mb_job_unref(job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sched_remove_all_jobs(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_sched_remove_all_jobs(h->sched);
+  mb_log(MB_LOG_INFO, "all jobs removed", NULL, 0);
+  return 0;
+}
+
+static int sched_run_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_sched_run_job(h->sched, job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sched_reschedule_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_sched_reschedule_job(h->sched, job, take_trigger(L, 3));
+  log_job_event("job rescheduled", job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* sched:set_next_run_time(job, time|nil) */
+static int sched_set_next_run_time(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_time t = lua_isnoneornil(L, 3) ? MB_TIME_NONE
+                                    : to_usec(luaL_checknumber(L, 3));
+  mb_sched_set_next_fire(h->sched, job, t);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* sched:job_spec(job) -> the job's normalised spec table, to modify. */
+static int sched_job_spec(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  return 1;
+}
+
+static int sched_rename_job(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_sched_rename_job(job, luaL_checkstring(L, 3));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int job_gc(lua_State *L) {
+  job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
+  if (ud->job) mb_job_unref(ud->job);
+  ud->job = NULL;
+  return 0;
+}
+
+static int job_eq(lua_State *L) {
+  job_ud *a = luaL_testudata(L, 1, JOB_MT), *b = luaL_testudata(L, 2, JOB_MT);
+  lua_pushboolean(L, a && b && a->job == b->job);
+  return 1;
+}
+
+static int job_index(lua_State *L) {
+  job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
+  mb_job *job = ud->job;
+  const char *key = luaL_checkstring(L, 2);
+  if (strcmp(key, "id") == 0) {
+    lua_pushstring(L, job->id);
+  } else if (strcmp(key, "name") == 0) {
+    lua_pushstring(L, job->name);
+  } else if (strcmp(key, "file") == 0) {
+    lua_pushstring(L, job->file);
+  } else if (strcmp(key, "next_run_time") == 0) {
+    push_time(L, job->next_fire);
+  } else if (strcmp(key, "paused") == 0) {
+    lua_pushboolean(L, job->paused);
+  } else if (strcmp(key, "removed") == 0) {
+    lua_pushboolean(L, job->removed);
+  } else if (strcmp(key, "running") == 0) {
+    lua_pushinteger(L, job->running);
+  } else if (strcmp(key, "trigger") == 0) {
+    push_description(L, job->trigger);
+  } else if (strcmp(key, "scheduler") == 0) {
+    lua_getiuservalue(L, 1, 1);
+    lua_getiuservalue(L, -1, 1);
+  } else {
+    lua_getfield(L, LUA_REGISTRYINDEX, JOB_METHODS);
+    if (lua_istable(L, -1))
+      lua_getfield(L, -1, key);
+    else
+      lua_pushnil(L);
+  }
+  return 1;
+}
+
+static int job_tostring(lua_State *L) {
+  job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
+  char desc[512], next[64];
+  mb_trigger_describe(ud->job->trigger, desc, sizeof desc);
+  if (ud->job->removed)
+    snprintf(next, sizeof next, "removed");
+  else if (ud->job->paused)
+    snprintf(next, sizeof next, "paused");
+  else if (ud->job->next_fire == MB_TIME_NONE)
+    snprintf(next, sizeof next, "done");
+  else
+    mb_time_format(ud->job->next_fire, mb_trigger_tz(ud->job->trigger), next,
+                   sizeof next);
+  lua_pushfstring(L, "job '%s' (trigger: %s, next run at: %s)", ud->job->id,
+                  desc, next);
+  return 1;
+}
+
+static int core_set_job_methods(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, JOB_METHODS);
+  return 0;
+}
+
+/* ---- time and the loop ---- */
+
+static int sched_now(lua_State *L) {
+  host *h = check_host(L, 1);
+  push_time(L, mb_clock_now(h->clock));
+  return 1;
+}
+
+static int sched_advance(lua_State *L) {
+  host *h = check_host(L, 1);
+  double secs = luaL_checknumber(L, 2);
+  luaL_argcheck(L, secs >= 0, 2, "cannot advance by a negative duration");
+  if (mb_clock_kind(h->clock) != MB_CLOCK_VIRTUAL)
+    return luaL_error(L, "advance: the scheduler runs on the real clock");
+  if (mb_run_current(L))
+    return luaL_error(L, "advance: a job's run cannot advance the clock");
+  if (mb_clock_advance(h->clock, to_usec(secs)) < 0)
+    return luaL_error(L, "advance: the clock is already advancing");
+  return 0;
+}
+
+static int sched_jump(lua_State *L) {
+  host *h = check_host(L, 1);
+  if (mb_clock_jump(h->clock, to_usec(luaL_checknumber(L, 2))) < 0)
+    return luaL_error(L, "jump: the scheduler runs on the real clock");
+  return 0;
+}
+
+static void on_signal(uv_signal_t *sig, int signum) {
+  host *h = sig->data;
+  h->stop_signal = signum;
+  uv_stop(h->loop);
+}
+
+/* sched:run() -> name of the signal that stopped it, or nil when
+ * sched:stop() did. Runs the loop until then. */
+static int sched_run(lua_State *L) {
+  host *h = check_host(L, 1);
+  if (h->running) return luaL_error(L, "run: the scheduler is already running");
+  if (mb_run_current(L)) return luaL_error(L, "run: not from a job's run");
+  static const int signums[] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(h->loop, &h->signals[i]);
+    h->signals[i].data = h;
+    uv_signal_start(&h->signals[i], on_signal, signums[i]);
+  }
+  h->running = true;
+  h->stop_signal = 0;
+  uv_run(h->loop, UV_RUN_DEFAULT);
+  h->running = false;
+  for (int i = 0; i < 2; i++)
+    uv_close((uv_handle_t *)&h->signals[i], on_handle_closed);
+  uv_run(h->loop, UV_RUN_NOWAIT);
+  if (h->stop_signal == SIGINT) lua_pushliteral(L, "SIGINT");
+  else if (h->stop_signal == SIGTERM) lua_pushliteral(L, "SIGTERM");
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int sched_stop(lua_State *L) {
+  host *h = check_host(L, 1);
+  uv_stop(h->loop);
+  return 0;
+}
+
+/* sched:stats() -> {jobs, runs, timers}: what is alive, for leak checks
+ * and the status command. */
+static int sched_stats(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)mb_sched_job_count(h->sched));
+  lua_setfield(L, -2, "jobs");
+  lua_pushinteger(L, (lua_Integer)mb_runner_active(h->runner));
+  lua_setfield(L, -2, "runs");
+  lua_pushinteger(L, (lua_Integer)mb_clock_active_timers(h->clock));
+  lua_setfield(L, -2, "timers");
+  return 1;
+}
+
+static int sched_is_virtual(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_pushboolean(L, mb_clock_kind(h->clock) == MB_CLOCK_VIRTUAL);
+  return 1;
+}
+
+/* ---- module functions ---- */
+
+static int core_sleep(lua_State *L) {
+  double secs = luaL_checknumber(L, 1);
+  luaL_argcheck(L, secs >= 0, 1, "cannot sleep a negative duration");
+  return mb_run_sleep(L, to_usec(secs));
+}
+
+static mb_clock *clock_for(lua_State *L) {
+  mb_run *run = mb_run_current(L);
+  if (run) return mb_run_clock(run);
+  return current ? current->clock : NULL;
+}
+
+static int core_now(lua_State *L) {
+  mb_clock *c = clock_for(L);
+  struct timespec ts;
+  if (c) {
+    push_time(L, mb_clock_now(c));
+  } else {
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+  }
+  return 1;
+}
+
+static int core_monotonic(lua_State *L) {
+  mb_clock *c = clock_for(L);
+  struct timespec ts;
+  if (c) {
+    push_time(L, mb_clock_mono(c));
+  } else {
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+  }
+  return 1;
+}
+
+static const mb_tz *check_tz(lua_State *L, int idx) {
+  const mb_tz *tz = mb_tz_utc();
+  mb_err err;
+  if (!lua_isnoneornil(L, idx) &&
+      mb_tz_get(luaL_checkstring(L, idx), &tz, &err) < 0)
+    luaL_error(L, "%s", err.msg);
+  return tz;
+}
+
+/* core.parse_time(text, zone) -> seconds | nil, message */
+static int core_parse_time(lua_State *L) {
+  const char *s = luaL_checkstring(L, 1);
+  const mb_tz *tz = check_tz(L, 2);
+  mb_time t;
+  mb_err err;
+  if (mb_time_parse(s, tz, &t, &err) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  push_time(L, t);
+  return 1;
+}
+
+static int core_format_time(lua_State *L) {
+  mb_time t = to_usec(luaL_checknumber(L, 1));
+  const mb_tz *tz = check_tz(L, 2);
+  char buf[64];
+  lua_pushstring(L, mb_time_format(t, tz, buf, sizeof buf));
+  return 1;
+}
+
+static int core_format_duration(lua_State *L) {
+  char buf[64];
+  lua_pushstring(L, mb_duration_format(to_usec(luaL_checknumber(L, 1)), buf,
+                                       sizeof buf));
+  return 1;
+}
+
+/* core.timezone_ok(name) -> true | nil, message */
+static int core_timezone_ok(lua_State *L) {
+  const mb_tz *tz;
+  mb_err err;
+  if (mb_tz_get(luaL_checkstring(L, 1), &tz, &err) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* core.listdir(path) -> sorted names (no . or ..) | nil, message */
+static int core_listdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR *d = opendir(path);
+  if (!d) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  size_t n = 0, cap = 16;
+  char **names = mb_xmalloc(cap * sizeof *names);
+  for (struct dirent *e; (e = readdir(d));) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (n == cap) names = mb_xrealloc(names, (cap *= 2) * sizeof *names);
+    names[n++] = mb_xstrdup(e->d_name);
+  }
+  closedir(d);
+  qsort(names, n, sizeof *names, by_name);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    free(names[i]);
+  }
+  free(names);
+  return 1;
+}
+
+static int level_arg(lua_State *L, int idx) {
+  int level = mb_log_level_from_name(luaL_checkstring(L, idx));
+  luaL_argcheck(L, level >= 0 && level < MB_LOG_OFF, idx,
+                "expected debug, info, warn or error");
+  return level;
+}
+
+/* core.log(level, msg, fields) */
+static int core_log(lua_State *L) {
+  int level = level_arg(L, 1);
+  lua_remove(L, 1);
+  mb_lua_log(L, level, NULL, 0);
+  return 0;
+}
+
+/* core.configure_log{format = "text"|"json", level = "info", stream =
+ * "stderr"|"stdout"|"none"} */
+static int core_configure_log(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "format");
+  const char *format = luaL_optstring(L, -1, "text");
+  lua_getfield(L, 1, "level");
+  int level = mb_log_level_from_name(luaL_optstring(L, -1, "info"));
+  lua_getfield(L, 1, "stream");
+  const char *stream = luaL_optstring(L, -1, "stderr");
+  if (level < 0) return luaL_error(L, "unknown log level");
+  FILE *out = strcmp(stream, "stdout") == 0   ? stdout
+              : strcmp(stream, "none") == 0 ? NULL
+                                            : stderr;
+  mb_log_configure(out, strcmp(format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT,
+                   level);
+  return 0;
+}
+
+static void lua_sink(int level, const char *msg, const mb_log_field *f,
+                     size_t n, void *data) {
+  (void)data;
+  lua_State *L = log_sink_L;
+  if (!L || log_sink_ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, log_sink_ref);
+  lua_pushstring(L, mb_log_level_name(level));
+  lua_pushstring(L, msg);
+  lua_createtable(L, 0, (int)n);
+  for (size_t i = 0; i < n; i++) {
+    switch (f[i].type) {
+    case MB_LF_STR:
+      if (!f[i].s) continue;
+      lua_pushstring(L, f[i].s);
+      break;
+    case MB_LF_INT: lua_pushinteger(L, f[i].i); break;
+    case MB_LF_NUM: lua_pushnumber(L, f[i].n); break;
+    case MB_LF_BOOL: lua_pushboolean(L, (int)f[i].i); break;
+    case MB_LF_DUR: lua_pushnumber(L, (double)f[i].i / 1e6); break;
+    }
+    lua_setfield(L, -2, f[i].key);
+  }
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* core.set_log_sink(fn | nil): fn(level, msg, fields) sees every line. */
+static int core_set_log_sink(lua_State *L) {
+  if (log_sink_ref != LUA_NOREF) {
+    mb_unref(L, log_sink_ref);
+    log_sink_ref = LUA_NOREF;
+  }
+  if (lua_isnoneornil(L, 1)) {
+    mb_log_set_sink(NULL, NULL);
+    return 0;
+  }
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  log_sink_ref = mb_ref(L);
+  lua_State *main;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  log_sink_L = main;
+  mb_log_set_sink(lua_sink, NULL);
+  return 0;
+}
+
+static int core_live_refs(lua_State *L) {
+  lua_pushinteger(L, mb_live_refs());
+  return 1;
+}
+
+static int core_in_run(lua_State *L) {
+  lua_pushboolean(L, mb_run_current(L) != NULL);
+  return 1;
+}
+
+static const luaL_Reg sched_methods[] = {
+  {"set_api", sched_set_api},
+  {"new_trigger", sched_new_trigger},
+  {"add_job", sched_add_job},
+  {"get_job", sched_get_job},
+  {"get_jobs", sched_get_jobs},
+  {"pause_job", sched_pause_job},
+  {"resume_job", sched_resume_job},
+  {"remove_job", sched_remove_job},
+  {"remove_all_jobs", sched_remove_all_jobs},
+  {"run_job", sched_run_job},
+  {"reschedule_job", sched_reschedule_job},
+  {"set_next_run_time", sched_set_next_run_time},
+  {"job_spec", sched_job_spec},
+  {"rename_job", sched_rename_job},
+  {"now", sched_now},
+  {"advance", sched_advance},
+  {"jump", sched_jump},
+  {"run", sched_run},
+  {"stop", sched_stop},
+  {"stats", sched_stats},
+  {"is_virtual", sched_is_virtual},
+  {"close", sched_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg core_functions[] = {
+  {"new", core_new},
+  {"sleep", core_sleep},
+  {"now", core_now},
+  {"monotonic", core_monotonic},
+  {"parse_time", core_parse_time},
+  {"format_time", core_format_time},
+  {"format_duration", core_format_duration},
+  {"timezone_ok", core_timezone_ok},
+  {"listdir", core_listdir},
+  {"log", core_log},
+  {"configure_log", core_configure_log},
+  {"set_log_sink", core_set_log_sink},
+  {"set_job_methods", core_set_job_methods},
+  {"live_refs", core_live_refs},
+  {"in_run", core_in_run},
+  {NULL, NULL}
+};
+
+int luaopen_moonbeat_core(lua_State *L) {
+  luaL_newmetatable(L, SCHED_MT);       /* [mt] */
+  luaL_newlib(L, sched_methods);        /* [mt, methods] */
+  lua_setfield(L, -2, "__index");       /* [mt] */
+  lua_pushcfunction(L, sched_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, JOB_MT);
+  lua_pushcfunction(L, job_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, job_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, job_eq);
+  lua_setfield(L, -2, "__eq");
+  lua_pushcfunction(L, job_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, TRIGGER_MT);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, trigger_next_fires);
+  lua_setfield(L, -2, "next_fires");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, trigger_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, trigger_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+
+  luaL_newlib(L, core_functions);
+  return 1;
+}
+
+/* ---- embedded modules ---- */
+
+static int load_embedded(lua_State *L) {
+  const mb_embedded *e = lua_touserdata(L, lua_upvalueindex(1));
+  if (luaL_loadbufferx(L, e->data, e->size, e->chunkname, "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+void mb_lua_open(lua_State *L) {
+  *(void **)lua_getextraspace(L) = NULL;
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_moonbeat_core);
+  lua_setfield(L, -2, "moonbeat.core");
+  for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
+    lua_pushlightuserdata(L, (void *)e);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_setfield(L, -2, e->module);
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,18 @@
+/* lua_api.h: moonbeat as seen from Lua. `moonbeat.core` is the C module
+ * that the Lua half (lua/) builds the scheduler API on: schedulers on a
+ * real or virtual clock, jobs, triggers, time parsing, logging, sleep.
+ * The Lua sources of lua/ and stdlib/ are compiled into the binary and
+ * served from package.preload. */
+#ifndef MB_LUA_API_H
+#define MB_LUA_API_H
+
+#include <lua.h>
+
+/* Open the standard libraries and install the preloaders for
+ * moonbeat.core, the embedded lua/ modules (as "mb.<name>") and the
+ * stdlib (as "moonbeat.<name>"). */
+void mb_lua_open(lua_State *L);
+
+int luaopen_moonbeat_core(lua_State *L);
+
+#endif

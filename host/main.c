@@ -1,0 +1,54 @@
+/* main.c: the moonbeat binary. It makes the Lua state and hands the
+ * command line to lua/main.lua, which owns the subcommands. */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <uv.h>
+
+#include "lua_api.h"
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = luaL_tolstring(L, 1, NULL);
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int start(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "mb.main");
+  lua_call(L, 1, 1);
+  lua_createtable(L, argc, 0);
+  for (int i = 1; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    fprintf(stderr, "moonbeat: cannot create the Lua state\n");
+    return 1;
+  }
+  mb_lua_open(L);
+  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, start);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  int code;
+  if (lua_pcall(L, 2, 1, 1) != LUA_OK) {
+    fprintf(stderr, "moonbeat: %s\n", lua_tostring(L, -1));
+    code = 1;
+  } else {
+    code = (int)luaL_optinteger(L, -1, 0);
+  }
+  lua_close(L);
+  uv_loop_close(uv_default_loop());
+  return code;
+}

@@ -1,0 +1,56 @@
+/* run.h: runs, one execution of a job each. A run owns its thread (a
+ * registry ref) and what it waits on; it starts from a scheduler fire,
+ * is resumed only from loop callbacks, and frees itself when it ends.
+ * A runner is the set of runs of one scheduler, on one Lua state. */
+#ifndef MB_RUN_H
+#define MB_RUN_H
+
+#include <lua.h>
+
+#include "sched.h"
+
+typedef struct mb_run mb_run;
+typedef struct mb_runner mb_runner;
+
+/* Runs of jobs whose lua_ref is a registry ref to a table with `run`
+ * (function), `args` (list with n) and `kwargs` (table or nil). */
+mb_runner *mb_runner_new(lua_State *L, mb_sched *sched);
+/* Cancel every run in flight (recorded as cancelled) and free. */
+void mb_runner_free(mb_runner *r);
+
+/* Start a run of job for the fire at scheduled: the sched fire hook. */
+void mb_runner_fire(mb_runner *r, mb_job *job, mb_time scheduled);
+/* Runs in flight. */
+size_t mb_runner_active(const mb_runner *r);
+/* Cancel every run in flight of job (NULL: of every job). */
+void mb_runner_cancel(mb_runner *r, mb_job *job);
+
+/* The run whose thread is co, or NULL when co is not a run's own
+ * thread (the main state, a coroutine the job made). */
+mb_run *mb_run_current(lua_State *co);
+mb_sched *mb_run_sched(const mb_run *run);
+mb_clock *mb_run_clock(const mb_run *run);
+
+/* For waiting stdlib calls: record what the run waits on and how to
+ * cancel it, then return lua_yield(co, 0). When the wait ends, the uv
+ * callback calls mb_run_wake with the results pushed on the run's
+ * thread. cancel must release the wait without resuming. */
+typedef void (*mb_wait_cancel)(mb_run *run, void *wait);
+int mb_run_wait(mb_run *run, mb_wait_cancel cancel, void *wait);
+void mb_run_wake(mb_run *run, int nresults);
+
+/* Sleep: yield the calling run for delay microseconds. Raises when the
+ * caller is not a run's own thread. */
+int mb_run_sleep(lua_State *co, mb_time delay);
+
+/* Log the message at stack index 1 with the fields table at index 2
+ * (may be nil), tagged with job and run when given (NULL, 0: not). */
+void mb_lua_log(lua_State *L, int level, const char *job_id,
+                lua_Integer run_id);
+
+/* Registry refs taken by the host, counted so that a leak shows. */
+int mb_ref(lua_State *L);
+void mb_unref(lua_State *L, int ref);
+long mb_live_refs(void);
+
+#endif

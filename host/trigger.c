@@ -1,0 +1,148 @@
+/* trigger.c: date, interval and cron triggers. */
+#include "trigger.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct mb_trigger {
+  mb_trigger_spec spec;
+};
+
+static mb_time next_interval(const mb_trigger_spec *s, mb_time prev,
+                             mb_time now) {
+  if (prev != MB_TIME_NONE) return prev + s->interval;
+  if (now <= s->start) return s->start;
+  mb_time steps = (now - s->start + s->interval - 1) / s->interval;
+  return s->start + steps * s->interval;
+}
+
+static mb_time next_cron(const mb_trigger_spec *s, mb_time prev,
+                         mb_time now) {
+  mb_time from;
+  if (prev != MB_TIME_NONE)
+    from = now < prev + 1 ? now : prev + 1;
+  else
+    from = s->start != MB_TIME_NONE && s->start > now ? s->start : now;
+  return mb_cron_next(s->cron, from - 1, s->tz);
+}
+
+mb_time mb_trigger_next(const mb_trigger *t, mb_time prev, mb_time now) {
+  const mb_trigger_spec *s = &t->spec;
+  mb_time next;
+  switch (s->kind) {
+  case MB_TRIGGER_DATE:
+    return prev == MB_TIME_NONE ? s->run_date : MB_TIME_NONE;
+  case MB_TRIGGER_INTERVAL:
+    next = next_interval(s, prev, now);
+    break;
+  default:
+    next = next_cron(s, prev, now);
+    break;
+  }
+  if (next != MB_TIME_NONE && s->end != MB_TIME_NONE && next > s->end)
+    return MB_TIME_NONE;
+  return next;
+}
+
+static void end_in_past(const mb_trigger_spec *s, mb_err *err) {
+  char when[64];
+  mb_err_set(err, MB_ENEVER, "end_date: %s has passed, so it can never fire",
+             mb_time_format(s->end, s->tz, when, sizeof when));
+}
+
+mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
+                           mb_err *err) {
+  mb_trigger *t = mb_xmalloc(sizeof *t);
+  t->spec = *spec;
+  mb_trigger_spec *s = &t->spec;
+  if (!s->tz) s->tz = mb_tz_utc();
+  if (s->kind == MB_TRIGGER_INTERVAL && s->start == MB_TIME_NONE)
+    s->start = now + s->interval;
+  if (s->kind != MB_TRIGGER_DATE && s->start != MB_TIME_NONE &&
+      s->end != MB_TIME_NONE && s->end < s->start) {
+    mb_err_set(err, MB_EINVAL, "end_date: is before start_date");
+    mb_trigger_free(t);
+    return NULL;
+  }
+  if (s->kind == MB_TRIGGER_CRON &&
+      mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
+    if (s->end != MB_TIME_NONE && s->end < now)
+      end_in_past(s, err);
+    else
+      mb_err_set(err, MB_ENEVER, "can never fire");
+    mb_trigger_free(t);
+    return NULL;
+  }
+  if (s->kind == MB_TRIGGER_INTERVAL &&
+      mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
+    end_in_past(s, err);
+    mb_trigger_free(t);
+    return NULL;
+  }
+  return t;
+}
+
+int mb_trigger_kind(const mb_trigger *t) { return t->spec.kind; }
+const mb_tz *mb_trigger_tz(const mb_trigger *t) { return t->spec.tz; }
+
+char *mb_duration_format(mb_time d, char *buf, size_t n) {
+  static const struct { char unit; mb_time size; } units[] = {
+    {'d', 86400 * MB_SEC}, {'h', 3600 * MB_SEC}, {'m', 60 * MB_SEC},
+    {'s', MB_SEC},
+  };
+  size_t used = 0;
+  buf[0] = '\0';
+  if (d < 0) {
+    used += (size_t)snprintf(buf, n, "-");
+    d = -d;
+  }
+  if (d % MB_SEC != 0 && d < MB_SEC) {
+    if (d % 1000 == 0)
+      snprintf(buf + used, n - used, "%lldms", (long long)(d / 1000));
+    else
+      snprintf(buf + used, n - used, "%lldus", (long long)d);
+    return buf;
+  }
+  if (d == 0) {
+    snprintf(buf + used, n - used, "0s");
+    return buf;
+  }
+  for (size_t i = 0; i < sizeof units / sizeof units[0] && used < n; i++) {
+    mb_time q = d / units[i].size;
+    if (q == 0 && !(units[i].unit == 's' && d % MB_SEC)) continue;
+    d -= q * units[i].size;
+    if (units[i].unit == 's' && d) {
+      used += (size_t)snprintf(buf + used, n - used, "%lld.%06llds",
+                               (long long)q, (long long)d);
+      break;
+    }
+    used += (size_t)snprintf(buf + used, n - used, "%lld%c", (long long)q,
+                             units[i].unit);
+  }
+  return buf;
+}
+
+size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
+  const mb_trigger_spec *s = &t->spec;
+  char a[64], b[200];
+  switch (s->kind) {
+  case MB_TRIGGER_DATE:
+    return (size_t)snprintf(buf, n, "date[%s]",
+                            mb_time_format(s->run_date, s->tz, a, sizeof a));
+  case MB_TRIGGER_INTERVAL:
+    return (size_t)snprintf(buf, n, "interval[%s]",
+                            mb_duration_format(s->interval, a, sizeof a));
+  default:
+    mb_cron_describe(s->cron, b, sizeof b);
+    if (s->tz != mb_tz_utc())
+      return (size_t)snprintf(buf, n, "cron[%s, timezone='%s']", b,
+                              mb_tz_name(s->tz));
+    return (size_t)snprintf(buf, n, "cron[%s]", b);
+  }
+}
+
+void mb_trigger_free(mb_trigger *t) {
+  if (!t) return;
+  mb_cron_free(t->spec.cron);
+  free(t);
+}

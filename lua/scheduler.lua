@@ -1,0 +1,153 @@
+-- The `scheduler` API that job files, the REPL and the tests use, built
+-- on a moonbeat.core scheduler. Names follow APScheduler's.
+--
+-- Misuse (a bad spec, an unknown job id) raises an error that points at
+-- the caller's line; a job file's copy also stamps its jobs with the
+-- file that declared them.
+
+local core = require "moonbeat.core"
+local validate = require "mb.validate"
+
+local M = {}
+
+local function job_ref(job_or_id)
+  if type(job_or_id) == "string" or type(job_or_id) == "userdata" then
+    return job_or_id
+  end
+  error(("job: expected a job id or a job object, got %s")
+    :format(type(job_or_id)), 3)
+end
+
+-- Call a core method that answers (true) or (nil, message); raise the
+-- message at the API caller's line. Callers must not tail-call this, or
+-- the level would skip their caller.
+local function checked(ok, err)
+  if ok == nil then error(err, 3) end
+  return ok
+end
+
+local job_methods = {
+  pause = function(job) return job.scheduler.pause_job(job) end,
+  resume = function(job) return job.scheduler.resume_job(job) end,
+  remove = function(job) return job.scheduler.remove_job(job) end,
+  modify = function(job, changes)
+    return job.scheduler.modify_job(job, changes)
+  end,
+  reschedule = function(job, trigger)
+    return job.scheduler.reschedule_job(job, trigger)
+  end,
+  run = function(job) return job.scheduler.run_job(job) end,
+}
+core.set_job_methods(job_methods)
+
+-- The API over sched. opts.file: the job file this copy belongs to (its
+-- jobs need ids and remember the file); opts.on_add(job): told of each
+-- job added through this copy.
+function M.new(sched, opts)
+  opts = opts or {}
+  local api = {}
+
+  function api.add_job(spec)
+    local norm, err = validate.job(sched, spec, { file = opts.file })
+    if not norm then error(err, 2) end
+    local paused = norm.paused
+    norm.paused = nil
+    local job
+    job, err = sched:add_job(norm)
+    if not job then error(err, 2) end
+    if paused then sched:pause_job(job) end
+    if opts.on_add then opts.on_add(job) end
+    return job
+  end
+
+  function api.get_job(id)
+    if type(id) ~= "string" then
+      error(("get_job: expected a job id, got %s"):format(type(id)), 2)
+    end
+    return sched:get_job(id)
+  end
+
+  function api.get_jobs()
+    return sched:get_jobs()
+  end
+
+  function api.pause_job(job)
+    local ok = checked(sched:pause_job(job_ref(job)))
+    return ok
+  end
+
+  function api.resume_job(job)
+    local ok = checked(sched:resume_job(job_ref(job)))
+    return ok
+  end
+
+  function api.remove_job(job)
+    local ok = checked(sched:remove_job(job_ref(job)))
+    return ok
+  end
+
+  function api.remove_all_jobs()
+    sched:remove_all_jobs()
+  end
+
+  function api.run_job(job)
+    local ok = checked(sched:run_job(job_ref(job)))
+    return ok
+  end
+
+  function api.reschedule_job(job, trigger)
+    job = job_ref(job)
+    local spec = checked(sched:job_spec(job))
+    local built, err = validate.trigger(sched, trigger)
+    if not built then error(err, 2) end
+    checked(sched:reschedule_job(job, built))
+    spec.trigger = nil
+    return api.get_job(type(job) == "string" and job or job.id)
+  end
+
+  function api.modify_job(job, changes)
+    job = job_ref(job)
+    local spec = checked(sched:job_spec(job))
+    local ok, err = validate.changes(sched, changes)
+    if not ok then error("modify_job: " .. err, 2) end
+    if ok.name then
+      sched:rename_job(job, ok.name)
+      spec.name = ok.name
+    end
+    if ok.run then spec.run = ok.run end
+    if ok.args then spec.args = ok.args end
+    if ok.kwargs then spec.kwargs = ok.kwargs end
+    if ok.trigger then checked(sched:reschedule_job(job, ok.trigger)) end
+    if ok.next_run_time == false then
+      checked(sched:pause_job(job))
+    elseif ok.next_run_time then
+      checked(sched:set_next_run_time(job, ok.next_run_time))
+    end
+    core.log("info", "job modified",
+      { job = type(job) == "string" and job or job.id })
+    return api.get_job(type(job) == "string" and job or job.id)
+  end
+
+  -- Now, on the scheduler's clock (seconds since the epoch).
+  function api.now()
+    return sched:now()
+  end
+
+  -- Upcoming fire times of a trigger table as a new job would see them.
+  function api.preview(trigger, n, after)
+    local built, err = validate.trigger(sched, trigger)
+    if not built then error(err, 2) end
+    return built:next_fires(n or 5, after or sched:now())
+  end
+
+  if not opts.file then sched:set_api(api) end
+  return api
+end
+
+-- A job file's own copy of api: same scheduler, jobs stamped with file.
+function M.for_file(sched, file, on_add)
+  local api = M.new(sched, { file = file, on_add = on_add })
+  return api
+end
+
+return M

@@ -1,0 +1,386 @@
+-- Job-spec validation and normalisation. Every check happens once, at
+-- add_job, and a failure is one message that names the field:
+--   trigger.hour: 25 is out of range 0-23
+-- The caller adds the file and line.
+
+local core = require "moonbeat.core"
+local duration = require "mb.duration"
+
+local M = {}
+
+local JOB_FIELDS = {
+  "id", "name", "trigger", "run", "args", "kwargs", "replace_existing",
+  "paused",
+}
+
+local TRIGGER_FIELDS = {
+  date = { "run_date", "delay", "timezone" },
+  interval = {
+    "weeks", "days", "hours", "minutes", "seconds", "start_date",
+    "end_date", "timezone",
+  },
+  cron = {
+    "year", "month", "day", "week", "day_of_week", "hour", "minute",
+    "second", "start_date", "end_date", "timezone",
+  },
+}
+
+local CRON_FIELDS = {
+  "year", "month", "day", "week", "day_of_week", "hour", "minute", "second",
+}
+
+local INTERVAL_UNITS = {
+  weeks = 604800, days = 86400, hours = 3600, minutes = 60, seconds = 1,
+}
+
+local function set_of(list)
+  local set = {}
+  for _, v in ipairs(list) do set[v] = true end
+  return set
+end
+
+local JOB_FIELD_SET = set_of(JOB_FIELDS)
+local TRIGGER_FIELD_SETS = {}
+for kind, list in pairs(TRIGGER_FIELDS) do
+  TRIGGER_FIELD_SETS[kind] = set_of(list)
+end
+
+-- Levenshtein distance, for "did you mean" on a misspelt field.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function suggestion(name, known)
+  local best, best_d
+  for _, k in ipairs(known) do
+    local d = distance(name, k)
+    if d <= 2 and (not best_d or d < best_d) then best, best_d = k, d end
+  end
+  return best and (" (did you mean '%s'?)"):format(best) or ""
+end
+
+-- The first key of t (sorted, for a stable message) not in allowed.
+local function unknown_key(t, allowed, skip_array)
+  local bad = {}
+  for k in pairs(t) do
+    local is_index = math.type(k) == "integer" and k >= 1 and k <= skip_array
+    if not is_index and not allowed[k] then bad[#bad + 1] = tostring(k) end
+  end
+  table.sort(bad)
+  return bad[1]
+end
+
+local function describe(v)
+  if type(v) == "string" then return ("'%s'"):format(v) end
+  return tostring(v)
+end
+
+-- A time in a trigger table: epoch seconds or a string in zone.
+local function time_value(v, zone)
+  if type(v) == "number" then return v end
+  if type(v) ~= "string" then
+    return nil, ("expected a time (a string such as '2026-12-01 09:00' or "
+      .. "seconds since the epoch), got %s"):format(type(v))
+  end
+  return core.parse_time(v, zone)
+end
+
+local function trigger_error(field, msg)
+  if field and field:match("^%d+$") then
+    return nil, ("trigger[%s]: %s"):format(field, msg)
+  end
+  if field then return nil, ("trigger.%s: %s"):format(field, msg) end
+  return nil, "trigger: " .. msg
+end
+
+local function cron_value(v)
+  if math.type(v) == "integer" then return tostring(v) end
+  if type(v) == "string" then return v end
+  if type(v) == "number" then
+    return nil, ("expected an integer or an expression string, got %s")
+      :format(v)
+  end
+  return nil, ("expected an integer or an expression string, got %s")
+    :format(type(v))
+end
+
+-- Normalise a trigger table (or crontab string) and build it.
+-- Returns a trigger object, or nil and "trigger...: problem".
+function M.trigger(sched, spec)
+  if type(spec) == "string" then spec = { "cron", spec } end
+  if type(spec) ~= "table" then
+    return trigger_error(nil, ("expected a table such as { \"cron\", "
+      .. "hour = 2 } or a crontab string, got %s"):format(type(spec)))
+  end
+  local kind = spec[1]
+  if kind == nil then
+    return trigger_error(nil, "the first element must name the kind: "
+      .. "\"date\", \"interval\" or \"cron\"")
+  end
+  if not TRIGGER_FIELD_SETS[kind] then
+    return trigger_error("1", ("unknown trigger kind %s (expected date, "
+      .. "interval or cron)"):format(describe(kind)))
+  end
+  local crontab = kind == "cron" and spec[2]
+  local bad = unknown_key(spec, TRIGGER_FIELD_SETS[kind], crontab and 2 or 1)
+  if bad then
+    return trigger_error(bad, ("unknown field for %s %s trigger%s")
+      :format(kind == "interval" and "an" or "a", kind,
+        suggestion(bad, TRIGGER_FIELDS[kind])))
+  end
+
+  local zone = spec.timezone
+  if zone ~= nil then
+    if type(zone) ~= "string" then
+      return trigger_error("timezone", ("expected a zone name such as "
+        .. "'UTC', got %s"):format(type(zone)))
+    end
+    local ok, err = core.timezone_ok(zone)
+    if not ok then return trigger_error("timezone", err) end
+  end
+
+  local norm = { kind = kind, timezone = zone }
+  for _, field in ipairs { "start_date", "end_date" } do
+    if spec[field] ~= nil then
+      local t, err = time_value(spec[field], zone)
+      if not t then return trigger_error(field, err) end
+      norm[field] = t
+    end
+  end
+
+  if kind == "date" then
+    if spec.run_date ~= nil and spec.delay ~= nil then
+      return trigger_error(nil, "date takes run_date or delay, not both")
+    elseif spec.run_date ~= nil then
+      local t, err = time_value(spec.run_date, zone)
+      if not t then return trigger_error("run_date", err) end
+      norm.run_date = t
+    elseif spec.delay ~= nil then
+      local d, err = duration.parse(spec.delay)
+      if not d then return trigger_error("delay", err) end
+      norm.run_date = sched:now() + d
+    else
+      return trigger_error(nil, "date needs run_date or delay")
+    end
+  elseif kind == "interval" then
+    local total = 0
+    for unit, size in pairs(INTERVAL_UNITS) do
+      local v = spec[unit]
+      if v ~= nil then
+        if type(v) ~= "number" then
+          return trigger_error(unit, ("expected a number, got %s")
+            :format(type(v)))
+        end
+        if v < 0 then
+          return trigger_error(unit, ("must be >= 0, got %s"):format(v))
+        end
+        total = total + v * size
+      end
+    end
+    if total <= 0 then
+      return trigger_error(nil, "interval needs a positive length: give "
+        .. "weeks, days, hours, minutes or seconds")
+    end
+    norm.interval = total
+  else
+    if crontab then
+      if type(crontab) ~= "string" then
+        return trigger_error("2", ("expected a crontab string, got %s")
+          :format(type(crontab)))
+      end
+      for _, f in ipairs(CRON_FIELDS) do
+        if spec[f] ~= nil then
+          return trigger_error(f, "cannot be combined with a crontab string")
+        end
+      end
+      norm.crontab = crontab
+    else
+      norm.fields = {}
+      for _, f in ipairs(CRON_FIELDS) do
+        if spec[f] ~= nil then
+          local v, err = cron_value(spec[f])
+          if not v then return trigger_error(f, err) end
+          norm.fields[f] = v
+        end
+      end
+    end
+  end
+
+  if norm.start_date and norm.end_date and norm.end_date < norm.start_date then
+    return trigger_error("end_date", ("%s is before start_date %s"):format(
+      core.format_time(norm.end_date, zone),
+      core.format_time(norm.start_date, zone)))
+  end
+
+  local trigger, field, err = sched:new_trigger(norm)
+  if trigger then return trigger end
+  if err == "can never fire" then
+    local text = crontab and ("'%s'"):format(crontab) or {}
+    if not crontab then
+      for _, f in ipairs(CRON_FIELDS) do
+        if norm.fields[f] then
+          text[#text + 1] = ("%s='%s'"):format(f, norm.fields[f])
+        end
+      end
+      text = "cron[" .. table.concat(text, ", ") .. "]"
+    end
+    return trigger_error(nil, text .. " can never fire")
+  end
+  if crontab then
+    if field then err = field .. ": " .. err end
+    return trigger_error(nil, ("'%s': %s"):format(crontab, err))
+  end
+  return trigger_error(field or nil, err)
+end
+
+local function check_args(spec, norm)
+  if spec.args ~= nil then
+    if type(spec.args) ~= "table" then
+      return nil, ("args: expected a list, got %s"):format(type(spec.args))
+    end
+    local n = spec.args.n or #spec.args
+    norm.args = table.move(spec.args, 1, n, 1, { n = n })
+  end
+  if spec.kwargs ~= nil then
+    if type(spec.kwargs) ~= "table" then
+      return nil, ("kwargs: expected a table, got %s"):format(
+        type(spec.kwargs))
+    end
+    norm.kwargs = spec.kwargs
+  end
+  return true
+end
+
+local function check_name(name)
+  if type(name) ~= "string" or name == "" then
+    return nil, ("name: expected a non-empty string, got %s"):format(
+      type(name) == "string" and "''" or type(name))
+  end
+  return true
+end
+
+local function check_run(run)
+  if run == nil then
+    return nil, "run: required (the function the job runs)"
+  end
+  if type(run) ~= "function" then
+    return nil, ("run: expected a function, got %s"):format(type(run))
+  end
+  return true
+end
+
+local auto_ids = 0
+
+-- Validate an add_job table. opts.file: the declaring file, where an id
+-- is required. Returns the normalised spec (with a built trigger), or
+-- nil and "field: problem".
+function M.job(sched, spec, opts)
+  if type(spec) ~= "table" then
+    return nil, ("add_job: expected a table, got %s"):format(type(spec))
+  end
+  local bad = unknown_key(spec, JOB_FIELD_SET, 0)
+  if bad then
+    return nil, ("%s: unknown field%s"):format(bad,
+      suggestion(bad, JOB_FIELDS))
+  end
+  local norm = { file = opts.file }
+  local id = spec.id
+  if id == nil then
+    if opts.file then
+      return nil, "id: required for jobs declared in files (it is the "
+        .. "job's identity across reloads and restarts)"
+    end
+    auto_ids = auto_ids + 1
+    id = ("job-%d"):format(auto_ids)
+  elseif type(id) ~= "string" or id == "" or id:find("%s") then
+    return nil, ("id: expected a non-empty string without spaces, got %s")
+      :format(type(id) == "string" and describe(id) or type(id))
+  end
+  norm.id = id
+  if spec.name ~= nil then
+    local ok, err = check_name(spec.name)
+    if not ok then return nil, err end
+  end
+  norm.name = spec.name or id
+  local ok, err = check_run(spec.run)
+  if not ok then return nil, err end
+  norm.run = spec.run
+  ok, err = check_args(spec, norm)
+  if not ok then return nil, err end
+  for _, flag in ipairs { "replace_existing", "paused" } do
+    if spec[flag] ~= nil and type(spec[flag]) ~= "boolean" then
+      return nil, ("%s: expected true or false, got %s"):format(flag,
+        type(spec[flag]))
+    end
+    norm[flag] = spec[flag] or false
+  end
+  if spec.trigger == nil then
+    return nil, "trigger: required (a table such as { \"interval\", "
+      .. "minutes = 5 } or a crontab string)"
+  end
+  local trigger
+  trigger, err = M.trigger(sched, spec.trigger)
+  if not trigger then return nil, err end
+  norm.trigger = trigger
+  return norm
+end
+
+local CHANGE_FIELDS = { "name", "run", "args", "kwargs", "trigger",
+  "next_run_time" }
+local CHANGE_SET = set_of(CHANGE_FIELDS)
+
+-- Validate modify_job changes. Returns a table of checked changes (a
+-- trigger built, times as seconds; next_run_time = false to pause), or
+-- nil and "field: problem".
+function M.changes(sched, changes)
+  if type(changes) ~= "table" then
+    return nil, ("changes: expected a table, got %s"):format(type(changes))
+  end
+  local bad = unknown_key(changes, CHANGE_SET, 0)
+  if bad then
+    return nil, ("%s: unknown or unchangeable field%s"):format(bad,
+      suggestion(bad, CHANGE_FIELDS))
+  end
+  local out = {}
+  local ok, err
+  if changes.name ~= nil then
+    ok, err = check_name(changes.name)
+    if not ok then return nil, err end
+    out.name = changes.name
+  end
+  if changes.run ~= nil then
+    ok, err = check_run(changes.run)
+    if not ok then return nil, err end
+    out.run = changes.run
+  end
+  ok, err = check_args(changes, out)
+  if not ok then return nil, err end
+  if changes.trigger ~= nil then
+    out.trigger, err = M.trigger(sched, changes.trigger)
+    if not out.trigger then return nil, err end
+  end
+  local nrt = changes.next_run_time
+  if nrt ~= nil then
+    if nrt == false then
+      out.next_run_time = false
+    else
+      local t
+      t, err = time_value(nrt)
+      if not t then return nil, "next_run_time: " .. err end
+      out.next_run_time = t
+    end
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,193 @@
+-- The scheduler's management verbs and job objects.
+local harness = require "tests.harness"
+
+describe("managing jobs", function()
+  local h, s
+  before_each(function()
+    h = harness.new()
+    s = h.scheduler
+  end)
+  after_each(function() h:close() end)
+
+  it("returns a job object with id, name, next_run_time, paused and trigger", function()
+    local job = s.add_job { id = "report", name = "Daily report",
+      trigger = { "cron", hour = 2, minute = 30 }, run = function() end }
+    assert.equal("report", job.id)
+    assert.equal("Daily report", job.name)
+    assert.equal(h.start + 2 * 3600 + 30 * 60, job.next_run_time)
+    assert.is_false(job.paused)
+    assert.equal("cron[hour='2', minute='30']", job.trigger)
+    assert.equal(job, s.get_job("report"))
+  end)
+
+  it("names a job after its id when it has no name", function()
+    assert.equal("cleanup", s.add_job { id = "cleanup", trigger = "* * * * *",
+      run = function() end }.name)
+  end)
+
+  it("gives jobs added from Lua without an id one of their own", function()
+    local a = s.add_job { trigger = "* * * * *", run = function() end }
+    local b = s.add_job { trigger = "* * * * *", run = function() end }
+    assert.is_string(a.id)
+    assert.are_not.equal(a.id, b.id)
+  end)
+
+  it("lists jobs by next run time, paused ones last", function()
+    h:record("hourly", { "interval", hours = 1 })
+    h:record("minutely", { "interval", minutes = 1 })
+    h:record("daily", { "interval", days = 1 })
+    s.pause_job("minutely")
+    local ids = {}
+    for i, job in ipairs(s.get_jobs()) do ids[i] = job.id end
+    assert.same({ "hourly", "daily", "minutely" }, ids)
+  end)
+
+  it("returns nil from get_job for an unknown id", function()
+    assert.is_nil(s.get_job("nope"))
+  end)
+
+  it("pauses a job so it does not fire, and resumes from now", function()
+    local fires = h:record("tick", { "interval", minutes = 1 })
+    h:advance("2m")
+    s.pause_job("tick")
+    assert.is_true(s.get_job("tick").paused)
+    assert.is_nil(s.get_job("tick").next_run_time)
+    h:advance("10m")
+    assert.same({ 60, 120 }, fires)
+    s.resume_job("tick")
+    -- The grid is kept: its next point at or after now.
+    assert.equal(h.start + 12 * 60, s.get_job("tick").next_run_time)
+    h:advance("1m30s")
+    assert.same({ 60, 120, 720, 780 }, fires)
+  end)
+
+  it("adds a job paused with paused = true", function()
+    local fires = h:record("held", { "interval", seconds = 1 }, { paused = true })
+    h:advance("1m")
+    assert.same({}, fires)
+    assert.is_true(s.get_job("held").paused)
+  end)
+
+  it("removes a job so it never fires again", function()
+    local fires = h:record("gone", { "interval", seconds = 10 })
+    h:advance("15s")
+    s.remove_job("gone")
+    h:advance("1m")
+    assert.same({ 10 }, fires)
+    assert.is_nil(s.get_job("gone"))
+  end)
+
+  it("removes every job with remove_all_jobs", function()
+    local a = h:record("a", { "interval", seconds = 10 })
+    local b = h:record("b", "* * * * *")
+    s.remove_all_jobs()
+    h:advance("5m")
+    assert.same({}, a)
+    assert.same({}, b)
+    assert.same({}, s.get_jobs())
+  end)
+
+  it("reschedules a job with a new trigger from now", function()
+    local fires = h:record("moving", { "interval", hours = 1 })
+    h:advance("30m")
+    local job = s.reschedule_job("moving", { "interval", minutes = 10 })
+    assert.equal("interval[10m]", job.trigger)
+    h:advance("30m")
+    assert.same({ 40 * 60, 50 * 60, 60 * 60 }, fires)
+  end)
+
+  it("modifies name, run, args and kwargs in place", function()
+    local seen = {}
+    s.add_job { id = "m", trigger = { "interval", seconds = 10 },
+      run = function() seen[#seen + 1] = "old" end }
+    h:advance("10s")
+    s.modify_job("m", {
+      name = "Modified",
+      run = function(ctx, a, b, kw) seen[#seen + 1] = a .. b .. kw.c end,
+      args = { "x", "y" }, kwargs = { c = "z" },
+    })
+    assert.equal("Modified", s.get_job("m").name)
+    h:advance("10s")
+    assert.same({ "old", "xyz" }, seen)
+  end)
+
+  it("modifies the trigger and the next run time", function()
+    local fires = h:record("m", { "interval", hours = 1 })
+    s.modify_job("m", { next_run_time = h.start + 5 })
+    h:advance("10s")
+    assert.same({ 5 }, fires)
+    s.modify_job("m", { trigger = { "interval", seconds = 30 } })
+    h:advance("1m")
+    assert.same({ 5, 40, 70 }, fires)
+  end)
+
+  it("refuses a modification of an unknown field", function()
+    h:record("m", { "interval", hours = 1 })
+    local ok, err = pcall(s.modify_job, "m", { id = "other" })
+    assert.is_false(ok)
+    assert.equal("modify_job: id: unknown or unchangeable field", err)
+  end)
+
+  it("runs a job now with run_job, outside its schedule", function()
+    local fires = h:record("daily", { "cron", hour = 12 })
+    h:advance("1h")
+    s.run_job("daily")
+    h:advance(0)
+    assert.same({ 3600 }, fires)
+    assert.equal(h.start + 12 * 3600, s.get_job("daily").next_run_time)
+  end)
+
+  it("raises for a verb on an unknown job id", function()
+    for _, verb in ipairs { "pause_job", "resume_job", "remove_job", "run_job" } do
+      local ok, err = pcall(s[verb], "ghost")
+      assert.is_false(ok)
+      assert.equal("no job with id 'ghost'", err)
+    end
+  end)
+
+  it("points the error at the caller's line", function()
+    local ok, err = pcall(function()
+      s.pause_job("ghost")
+    end)
+    assert.is_false(ok)
+    assert.matches("^tests/management_spec.lua:%d+: no job with id 'ghost'$", err)
+  end)
+
+  it("offers the verbs as job methods", function()
+    local fires = h:record("obj", { "interval", seconds = 10 })
+    local job = s.get_job("obj")
+    job:pause()
+    assert.is_true(job.paused)
+    job:resume()
+    assert.is_false(job.paused)
+    job:modify { name = "Renamed" }
+    assert.equal("Renamed", job.name)
+    job:reschedule { "interval", seconds = 5 }
+    h:advance("5s")
+    job:run()
+    h:advance(0)
+    assert.same({ 5, 5 }, fires)
+    job:remove()
+    assert.is_true(job.removed)
+    local ok, err = pcall(job.pause, job)
+    assert.is_false(ok)
+    assert.equal("job 'obj' was removed", err)
+  end)
+
+  it("prints a job readably", function()
+    local job = s.add_job { id = "p", trigger = { "interval", minutes = 5 }, run = function() end }
+    assert.equal("job 'p' (trigger: interval[5m], next run at: 2026-01-01T00:05:00+00:00)",
+      tostring(job))
+  end)
+
+  it("logs added, paused, resumed and removed", function()
+    h:record("logged", "* * * * *")
+    s.pause_job("logged")
+    s.resume_job("logged")
+    s.remove_job("logged")
+    for _, msg in ipairs { "job added", "job paused", "job resumed", "job removed" } do
+      assert.equal(1, #h:logged(msg), msg)
+      assert.equal("logged", h:logged(msg)[1].fields.job)
+    end
+  end)
+end)
