@@ -35,8 +35,12 @@ const char *mb_cron_field_name(int field);
 mb_cron *mb_cron_from_fields(const char *const fields[MB_CRON_NFIELDS],
                              mb_err *err);
 
-/* Compile a crontab string. On error returns NULL with a message such
- * as "minute: 61 is out of range 0-59". */
+/* Compile a crontab string: 5 fields, 6 (second first) or 7 (second
+ * first, year last), or a macro (@yearly @annually @monthly @weekly
+ * @daily @midnight @hourly). Also L, L-n, nW, LW in day-of-month, 5L /
+ * friL and fri#3 in day-of-week, and a leading '+' for day-of-month AND
+ * day-of-week. On error returns NULL with a message such as
+ * "minute: 61 is out of range 0-59". */
 mb_cron *mb_cron_from_crontab(const char *expr, mb_err *err);
 
 /* The first matching instant strictly after `after`, with fields read

@@ -27,6 +27,7 @@ struct mb_clock {
   mb_clock_jump_cb jump_cb;
   void *jump_data;
   bool dispatching;
+  uint64_t wakeups;
   /* Real clock. */
   int tfd, wfd;
   mb_time armed;        /* deadline the timerfd holds, or MB_TIME_NONE */
@@ -152,8 +153,13 @@ static void check_jump(mb_clock *c) {
  * each deadline before firing it. */
 static void dispatch(mb_clock *c, mb_time upto) {
   c->dispatching = true;
+  mb_time last_due = MB_TIME_NONE;
   while (c->len && c->heap[0]->due <= upto) {
     mb_timer *t = c->heap[0];
+    /* A virtual clock wakes once per distinct deadline, as a real one
+     * wakes once per timerfd expiry. */
+    if (c->kind == MB_CLOCK_VIRTUAL && t->due != last_due) c->wakeups++;
+    last_due = t->due;
     heap_remove(c, t);
     if (c->kind == MB_CLOCK_VIRTUAL && t->due > c->mono) c->mono = t->due;
     t->cb(t);
@@ -170,6 +176,7 @@ static void on_timerfd(uv_poll_t *p, int status, int events) {
   uint64_t expirations;
   while (read(c->tfd, &expirations, sizeof expirations) > 0) {}
   c->armed = MB_TIME_NONE;
+  c->wakeups++;
   check_jump(c);
   dispatch(c, mb_clock_mono(c));
 }
@@ -256,6 +263,7 @@ void mb_timer_init(mb_timer *t, mb_timer_cb cb, void *data) {
 bool mb_timer_active(const mb_timer *t) { return t->slot != SIZE_MAX; }
 
 size_t mb_clock_active_timers(const mb_clock *c) { return c->len; }
+uint64_t mb_clock_wakeups(const mb_clock *c) { return c->wakeups; }
 
 void mb_timer_start(mb_clock *c, mb_timer *t, mb_time delay) {
   if (mb_timer_active(t)) heap_remove(c, t);

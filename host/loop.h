@@ -59,6 +59,9 @@ void mb_timer_stop(mb_clock *clock, mb_timer *timer);
 bool mb_timer_active(const mb_timer *timer);
 /* Number of started timers: a leak check for tests. */
 size_t mb_clock_active_timers(const mb_clock *clock);
+/* How many times the clock has woken to fire timers: an idle process
+ * wakes once per fire and never between. */
+uint64_t mb_clock_wakeups(const mb_clock *clock);
 
 /* Virtual clock only: move both clocks forward by delta, firing every
  * timer that falls due on the way, in order, each at its own instant,

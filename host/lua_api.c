@@ -621,7 +621,7 @@ static int sched_stop(lua_State *L) {
   return 0;
 }
 
-/* sched:stats() -> {jobs, runs, timers}: what is alive, for leak checks
+/* sched:stats() -> {jobs, runs, timers, wakeups}: what is alive, for leak checks
  * and the status command. */
 static int sched_stats(lua_State *L) {
   host *h = check_host(L, 1);
@@ -632,6 +632,8 @@ static int sched_stats(lua_State *L) {
   lua_setfield(L, -2, "runs");
   lua_pushinteger(L, (lua_Integer)mb_clock_active_timers(h->clock));
   lua_setfield(L, -2, "timers");
+  lua_pushinteger(L, (lua_Integer)mb_clock_wakeups(h->clock));
+  lua_setfield(L, -2, "wakeups");
   return 1;
 }
 

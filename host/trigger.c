@@ -6,14 +6,28 @@
 
 struct mb_trigger {
   mb_trigger_spec spec;
+  bool anchored;  /* start_date was given: no fire before it */
 };
 
-static mb_time next_interval(const mb_trigger_spec *s, mb_time prev,
-                             mb_time now) {
+static mb_time floor_div(mb_time a, mb_time b) {
+  mb_time q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* An interval's fires form a grid through its start. With start_date
+ * given, the grid begins there and the first fire is the first point at
+ * or after now, as in APScheduler. Without it, the grid runs both ways
+ * through "one interval after the job was added", and the next fire is
+ * the first point after now: so after the wall clock steps back, the job
+ * keeps firing every interval instead of waiting for the old grid. */
+static mb_time next_interval(const mb_trigger *t, mb_time prev, mb_time now) {
+  const mb_trigger_spec *s = &t->spec;
   if (prev != MB_TIME_NONE) return prev + s->interval;
-  if (now <= s->start) return s->start;
-  mb_time steps = (now - s->start + s->interval - 1) / s->interval;
-  return s->start + steps * s->interval;
+  if (t->anchored) {
+    if (now <= s->start) return s->start;
+    return s->start - floor_div(s->start - now, s->interval) * s->interval;
+  }
+  return s->start + (floor_div(now - s->start, s->interval) + 1) * s->interval;
 }
 
 static mb_time next_cron(const mb_trigger_spec *s, mb_time prev,
@@ -33,7 +47,7 @@ mb_time mb_trigger_next(const mb_trigger *t, mb_time prev, mb_time now) {
   case MB_TRIGGER_DATE:
     return prev == MB_TIME_NONE ? s->run_date : MB_TIME_NONE;
   case MB_TRIGGER_INTERVAL:
-    next = next_interval(s, prev, now);
+    next = next_interval(t, prev, now);
     break;
   default:
     next = next_cron(s, prev, now);
@@ -56,7 +70,8 @@ mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
   t->spec = *spec;
   mb_trigger_spec *s = &t->spec;
   if (!s->tz) s->tz = mb_tz_utc();
-  if (s->kind == MB_TRIGGER_INTERVAL && s->start == MB_TIME_NONE)
+  t->anchored = s->start != MB_TIME_NONE;
+  if (s->kind == MB_TRIGGER_INTERVAL && !t->anchored)
     s->start = now + s->interval;
   if (s->kind != MB_TRIGGER_DATE && s->start != MB_TIME_NONE &&
       s->end != MB_TIME_NONE && s->end < s->start) {

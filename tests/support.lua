@@ -1,0 +1,65 @@
+-- Helpers for specs that need files or the moonbeat process itself.
+local M = {}
+
+M.BIN = os.getenv("MOONBEAT_BIN") or "build/moonbeat"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = shell_quote
+
+-- A fresh temporary directory; files = { ["name.lua"] = "source" }.
+function M.tempdir(files)
+  local p = io.popen("mktemp -d")
+  local dir = p:read("l")
+  p:close()
+  for name, text in pairs(files or {}) do M.write(dir .. "/" .. name, text) end
+  return dir
+end
+
+function M.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+function M.remove_tree(dir)
+  os.execute("rm -rf " .. shell_quote(dir))
+end
+
+-- Run a shell command; return its output and exit code.
+function M.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  local body, code = out:match("^(.*)exit=(%d+)\n$")
+  return body, tonumber(code)
+end
+
+-- Start `moonbeat ARGS` in the background, wait (at most 20 s of real
+-- time) until its output contains `until_text`, send it `signal`, and
+-- return its output and exit status. This waits for a process, never
+-- for a schedule: the jobs used fire at once.
+function M.run_until(args, until_text, signal)
+  local out = os.tmpname()
+  local script = table.concat({
+    shell_quote(M.BIN) .. " " .. args .. " >" .. out .. " 2>&1 &",
+    "pid=$!",
+    "i=0",
+    "while [ $i -lt 200 ] && ! grep -qF -- " .. shell_quote(until_text)
+      .. " " .. out .. "; do sleep 0.1; i=$((i+1)); done",
+    "kill -" .. (signal or "INT") .. " $pid",
+    "wait $pid",
+    "echo \"exit=$?\"",
+  }, "\n")
+  local p = io.popen(script)
+  local status = p:read("a")
+  p:close()
+  local f = io.open(out)
+  local text = f:read("a")
+  f:close()
+  os.remove(out)
+  return text, tonumber(status:match("exit=(%d+)"))
+end
+
+return M
