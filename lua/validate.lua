@@ -213,6 +213,12 @@ function M.trigger(sched, spec)
           norm.fields[f] = v
         end
       end
+      -- APScheduler would fire every second here; nobody means that.
+      if next(norm.fields) == nil then
+        return trigger_error(nil, "cron needs a crontab string or at least "
+          .. "one field (year, month, day, week, day_of_week, hour, minute, "
+          .. "second)")
+      end
     end
   end
 

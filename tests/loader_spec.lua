@@ -62,6 +62,14 @@ describe("the loader", function()
     assert.truthy(h.scheduler.get_job("c"))
   end)
 
+  it("names the compiled-in Lua sources by file and line in tracebacks", function()
+    local jobs = h:load("jobs/bad.lua", "scheduler.add_job { id = 'x', trigger = 'bad', run = print }")
+    assert.is_nil(jobs)
+    local trace = h:logged("job file failed to load")[1].fields.traceback
+    assert.matches("lua/scheduler.lua:%d+: in field 'add_job'", trace)
+    assert.matches("jobs/bad.lua:1: in main chunk", trace, 1, true)
+  end)
+
   it("says why a directory cannot be read", function()
     local summary, err = loader.load_dir(h.core, "/nonexistent/jobs")
     assert.is_nil(summary)

@@ -63,6 +63,10 @@ describe("validation at add_job", function()
       [[id = "r", trigger = { "cron", hours = 5 }, ]] .. RUN,
       "jobs/report.lua:2: trigger.hours: unknown field for a cron trigger "
         .. "(did you mean 'hour'?)" },
+    { "a cron trigger with no field",
+      [[id = "r", trigger = { "cron" }, ]] .. RUN,
+      "jobs/report.lua:2: trigger: cron needs a crontab string or at least one "
+        .. "field (year, month, day, week, day_of_week, hour, minute, second)" },
     { "a date trigger without a date",
       [[id = "r", trigger = { "date" }, ]] .. RUN,
       "jobs/report.lua:2: trigger: date needs run_date or delay" },
