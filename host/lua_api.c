@@ -33,6 +33,7 @@ typedef struct host {
   mb_runner *runner;
   bool closed;
   bool running;
+  const mb_tz *default_tz;  /* for triggers that name no zone */
   uv_signal_t signals[2];
   int stop_signal;
   struct host *prev_current;
@@ -90,7 +91,13 @@ static int core_new(lua_State *L) {
                       kind);
   lua_getfield(L, 1, "start");
   mb_time start = to_usec(luaL_optnumber(L, -1, 1767225600.0));
-  lua_pop(L, 2);
+  lua_getfield(L, 1, "timezone");
+  const mb_tz *default_tz = mb_tz_local();
+  mb_err tz_err;
+  if (!lua_isnil(L, -1) &&
+      mb_tz_get(luaL_checkstring(L, -1), &default_tz, &tz_err) < 0)
+    return luaL_error(L, "%s", tz_err.msg);
+  lua_pop(L, 3);
 
   host *h = mb_xcalloc(1, sizeof *h);
   /* Runs are made from the main thread: the caller may be a coroutine
@@ -98,6 +105,7 @@ static int core_new(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
+  h->default_tz = default_tz;
   if (virtual) {
     h->loop = mb_xmalloc(sizeof *h->loop);
     uv_loop_init(h->loop);
@@ -222,7 +230,8 @@ static int sched_new_trigger(lua_State *L) {
                                               : MB_TRIGGER_CRON;
   lua_getfield(L, 2, "timezone");
   const char *tzname = lua_tostring(L, -1);
-  spec.tz = mb_tz_utc();
+  spec.tz = h->default_tz;
+  spec.tz_given = tzname != NULL;
   if (tzname && mb_tz_get(tzname, &spec.tz, &err) < 0)
     return fail3(L, "timezone", err.msg);
   spec.run_date = opt_time_field(L, 2, "run_date");
@@ -637,6 +646,13 @@ static int sched_stats(lua_State *L) {
   return 1;
 }
 
+/* sched:timezone() -> the zone triggers use when they name none. */
+static int sched_timezone(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_pushstring(L, mb_tz_name(h->default_tz));
+  return 1;
+}
+
 static int sched_is_virtual(lua_State *L) {
   host *h = check_host(L, 1);
   lua_pushboolean(L, mb_clock_kind(h->clock) == MB_CLOCK_VIRTUAL);
@@ -878,6 +894,7 @@ static const luaL_Reg sched_methods[] = {
   {"stop", sched_stop},
   {"stats", sched_stats},
   {"is_virtual", sched_is_virtual},
+  {"timezone", sched_timezone},
   {"close", sched_close},
   {NULL, NULL}
 };

@@ -149,7 +149,7 @@ size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
                             mb_duration_format(s->interval, a, sizeof a));
   default:
     mb_cron_describe(s->cron, b, sizeof b);
-    if (s->tz != mb_tz_utc())
+    if (s->tz_given)
       return (size_t)snprintf(buf, n, "cron[%s, timezone='%s']", b,
                               mb_tz_name(s->tz));
     return (size_t)snprintf(buf, n, "cron[%s]", b);

@@ -31,6 +31,9 @@ Options:
   --log-format FORMAT  text (default; for people) or json (one JSON
                        object per line, for machines)
   --log-level LEVEL    debug, info (default), warn or error
+  --timezone ZONE      zone for triggers that name none: an IANA name
+                       such as Europe/Berlin, UTC, or local (default:
+                       the machine's zone)
   -h, --help           show this help
 ]]
 
@@ -70,7 +73,9 @@ local function parse(args, takes_value)
 end
 
 local function cmd_run(args)
-  local opts, rest = parse(args, { ["log-format"] = true, ["log-level"] = true })
+  local opts, rest = parse(args, {
+    ["log-format"] = true, ["log-level"] = true, timezone = true,
+  })
   if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
   if opts.help then
     io.stdout:write(RUN_USAGE)
@@ -89,7 +94,12 @@ local function cmd_run(args)
   core.configure_log { format = format, level = level }
 
   local dir = rest[1] or "jobs/"
-  local sched = core.new { clock = "real" }
+  local zone = opts.timezone
+  if zone then
+    local ok, err = core.timezone_ok(zone)
+    if not ok then return fail("--timezone: " .. err) end
+  end
+  local sched = core.new { clock = "real", timezone = zone }
   require("mb.scheduler").new(sched)
   local summary, err = require("mb.loader").load_dir(sched, dir)
   if not summary then

@@ -140,7 +140,9 @@ function M.trigger(sched, spec)
   end
 
   local zone = spec.timezone
-  if zone ~= nil then
+  if zone == nil then
+    zone = sched:timezone()
+  else
     if type(zone) ~= "string" then
       return trigger_error("timezone", ("expected a zone name such as "
         .. "'UTC', got %s"):format(type(zone)))
@@ -149,7 +151,7 @@ function M.trigger(sched, spec)
     if not ok then return trigger_error("timezone", err) end
   end
 
-  local norm = { kind = kind, timezone = zone }
+  local norm = { kind = kind, timezone = spec.timezone }
   for _, field in ipairs { "start_date", "end_date" } do
     if spec[field] ~= nil then
       local t, err = time_value(spec[field], zone)

@@ -74,7 +74,7 @@ scheduler.add_job {
   it("describes every option in --help", function()
     local out, code = support.sh(support.quote(support.BIN) .. " run --help")
     assert.equal(0, code)
-    for _, option in ipairs { "--log-format", "--log-level", "--help" } do
+    for _, option in ipairs { "--log-format", "--log-level", "--timezone", "--help" } do
       assert.matches(option, out, 1, true)
     end
     out, code = support.sh(support.quote(support.BIN) .. " --help")
@@ -86,6 +86,9 @@ scheduler.add_job {
     local out, code = support.sh(support.quote(support.BIN) .. " run --frobnicate")
     assert.equal(2, code)
     assert.matches("moonbeat: unknown option --frobnicate", out, 1, true)
+    out, code = support.sh(support.quote(support.BIN) .. " run --timezone Mars/Olympus")
+    assert.equal(2, code)
+    assert.matches("moonbeat: --timezone: unknown time zone 'Mars/Olympus'", out, 1, true)
     out, code = support.sh(support.quote(support.BIN) .. " run /nonexistent/jobs")
     assert.equal(2, code)
     assert.matches("moonbeat: cannot read the job directory /nonexistent/jobs: No such file or directory", out, 1, true)

@@ -29,7 +29,10 @@ function harness.new(opts)
   local self = setmetatable({ start = start, logs = {} }, H)
   collectgarbage()
   self.refs_before = core.live_refs()
-  self.core = core.new { clock = opts.clock or "virtual", start = start }
+  self.core = core.new {
+    clock = opts.clock or "virtual", start = start,
+    timezone = opts.timezone or "UTC",
+  }
   self.scheduler = scheduler.new(self.core)
   core.configure_log { stream = "none", level = "debug" }
   core.set_log_sink(function(level, msg, fields)

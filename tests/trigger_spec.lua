@@ -224,6 +224,31 @@ describe("triggers", function()
     end)
   end)
 
+  describe("zones", function()
+    it("reads cron fields in an IANA zone", function()
+      local fires = h:record("tokyo", { "cron", hour = 9, timezone = "Asia/Tokyo" })
+      assert.equal("cron[hour='9', timezone='Asia/Tokyo']", h.scheduler.get_job("tokyo").trigger)
+      h:advance("1d")
+      -- 09:00 in Tokyo (+09:00) is midnight UTC: the next one is a day on.
+      assert.same({ 0, DAY }, fires)
+    end)
+
+    it("reads run_date without an offset in the trigger's zone", function()
+      local fires = h:record("ny", { "date", run_date = "2025-12-31 20:00", timezone = "America/New_York" })
+      h:advance("1d")
+      assert.same({ HOUR }, fires)
+    end)
+
+    it("uses the scheduler's zone for triggers that name none", function()
+      h:close()
+      h = harness.new { timezone = "Asia/Kolkata" }
+      local fires = h:record("ist", { "cron", hour = 5, minute = 30 })
+      h:advance("1d")
+      -- 05:30 in India (+05:30) is midnight UTC.
+      assert.same({ 0, DAY }, fires)
+    end)
+  end)
+
   describe("the local zone", function()
     it("reads cron fields in the zone the trigger names", function()
       local fires = h:record("local-cron", { "cron", hour = 6, timezone = "local" })
