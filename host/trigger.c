@@ -32,9 +32,11 @@ static mb_time next_interval(const mb_trigger *t, mb_time prev, mb_time now) {
 
 static mb_time next_cron(const mb_trigger_spec *s, mb_time prev,
                          mb_time now) {
+  /* After a fire, the next is strictly after it whatever now is, so that
+   * overdue fires can be walked one by one and previews never repeat. */
   mb_time from;
   if (prev != MB_TIME_NONE)
-    from = now < prev + 1 ? now : prev + 1;
+    from = prev + 1;
   else
     from = s->start != MB_TIME_NONE && s->start > now ? s->start : now;
   return mb_cron_next(s->cron, from - 1, s->tz);

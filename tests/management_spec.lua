@@ -191,3 +191,12 @@ describe("managing jobs", function()
     end
   end)
 end)
+
+describe("previewing a trigger", function()
+  it("lists the next fires a new job would have", function()
+    local h = harness.new()
+    local fires = h.scheduler.preview({ "cron", hour = "*/6" }, 3)
+    h:close()
+    assert.same({ h.start, h.start + 6 * 3600, h.start + 12 * 3600 }, fires)
+  end)
+end)
