@@ -10,8 +10,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "embedded.h"
+#include "event.h"
 #include "log.h"
 #include "loop.h"
 #include "run.h"
@@ -32,12 +34,48 @@ typedef struct host {
   mb_sched *sched;
   mb_runner *runner;
   bool closed;
-  bool running;
-  const mb_tz *default_tz;  /* for triggers that name no zone */
+  bool running;              /* inside sched:run() */
+  enum { RUNNING, STOPPING, STOPPED } state;
+  const mb_tz *default_tz;   /* for triggers that name no zone */
+  int event_ref;             /* Lua function handed every event */
+  mb_timer shutdown_timer;
+  mb_time shutdown_timeout;
   uv_signal_t signals[2];
   int stop_signal;
   struct host *prev_current;
 } host;
+
+/* ---- the Lua allocator: a limit on job code ---- */
+
+static size_t lua_mem_used;
+static size_t lua_mem_limit = (size_t)1 << 30;
+
+/* Growth is refused only while a run's code executes, so a greedy job
+ * fails alone and the host itself never meets a failed allocation. */
+static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    lua_mem_used -= old;
+    return NULL;
+  }
+  if (nsize > old && lua_mem_limit && mb_run_executing() &&
+      lua_mem_used + (nsize - old) > lua_mem_limit)
+    return NULL;
+  void *p = realloc(ptr, nsize);
+  if (!p) return NULL;
+  lua_mem_used = lua_mem_used - old + nsize;
+  return p;
+}
+
+lua_State *mb_lua_newstate(void) { return lua_newstate(lua_alloc, NULL); }
+
+void mb_lua_memory_message(char *buf, size_t n) {
+  snprintf(buf, n, "memory limit exceeded: job code may use %.1f MiB of Lua "
+           "memory in all (--memory-limit)",
+           (double)lua_mem_limit / (1024.0 * 1024.0));
+}
 
 /* The newest open scheduler: whose clock `core.now` reads outside runs. */
 static host *current;
@@ -56,11 +94,11 @@ static void push_time(lua_State *L, mb_time t) {
 
 /* ---- hooks from the scheduler core ---- */
 
-static void hook_fire(mb_sched *s, mb_job *job, mb_time scheduled,
+static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
                       void *data) {
   (void)s;
   host *h = data;
-  mb_runner_fire(h->runner, job, scheduled);
+  mb_runner_fire(h->runner, job, fire);
 }
 
 static void hook_removed(mb_sched *s, mb_job *job, void *data) {
@@ -68,6 +106,58 @@ static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   host *h = data;
   mb_unref(h->L, job->lua_ref);
   job->lua_ref = LUA_NOREF;
+}
+
+static void set_time_field(lua_State *L, const char *key, mb_time t) {
+  if (t == MB_TIME_NONE) return;
+  push_time(L, t);
+  lua_setfield(L, -2, key);
+}
+
+static void set_string_field(lua_State *L, const char *key, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, key);
+}
+
+static void push_event(lua_State *L, const mb_event *ev) {
+  lua_createtable(L, 0, 12);
+  set_string_field(L, "kind", mb_event_name(ev->kind));
+  set_string_field(L, "job_id", ev->job_id);
+  if (ev->run_id) {
+    lua_pushinteger(L, (lua_Integer)ev->run_id);
+    lua_setfield(L, -2, "run_id");
+  }
+  set_time_field(L, "scheduled_time", ev->scheduled_time);
+  set_time_field(L, "start_time", ev->start_time);
+  if (ev->duration >= 0) {
+    lua_pushnumber(L, to_seconds(ev->duration));
+    lua_setfield(L, -2, "duration");
+  }
+  if (ev->attempt) {
+    lua_pushinteger(L, ev->attempt);
+    lua_setfield(L, -2, "attempt");
+  }
+  set_string_field(L, "error", ev->error);
+  set_string_field(L, "traceback", ev->traceback);
+  set_time_field(L, "next_time", ev->next_time);
+  set_string_field(L, "reason", ev->reason);
+  set_string_field(L, "trigger", ev->detail);
+}
+
+static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
+  (void)s;
+  host *h = data;
+  mb_event_log(ev);
+  if (h->event_ref == LUA_NOREF || h->closed) return;
+  lua_State *L = h->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->event_ref);
+  push_event(L, ev);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    mb_log_field f[] = {MB_LS("error", lua_tostring(L, -1))};
+    mb_log(MB_LOG_ERROR, "event handler failed", f, 1);
+    lua_pop(L, 1);
+  }
 }
 
 /* ---- scheduler userdata ---- */
@@ -124,9 +214,17 @@ static int core_new(lua_State *L) {
     free(h);
     return luaL_error(L, "cannot start the clock: %s", err.msg);
   }
-  mb_sched_hooks hooks = {hook_fire, hook_removed};
+  mb_sched_hooks hooks = {hook_fire, hook_removed, hook_event};
+  h->event_ref = LUA_NOREF;
+  h->state = RUNNING;
+  h->shutdown_timeout = 30 * MB_SEC;
   h->sched = mb_sched_new(h->clock, &hooks, h);
+  lua_getfield(L, 1, "seed");
+  if (lua_isinteger(L, -1))
+    mb_sched_seed(h->sched, (uint64_t)lua_tointeger(L, -1));
+  lua_pop(L, 1);
   h->runner = mb_runner_new(h->L, h->sched);
+  mb_timer_init(&h->shutdown_timer, NULL, h);
   h->prev_current = current;
   current = h;
   mb_log_set_clock(host_now, h);
@@ -142,6 +240,9 @@ static void on_handle_closed(uv_handle_t *handle) { (void)handle; }
 static void host_close(host *h) {
   if (h->closed) return;
   h->closed = true;
+  mb_unref(h->L, h->event_ref);
+  h->event_ref = LUA_NOREF;
+  mb_timer_stop(h->clock, &h->shutdown_timer);
   mb_runner_free(h->runner);
   mb_sched_free(h->sched);
   mb_clock_close(h->clock);
@@ -343,6 +444,60 @@ static int no_job(lua_State *L, int idx) {
   return 2;
 }
 
+static mb_time opt_duration(lua_State *L, int idx, const char *key,
+                            mb_time dflt) {
+  lua_getfield(L, idx, key);
+  mb_time t = lua_isnumber(L, -1) ? to_usec(lua_tonumber(L, -1)) : dflt;
+  lua_pop(L, 1);
+  return t;
+}
+
+static int opt_choice(lua_State *L, int idx, const char *key,
+                      const char *const names[], int dflt) {
+  lua_getfield(L, idx, key);
+  const char *v = lua_tostring(L, -1);
+  int choice = dflt;
+  for (int i = 0; v && names[i]; i++)
+    if (strcmp(names[i], v) == 0) choice = i;
+  lua_pop(L, 1);
+  return choice;
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *key,
+                           lua_Integer dflt) {
+  lua_getfield(L, idx, key);
+  lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* The policy table lua/validate.lua makes (durations in seconds) to C. */
+static void read_policy(lua_State *L, int idx, mb_job_policy *p) {
+  static const char *const overlaps[] = {"skip", "buffer_one", "buffer_all",
+                                         "cancel_other", "allow_all", NULL};
+  static const char *const backoffs[] = {"fixed", "linear", "exponential",
+                                         NULL};
+  mb_job_policy_default(p);
+  if (!lua_istable(L, idx)) return;
+  p->timeout = opt_duration(L, idx, "timeout", 0);
+  p->max_instances = (unsigned)opt_int(L, idx, "max_instances", 1);
+  p->overlap = opt_choice(L, idx, "overlap", overlaps, MB_OVERLAP_SKIP);
+  p->max_buffered = (unsigned)opt_int(L, idx, "max_buffered", 100);
+  p->misfire_grace = opt_duration(L, idx, "misfire_grace_time", MB_TIME_NONE);
+  lua_getfield(L, idx, "coalesce");
+  p->coalesce = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  p->jitter = opt_duration(L, idx, "jitter", 0);
+  p->retry_attempts = (int)opt_int(L, idx, "retry_attempts", 1);
+  p->retry_backoff = opt_choice(L, idx, "retry_backoff", backoffs,
+                                MB_BACKOFF_EXPONENTIAL);
+  p->retry_delay = opt_duration(L, idx, "retry_delay", MB_SEC);
+  p->retry_max_delay = opt_duration(L, idx, "retry_max_delay", 0);
+  lua_getfield(L, idx, "retry_jitter");
+  p->retry_jitter = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+}
+
 /* sched:add_job(spec): spec is validated and normalised by lua/, with
  * trigger a trigger userdata; the table is kept as the job's Lua side. */
 static int sched_add_job(lua_State *L) {
@@ -353,29 +508,28 @@ static int sched_add_job(lua_State *L) {
   lua_getfield(L, 2, "file");
   lua_getfield(L, 2, "replace_existing");
   lua_getfield(L, 2, "trigger");
+  lua_getfield(L, 2, "paused");
+  lua_getfield(L, 2, "policy");
   const char *id = luaL_checkstring(L, 3);
   const char *name = lua_tostring(L, 4);
   const char *file = lua_tostring(L, 5);
   bool replace = lua_toboolean(L, 6);
   mb_trigger *t = take_trigger(L, 7);
+  bool paused = lua_toboolean(L, 8);
+  mb_job_policy policy;
+  read_policy(L, 9, &policy);
   mb_job *job;
   mb_err err = {0};
-  if (mb_sched_add_job(h->sched, id, name, file, t, replace, &job, &err) < 0) {
+  /* The spec must be the job's before the added event reaches Lua. */
+  lua_pushvalue(L, 2);
+  int ref = mb_ref(L);
+  if (mb_sched_add_job(h->sched, id, name, file, t, &policy, replace, paused,
+                       ref, &job, &err) < 0) {
+    mb_unref(L, ref);
     lua_pushnil(L);
     lua_pushstring(L, err.msg);
     return 2;
   }
-  lua_pushvalue(L, 2);
-  job->lua_ref = mb_ref(L);
-  char desc[512];
-  mb_trigger_describe(job->trigger, desc, sizeof desc);
-  char next[64] = "none";
-  if (job->next_fire != MB_TIME_NONE)
-    mb_time_format(job->next_fire, mb_trigger_tz(job->trigger), next,
-                   sizeof next);
-  mb_log_field f[] = {MB_LS("job", job->id), MB_LS("trigger", desc),
-                      MB_LS("next", next)};
-  mb_log(MB_LOG_INFO, "job added", f, 3);
   push_job(L, 1, job);
   return 1;
 }
@@ -401,17 +555,11 @@ static int sched_get_jobs(lua_State *L) {
   return 1;
 }
 
-static void log_job_event(const char *what, mb_job *job) {
-  mb_log_field f[] = {MB_LS("job", job->id)};
-  mb_log(MB_LOG_INFO, what, f, 1);
-}
-
 static int sched_pause_job(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_sched_pause_job(h->sched, job);
-  log_job_event("job paused", job);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -421,7 +569,6 @@ static int sched_resume_job(lua_State *L) {
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_sched_resume_job(h->sched, job);
-  log_job_event("job resumed", job);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -432,7 +579,6 @@ static int sched_remove_job(lua_State *L) {
   if (!job) return no_job(L, 2);
   mb_job_ref(job);
   mb_sched_remove_job(h->sched, job);
-  log_job_event("job removed", job);
   mb_job_unref(job);
   lua_pushboolean(L, 1);
   return 1;
@@ -441,7 +587,6 @@ static int sched_remove_job(lua_State *L) {
 static int sched_remove_all_jobs(lua_State *L) {
   host *h = check_host(L, 1);
   mb_sched_remove_all_jobs(h->sched);
-  mb_log(MB_LOG_INFO, "all jobs removed", NULL, 0);
   return 0;
 }
 
@@ -449,7 +594,11 @@ static int sched_run_job(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
-  mb_sched_run_job(h->sched, job);
+  if (mb_sched_fire_soon(h->sched, job, NULL) < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the scheduler is shutting down");
+    return 2;
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -459,7 +608,6 @@ static int sched_reschedule_job(lua_State *L) {
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_sched_reschedule_job(h->sched, job, take_trigger(L, 3));
-  log_job_event("job rescheduled", job);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -494,6 +642,114 @@ static int sched_rename_job(lua_State *L) {
   return 1;
 }
 
+/* sched:modified(job): tell the log and listeners the job changed. */
+static int sched_modified(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  char desc[512];
+  mb_trigger_describe(job->trigger, desc, sizeof desc);
+  mb_event ev = mb_event_make(MB_EV_MODIFIED, job->id);
+  ev.detail = desc;
+  ev.next_time = job->next_fire;
+  mb_sched_emit(h->sched, &ev);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* sched:set_policy(job, policy) */
+static int sched_set_policy(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_job_policy p;
+  read_policy(L, 3, &p);
+  mb_sched_set_policy(h->sched, job, &p);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sched_set_event_handler(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_unref(L, h->event_ref);
+  h->event_ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    h->event_ref = mb_ref(L);
+  }
+  return 0;
+}
+
+/* ---- shutdown ---- */
+
+static void finish_shutdown(host *h) {
+  if (h->state == STOPPED) return;
+  h->state = STOPPED;
+  mb_timer_stop(h->clock, &h->shutdown_timer);
+  mb_runner_on_empty(h->runner, NULL, NULL);
+  if (h->running) uv_stop(h->loop);
+}
+
+static void on_runs_drained(void *data) { finish_shutdown(data); }
+
+static void on_shutdown_timeout(mb_timer *t) {
+  host *h = t->data;
+  mb_runner_cancel(h->runner, NULL, "the shutdown timeout passed");
+  finish_shutdown(h);
+}
+
+/* Stop firing; let the runs in flight finish (wait) within timeout,
+ * then cancel what is left. */
+static void begin_shutdown(host *h, bool wait, mb_time timeout,
+                           const char *signal) {
+  if (h->state == STOPPED) return;
+  if (h->state == RUNNING) {
+    h->state = STOPPING;
+    mb_sched_stop(h->sched);
+    char limit[32];
+    mb_log_field f[] = {
+      MB_LI("runs", mb_runner_active(h->runner)),
+      MB_LS("wait", wait ? mb_duration_format(timeout, limit, sizeof limit)
+                         : "no"),
+      MB_LS("signal", signal),
+    };
+    mb_log(MB_LOG_INFO, "scheduler stopping", f, signal ? 3 : 2);
+  }
+  if (!wait || mb_runner_active(h->runner) == 0) {
+    mb_runner_cancel(h->runner, NULL, "the scheduler shut down");
+    finish_shutdown(h);
+    return;
+  }
+  mb_runner_on_empty(h->runner, on_runs_drained, h);
+  h->shutdown_timer.cb = on_shutdown_timeout;
+  mb_timer_start(h->clock, &h->shutdown_timer, timeout);
+}
+
+/* sched:shutdown{wait = true, timeout = seconds} */
+static int sched_shutdown(lua_State *L) {
+  host *h = check_host(L, 1);
+  bool wait = true;
+  mb_time timeout = h->shutdown_timeout;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "wait");
+    if (!lua_isnil(L, -1)) wait = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "timeout");
+    if (lua_isnumber(L, -1)) timeout = to_usec(lua_tonumber(L, -1));
+    lua_pop(L, 2);
+  }
+  begin_shutdown(h, wait, timeout, NULL);
+  return 0;
+}
+
+/* sched:state() -> "running" | "stopping" | "stopped" */
+static int sched_state(lua_State *L) {
+  host *h = check_host(L, 1);
+  static const char *const names[] = {"running", "stopping", "stopped"};
+  lua_pushstring(L, names[h->state]);
+  return 1;
+}
+
 static int job_gc(lua_State *L) {
   job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
   if (ud->job) mb_job_unref(ud->job);
@@ -519,6 +775,8 @@ static int job_index(lua_State *L) {
     lua_pushstring(L, job->file);
   } else if (strcmp(key, "next_run_time") == 0) {
     push_time(L, job->next_fire);
+  } else if (strcmp(key, "next_retry_time") == 0) {
+    push_time(L, job->retry_due);
   } else if (strcmp(key, "paused") == 0) {
     lua_pushboolean(L, job->paused);
   } else if (strcmp(key, "removed") == 0) {
@@ -595,16 +853,30 @@ static int sched_jump(lua_State *L) {
 
 static void on_signal(uv_signal_t *sig, int signum) {
   host *h = sig->data;
+  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  if (h->state != RUNNING) {
+    /* A second signal: the operator does not want to wait. */
+    mb_log_field f[] = {MB_LS("signal", name),
+                        MB_LI("runs", mb_runner_active(h->runner))};
+    mb_log(MB_LOG_WARN, "second signal: exiting at once", f, 2);
+    _exit(1);
+  }
   h->stop_signal = signum;
-  uv_stop(h->loop);
+  begin_shutdown(h, true, h->shutdown_timeout, name);
 }
 
-/* sched:run() -> name of the signal that stopped it, or nil when
- * sched:stop() did. Runs the loop until then. */
+/* sched:run{shutdown_timeout = seconds} -> name of the signal that
+ * stopped it, or nil when shutdown() or stop() did. Runs the loop until
+ * then; SIGINT and SIGTERM shut down gracefully. */
 static int sched_run(lua_State *L) {
   host *h = check_host(L, 1);
   if (h->running) return luaL_error(L, "run: the scheduler is already running");
   if (mb_run_current(L)) return luaL_error(L, "run: not from a job's run");
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "shutdown_timeout");
+    if (lua_isnumber(L, -1)) h->shutdown_timeout = to_usec(lua_tonumber(L, -1));
+    lua_pop(L, 1);
+  }
   static const int signums[] = {SIGINT, SIGTERM};
   for (int i = 0; i < 2; i++) {
     uv_signal_init(h->loop, &h->signals[i]);
@@ -613,7 +885,7 @@ static int sched_run(lua_State *L) {
   }
   h->running = true;
   h->stop_signal = 0;
-  uv_run(h->loop, UV_RUN_DEFAULT);
+  if (h->state != STOPPED) uv_run(h->loop, UV_RUN_DEFAULT);
   h->running = false;
   for (int i = 0; i < 2; i++)
     uv_close((uv_handle_t *)&h->signals[i], on_handle_closed);
@@ -862,6 +1134,21 @@ static int core_set_log_sink(lua_State *L) {
   return 0;
 }
 
+/* core.set_memory_limit(bytes): 0 lifts the limit. */
+static int core_set_memory_limit(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0, 1, "must be >= 0");
+  lua_mem_limit = (size_t)n;
+  return 0;
+}
+
+/* core.memory() -> bytes of Lua memory in use, the limit */
+static int core_memory(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)lua_mem_used);
+  lua_pushinteger(L, (lua_Integer)lua_mem_limit);
+  return 2;
+}
+
 static int core_live_refs(lua_State *L) {
   lua_pushinteger(L, mb_live_refs());
   return 1;
@@ -887,6 +1174,11 @@ static const luaL_Reg sched_methods[] = {
   {"set_next_run_time", sched_set_next_run_time},
   {"job_spec", sched_job_spec},
   {"rename_job", sched_rename_job},
+  {"modified", sched_modified},
+  {"set_policy", sched_set_policy},
+  {"set_event_handler", sched_set_event_handler},
+  {"shutdown", sched_shutdown},
+  {"state", sched_state},
   {"now", sched_now},
   {"advance", sched_advance},
   {"jump", sched_jump},
@@ -914,6 +1206,8 @@ static const luaL_Reg core_functions[] = {
   {"set_log_sink", core_set_log_sink},
   {"set_job_methods", core_set_job_methods},
   {"live_refs", core_live_refs},
+  {"set_memory_limit", core_set_memory_limit},
+  {"memory", core_memory},
   {"in_run", core_in_run},
   {NULL, NULL}
 };

@@ -7,6 +7,7 @@
 #define MB_LUA_API_H
 
 #include <lua.h>
+#include <stddef.h>
 
 /* Open the standard libraries and install the preloaders for
  * moonbeat.core, the embedded lua/ modules (as "mb.<name>") and the
@@ -14,5 +15,11 @@
 void mb_lua_open(lua_State *L);
 
 int luaopen_moonbeat_core(lua_State *L);
+
+/* A Lua state whose allocator refuses job code more than the memory
+ * limit (core.set_memory_limit; 1 GiB by default). */
+lua_State *mb_lua_newstate(void);
+/* The error a run gets when it hits the limit. */
+void mb_lua_memory_message(char *buf, size_t n);
 
 #endif

@@ -31,7 +31,7 @@ static int start(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = mb_lua_newstate();
   if (!L) {
     fprintf(stderr, "moonbeat: cannot create the Lua state\n");
     return 1;

@@ -1,15 +1,24 @@
-/* run.c: runs as coroutines. Only mb_run_resume calls lua_resume, and
- * only from loop callbacks; ending a run never resumes it, so a job's
- * own pcall cannot catch its cancellation. */
+/* run.c: runs as coroutines. Only resume() calls lua_resume, and only
+ * from loop callbacks; ending a run never resumes it, so a job's own
+ * pcall cannot catch its timeout or cancellation. */
 #include "run.h"
 
 #include <lauxlib.h>
+#include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
+#include "lua_api.h"
 #include "tz.h"
+
+/* A run with a timeout is checked every this many VM instructions. */
+#define HOOK_INSTRUCTIONS 10000
+
+enum { ENDED_OK, ENDED_ERROR, ENDED_TIMEOUT, ENDED_CANCELLED };
 
 struct mb_run {
   mb_runner *runner;
@@ -17,11 +26,18 @@ struct mb_run {
   lua_State *co;
   int co_ref;
   uint64_t id;
-  mb_time scheduled, started, started_mono;
-  int attempt;
+  mb_fire fire;
+  mb_time started, started_mono;
+  mb_time deadline_mono;     /* MB_TIME_NONE: no timeout */
+  mb_time slice_start;       /* real monotonic time this resume began */
   mb_timer sleep_timer;
-  mb_wait_cancel cancel;  /* non-NULL while the run waits */
+  mb_timer deadline_timer;
+  mb_wait_cancel cancel;     /* non-NULL while the run waits */
   void *wait;
+  bool timed_out;            /* the hook is unwinding it */
+  bool ending;
+  bool cancel_requested;     /* cancelled while its code was executing */
+  const char *cancel_reason;
   mb_run *next, **prevp;
 };
 
@@ -30,9 +46,12 @@ struct mb_runner {
   mb_sched *sched;
   mb_run *runs;
   size_t active;
+  void (*on_empty)(void *data);
+  void *on_empty_data;
 };
 
 static long live_refs;
+static mb_run *executing;
 
 int mb_ref(lua_State *L) {
   live_refs++;
@@ -54,6 +73,8 @@ mb_run *mb_run_current(lua_State *co) {
   return run && run->co == co ? run : NULL;
 }
 
+mb_run *mb_run_executing(void) { return executing; }
+
 mb_sched *mb_run_sched(const mb_run *run) { return run->runner->sched; }
 mb_clock *mb_run_clock(const mb_run *run) {
   return mb_sched_clock(run->runner->sched);
@@ -68,13 +89,114 @@ mb_runner *mb_runner_new(lua_State *L, mb_sched *sched) {
 
 size_t mb_runner_active(const mb_runner *r) { return r->active; }
 
+void mb_runner_on_empty(mb_runner *r, void (*cb)(void *data), void *data) {
+  r->on_empty = cb;
+  r->on_empty_data = data;
+}
+
+static mb_time real_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (mb_time)ts.tv_sec * MB_SEC + ts.tv_nsec / 1000;
+}
+
+/* ---- retries ---- */
+
+static mb_time retry_delay(mb_sched *s, const mb_job_policy *p, int attempt) {
+  double d = (double)p->retry_delay;
+  if (p->retry_backoff == MB_BACKOFF_LINEAR)
+    d *= attempt;
+  else if (p->retry_backoff == MB_BACKOFF_EXPONENTIAL)
+    d *= ldexp(1.0, attempt - 1 < 60 ? attempt - 1 : 60);
+  if (p->retry_max_delay > 0 && d > (double)p->retry_max_delay)
+    d = (double)p->retry_max_delay;
+  if (p->retry_jitter > 0)
+    d *= 1.0 + p->retry_jitter * (2.0 * mb_sched_random(s) - 1.0);
+  if (p->retry_max_delay > 0 && d > (double)p->retry_max_delay)
+    d = (double)p->retry_max_delay;
+  return d > 0 ? (mb_time)d : 0;
+}
+
+/* Ask the job's retry_on(err) whether this failure is worth a retry. */
+static bool retry_wanted(mb_runner *r, mb_job *job, const char *kind,
+                         const char *error, const char *traceback,
+                         int attempt) {
+  lua_State *L = r->L;
+  if (job->lua_ref == LUA_NOREF) return false;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  if (lua_getfield(L, -1, "retry") != LUA_TTABLE ||
+      lua_getfield(L, -1, "retry_on") != LUA_TFUNCTION) {
+    lua_settop(L, top);
+    return true;
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushstring(L, error ? error : "");
+  lua_setfield(L, -2, "message");
+  if (traceback) {
+    lua_pushstring(L, traceback);
+    lua_setfield(L, -2, "traceback");
+  }
+  lua_pushinteger(L, attempt);
+  lua_setfield(L, -2, "attempt");
+  bool wanted = false;
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+    wanted = lua_toboolean(L, -1);
+  } else {
+    mb_log_field f[] = {MB_LS("job", job->id),
+                        MB_LS("error", lua_tostring(L, -1))};
+    mb_log(MB_LOG_ERROR, "retry_on failed; not retrying", f, 2);
+  }
+  lua_settop(L, top);
+  return wanted;
+}
+
+static void after_failure(mb_run *run, const char *kind, const char *error,
+                          const char *traceback) {
+  mb_runner *r = run->runner;
+  mb_job *job = run->job;
+  const mb_job_policy *p = &job->policy;
+  if (p->retry_attempts <= 1 || job->removed || mb_sched_stopped(r->sched))
+    return;
+  int attempt = run->fire.attempt;
+  if (attempt >= p->retry_attempts) {
+    mb_event ev = mb_event_make(MB_EV_RETRIES_EXHAUSTED, job->id);
+    ev.run_id = run->id;
+    ev.scheduled_time = run->fire.scheduled;
+    ev.attempt = attempt;
+    ev.error = error;
+    mb_sched_emit(r->sched, &ev);
+    return;
+  }
+  if (!retry_wanted(r, job, kind, error, traceback, attempt)) return;
+  mb_fire next = {run->fire.scheduled, attempt + 1};
+  mb_time due = mb_sched_now(r->sched) + retry_delay(r->sched, p, attempt);
+  if (mb_sched_retry(r->sched, job, due, &next) < 0) return;
+  mb_event ev = mb_event_make(MB_EV_RETRY, job->id);
+  ev.run_id = run->id;
+  ev.scheduled_time = run->fire.scheduled;
+  ev.attempt = attempt + 1;
+  ev.next_time = due;
+  ev.error = error;
+  mb_sched_emit(r->sched, &ev);
+}
+
 /* ---- ending ---- */
 
-enum { ENDED_OK, ENDED_ERROR, ENDED_CANCELLED };
-
 static void end_run(mb_run *run, int how, const char *error,
-                    const char *traceback) {
+                    const char *traceback, const char *reason) {
+  if (run->ending) return;
+  if (run == executing) {
+    /* Its C caller is inside lua_resume: resume() ends it on return. */
+    run->cancel_requested = true;
+    run->cancel_reason = reason;
+    return;
+  }
+  run->ending = true;
   mb_runner *r = run->runner;
+  mb_job *job = run->job;
   mb_clock *clock = mb_sched_clock(r->sched);
   if (run->cancel) {
     mb_wait_cancel cancel = run->cancel;
@@ -82,50 +204,114 @@ static void end_run(mb_run *run, int how, const char *error,
     cancel(run, run->wait);
   }
   mb_timer_stop(clock, &run->sleep_timer);
-  mb_time took = mb_clock_mono(clock) - run->started_mono;
-  static const char *const status[] = {"success", "error", "cancelled"};
-  mb_log_field f[] = {
-    MB_LS("job", run->job->id), MB_LI("run", run->id),
-    MB_LS("status", status[how]), MB_LD("duration", took),
-    MB_LS("error", error), MB_LS("traceback", traceback),
-  };
-  size_t nf = how == ENDED_ERROR ? 6 : 4;
-  mb_log(how == ENDED_ERROR ? MB_LOG_ERROR : MB_LOG_INFO,
-         how == ENDED_ERROR ? "run failed" : "run finished", f, nf);
-  /* Closing the thread runs the job's pending to-be-closed variables. */
-  *extra(run->co) = NULL;
-  lua_resetthread(run->co);
-  mb_unref(r->L, run->co_ref);
+  mb_timer_stop(clock, &run->deadline_timer);
+  lua_sethook(run->co, NULL, 0, 0);
   *run->prevp = run->next;
   if (run->next) run->next->prevp = run->prevp;
   r->active--;
-  run->job->running--;
-  mb_job_unref(run->job);
+  job->running--;
+
+  static const int kinds[] = {MB_EV_EXECUTED, MB_EV_ERROR, MB_EV_TIMEOUT,
+                              MB_EV_CANCELLED};
+  mb_event ev = mb_event_make(kinds[how], job->id);
+  ev.run_id = run->id;
+  ev.scheduled_time = run->fire.scheduled;
+  ev.start_time = run->started;
+  ev.duration = mb_clock_mono(clock) - run->started_mono;
+  ev.attempt = run->fire.attempt;
+  ev.error = error;
+  ev.traceback = traceback;
+  ev.reason = reason;
+  mb_sched_emit(r->sched, &ev);
+  if (how == ENDED_ERROR || how == ENDED_TIMEOUT)
+    after_failure(run, how == ENDED_ERROR ? "error" : "timeout", error,
+                  traceback);
+
+  /* Closing the thread runs the job's pending to-be-closed variables;
+   * error and traceback live on its stack, so this comes after. */
+  *extra(run->co) = NULL;
+  lua_resetthread(run->co);
+  mb_unref(r->L, run->co_ref);
+
+  if (job->nbuffered && !job->removed && !mb_sched_stopped(r->sched)) {
+    mb_fire next = job->buffer[0];
+    memmove(job->buffer, job->buffer + 1,
+            --job->nbuffered * sizeof *job->buffer);
+    mb_sched_fire_soon(r->sched, job, &next);
+  }
+  mb_sched_run_ended(r->sched, job);
+  mb_job_unref(job);
   free(run);
+  if (r->active == 0 && r->on_empty) r->on_empty(r->on_empty_data);
+}
+
+static void on_count_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mb_run *run = executing;
+  if (!run) return;
+  if (!run->timed_out) {
+    mb_time limit = run->job->policy.timeout;
+    bool past_deadline = run->deadline_mono != MB_TIME_NONE &&
+                         mb_clock_mono(mb_run_clock(run)) >= run->deadline_mono;
+    if (!past_deadline && real_mono() - run->slice_start < limit) return;
+    /* From now on, every instruction tries to unwind the run. */
+    run->timed_out = true;
+    lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, 1);
+    if (L != run->co) lua_sethook(L, on_count_hook, LUA_MASKCOUNT, 1);
+  }
+  /* Inside a metamethod or callback called from C a yield is not
+   * allowed; the next instruction tries again. */
+  if (lua_isyieldable(L)) lua_yield(L, 0);
+}
+
+static const char *timeout_text(mb_run *run, char *buf, size_t n) {
+  char d[32];
+  snprintf(buf, n, "timed out after %s",
+           mb_duration_format(run->job->policy.timeout, d, sizeof d));
+  return buf;
 }
 
 static void resume(mb_run *run, int nargs) {
   lua_State *co = run->co;
   int nres = 0;
+  run->slice_start = real_mono();
+  executing = run;
   int rc = lua_resume(co, NULL, nargs, &nres);
+  executing = NULL;
+  char text[160];
+  if (run->cancel_requested) {
+    if (rc == LUA_YIELD || rc == LUA_OK) lua_pop(co, nres);
+    end_run(run, ENDED_CANCELLED, NULL, NULL, run->cancel_reason);
+    return;
+  }
   if (rc == LUA_YIELD) {
+    if (run->timed_out) {
+      end_run(run, ENDED_TIMEOUT, timeout_text(run, text, sizeof text), NULL,
+              NULL);
+      return;
+    }
     if (run->cancel) return;
     lua_pop(co, nres);
     end_run(run, ENDED_ERROR,
             "the job yielded to the scheduler directly; wait with the "
             "moonbeat stdlib (moonbeat.time.sleep, ...) instead",
-            NULL);
+            NULL, NULL);
     return;
   }
   if (rc == LUA_OK) {
     lua_pop(co, nres);
-    end_run(run, ENDED_OK, NULL, NULL);
+    end_run(run, ENDED_OK, NULL, NULL, NULL);
+    return;
+  }
+  if (rc == LUA_ERRMEM) {
+    mb_lua_memory_message(text, sizeof text);
+    end_run(run, ENDED_ERROR, text, NULL, NULL);
     return;
   }
   const char *msg = lua_tostring(co, -1);
   if (!msg) msg = luaL_typename(co, -1);
   luaL_traceback(co, co, NULL, 0);
-  end_run(run, ENDED_ERROR, msg, lua_tostring(co, -1));
+  end_run(run, ENDED_ERROR, msg, lua_tostring(co, -1), NULL);
 }
 
 void mb_run_wake(mb_run *run, int nresults) {
@@ -138,6 +324,13 @@ int mb_run_wait(mb_run *run, mb_wait_cancel cancel, void *wait) {
   run->cancel = cancel;
   run->wait = wait;
   return lua_yield(run->co, 0);
+}
+
+static void on_deadline(mb_timer *t) {
+  mb_run *run = t->data;
+  char text[160];
+  end_run(run, ENDED_TIMEOUT, timeout_text(run, text, sizeof text), NULL,
+          NULL);
 }
 
 /* ---- sleep ---- */
@@ -250,10 +443,15 @@ static void push_ctx(lua_State *co, mb_run *run) {
   lua_setfield(co, -2, "job_id");
   lua_pushinteger(co, (lua_Integer)run->id);
   lua_setfield(co, -2, "run_id");
-  lua_pushnumber(co, (double)run->scheduled / 1e6);
+  lua_pushnumber(co, (double)run->fire.scheduled / 1e6);
   lua_setfield(co, -2, "scheduled_time");
-  lua_pushinteger(co, run->attempt);
+  lua_pushinteger(co, run->fire.attempt);
   lua_setfield(co, -2, "attempt");
+  if (run->deadline_mono != MB_TIME_NONE) {
+    mb_time timeout = run->job->policy.timeout;
+    lua_pushnumber(co, (double)(run->started + timeout) / 1e6);
+    lua_setfield(co, -2, "deadline");
+  }
   if (luaL_newmetatable(co, "moonbeat.ctx")) {
     lua_pushcfunction(co, ctx_index);
     lua_setfield(co, -2, "__index");
@@ -263,7 +461,7 @@ static void push_ctx(lua_State *co, mb_run *run) {
 
 /* ---- starting ---- */
 
-void mb_runner_fire(mb_runner *r, mb_job *job, mb_time scheduled) {
+static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   static uint64_t next_id = 1;
   lua_State *L = r->L;
   mb_clock *clock = mb_sched_clock(r->sched);
@@ -271,11 +469,12 @@ void mb_runner_fire(mb_runner *r, mb_job *job, mb_time scheduled) {
   run->runner = r;
   run->job = job;
   run->id = next_id++;
-  run->scheduled = scheduled;
+  run->fire = *fire;
   run->started = mb_clock_now(clock);
   run->started_mono = mb_clock_mono(clock);
-  run->attempt = 1;
+  run->deadline_mono = MB_TIME_NONE;
   mb_timer_init(&run->sleep_timer, on_sleep_done, run);
+  mb_timer_init(&run->deadline_timer, on_deadline, run);
   mb_job_ref(job);
   job->running++;
   run->co = lua_newthread(L);
@@ -286,6 +485,11 @@ void mb_runner_fire(mb_runner *r, mb_job *job, mb_time scheduled) {
   if (r->runs) r->runs->prevp = &run->next;
   r->runs = run;
   r->active++;
+  if (job->policy.timeout > 0) {
+    run->deadline_mono = run->started_mono + job->policy.timeout;
+    mb_timer_start(clock, &run->deadline_timer, job->policy.timeout);
+    lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, HOOK_INSTRUCTIONS);
+  }
 
   lua_State *co = run->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, job->lua_ref);
@@ -310,25 +514,104 @@ void mb_runner_fire(mb_runner *r, mb_job *job, mb_time scheduled) {
     lua_pop(co, 1);
   lua_remove(co, -(nargs + 2));  /* the spec */
 
-  char when[64];
-  mb_time_format(scheduled, mb_tz_utc(), when, sizeof when);
-  mb_log_field f[] = {
-    MB_LS("job", job->id), MB_LI("run", run->id), MB_LS("scheduled", when),
-    MB_LD("late", run->started - scheduled),
-  };
-  mb_log(MB_LOG_INFO, "run started", f, 4);
+  mb_event ev = mb_event_make(MB_EV_STARTED, job->id);
+  ev.run_id = run->id;
+  ev.scheduled_time = fire->scheduled;
+  ev.start_time = run->started;
+  ev.attempt = fire->attempt;
+  mb_sched_emit(r->sched, &ev);
   resume(run, nargs);
 }
 
-void mb_runner_cancel(mb_runner *r, mb_job *job) {
-  for (mb_run *run = r->runs, *next; run; run = next) {
-    next = run->next;
-    if (!job || run->job == job) end_run(run, ENDED_CANCELLED, NULL, NULL);
+static void overlap_event(mb_runner *r, mb_job *job, const mb_fire *fire,
+                          int kind, const char *reason) {
+  mb_event ev = mb_event_make(kind, job->id);
+  ev.scheduled_time = fire->scheduled;
+  ev.attempt = fire->attempt;
+  ev.reason = reason;
+  mb_sched_emit(r->sched, &ev);
+}
+
+static void buffer_fire(mb_job *job, const mb_fire *fire) {
+  if (job->nbuffered == job->buffer_cap) {
+    job->buffer_cap = job->buffer_cap ? 2 * job->buffer_cap : 4;
+    job->buffer = mb_xrealloc(job->buffer,
+                              job->buffer_cap * sizeof *job->buffer);
   }
+  job->buffer[job->nbuffered++] = *fire;
+}
+
+static mb_run *oldest_run(mb_runner *r, mb_job *job) {
+  mb_run *oldest = NULL;
+  for (mb_run *run = r->runs; run; run = run->next)
+    if (run->job == job && !run->ending && !run->cancel_requested)
+      oldest = run;  /* the list is newest first */
+  return oldest;
+}
+
+void mb_runner_fire(mb_runner *r, mb_job *job, const mb_fire *fire) {
+  const mb_job_policy *p = &job->policy;
+  if (p->overlap != MB_OVERLAP_ALLOW_ALL && job->running >= p->max_instances) {
+    char reason[96];
+    snprintf(reason, sizeof reason, "max_instances (%u) reached",
+             p->max_instances);
+    switch (p->overlap) {
+    case MB_OVERLAP_BUFFER_ONE:
+      if (job->nbuffered == 0) {
+        buffer_fire(job, fire);
+        overlap_event(r, job, fire, MB_EV_BUFFERED, reason);
+      } else {
+        overlap_event(r, job, fire, MB_EV_SKIPPED,
+                      "max_instances reached and a fire is already buffered");
+      }
+      return;
+    case MB_OVERLAP_BUFFER_ALL:
+      if (job->nbuffered < p->max_buffered) {
+        buffer_fire(job, fire);
+        overlap_event(r, job, fire, MB_EV_BUFFERED, reason);
+      } else {
+        snprintf(reason, sizeof reason, "max_instances reached and the "
+                 "buffer is full (%u)", p->max_buffered);
+        overlap_event(r, job, fire, MB_EV_SKIPPED, reason);
+      }
+      return;
+    case MB_OVERLAP_CANCEL_OTHER: {
+      mb_run *old = oldest_run(r, job);
+      if (old) {
+        end_run(old, ENDED_CANCELLED, NULL, NULL,
+                "replaced by a newer fire (overlap = cancel_other)");
+        /* A run whose code is executing ends only when it returns. */
+        if (job->running >= p->max_instances) {
+          overlap_event(r, job, fire, MB_EV_SKIPPED, reason);
+          return;
+        }
+      }
+      break;
+    }
+    default:
+      overlap_event(r, job, fire, MB_EV_SKIPPED, reason);
+      return;
+    }
+  }
+  start_run(r, job, fire);
+}
+
+static mb_run *first_to_cancel(mb_runner *r, mb_job *job) {
+  for (mb_run *run = r->runs; run; run = run->next)
+    if ((!job || run->job == job) && !run->ending && !run->cancel_requested)
+      return run;
+  return NULL;
+}
+
+void mb_runner_cancel(mb_runner *r, mb_job *job, const char *reason) {
+  /* Rescan from the head each time: ending one run may end others. */
+  for (mb_run *run; (run = first_to_cancel(r, job));)
+    end_run(run, ENDED_CANCELLED, NULL, NULL, reason);
 }
 
 void mb_runner_free(mb_runner *r) {
   if (!r) return;
-  mb_runner_cancel(r, NULL);
+  r->on_empty = NULL;
+  mb_runner_cancel(r, NULL, "the scheduler closed");
   free(r);
 }

@@ -1,7 +1,8 @@
 /* run.h: runs, one execution of a job each. A run owns its thread (a
  * registry ref) and what it waits on; it starts from a scheduler fire,
  * is resumed only from loop callbacks, and frees itself when it ends.
- * A runner is the set of runs of one scheduler, on one Lua state. */
+ * The runner applies what happens around a run: max_instances and the
+ * overlap policy, the timeout, the retry policy. */
 #ifndef MB_RUN_H
 #define MB_RUN_H
 
@@ -13,21 +14,29 @@ typedef struct mb_run mb_run;
 typedef struct mb_runner mb_runner;
 
 /* Runs of jobs whose lua_ref is a registry ref to a table with `run`
- * (function), `args` (list with n) and `kwargs` (table or nil). */
+ * (function), `args` (list with n), `kwargs` (table or nil) and `retry`
+ * (table with retry_on, or nil). */
 mb_runner *mb_runner_new(lua_State *L, mb_sched *sched);
 /* Cancel every run in flight (recorded as cancelled) and free. */
 void mb_runner_free(mb_runner *r);
 
-/* Start a run of job for the fire at scheduled: the sched fire hook. */
-void mb_runner_fire(mb_runner *r, mb_job *job, mb_time scheduled);
+/* Start a run of job for fire, or skip or buffer it when max_instances
+ * runs are in flight: the sched fire hook. */
+void mb_runner_fire(mb_runner *r, mb_job *job, const mb_fire *fire);
 /* Runs in flight. */
 size_t mb_runner_active(const mb_runner *r);
-/* Cancel every run in flight of job (NULL: of every job). */
-void mb_runner_cancel(mb_runner *r, mb_job *job);
+/* Cancel every run in flight of job (NULL: of every job), recorded as
+ * cancelled with reason. A run whose code is executing right now ends
+ * as soon as it yields or returns. */
+void mb_runner_cancel(mb_runner *r, mb_job *job, const char *reason);
+/* Call cb whenever the last run in flight ends (NULL: stop). */
+void mb_runner_on_empty(mb_runner *r, void (*cb)(void *data), void *data);
 
 /* The run whose thread is co, or NULL when co is not a run's own
  * thread (the main state, a coroutine the job made). */
 mb_run *mb_run_current(lua_State *co);
+/* The run whose Lua code is executing now, or NULL. */
+mb_run *mb_run_executing(void);
 mb_sched *mb_run_sched(const mb_run *run);
 mb_clock *mb_run_clock(const mb_run *run);
 

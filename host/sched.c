@@ -1,20 +1,23 @@
 /* sched.c: jobs by id, next fires in a heap, one timer for the
- * earliest. */
+ * earliest; misfire, coalescing, jitter and retries. */
 #include "sched.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A long stall of a fast schedule coalesces this many overdue fires at
- * most one by one; past that, the schedule restarts from now. */
+/* A long stall of a fast schedule is walked fire by fire at most this
+ * far; past that, the schedule restarts from now. */
 #define MAX_OVERDUE_STEPS 100000
 
-typedef struct pending_run {
+typedef struct pending_fire {
   mb_timer timer;
   mb_sched *sched;
   mb_job *job;
-  struct pending_run *next, **prevp;
-} pending_run;
+  mb_fire fire;
+  bool now;  /* fire at the instant the timer fires */
+  struct pending_fire *next, **prevp;
+} pending_fire;
 
 struct mb_sched {
   mb_clock *clock;
@@ -25,9 +28,41 @@ struct mb_sched {
   mb_job **heap;
   size_t len, cap;
   uint64_t seq;
+  uint64_t rng;
+  bool stopped;
   mb_timer timer;
-  pending_run *pending;
+  pending_fire *pending;
 };
+
+void mb_job_policy_default(mb_job_policy *p) {
+  memset(p, 0, sizeof *p);
+  p->max_instances = 1;
+  p->overlap = MB_OVERLAP_SKIP;
+  p->max_buffered = 100;
+  p->misfire_grace = MB_TIME_NONE;
+  p->coalesce = true;
+  p->retry_attempts = 1;
+  p->retry_backoff = MB_BACKOFF_EXPONENTIAL;
+  p->retry_delay = MB_SEC;
+}
+
+/* ---- randomness (xorshift64*: jitter needs speed, not secrecy) ---- */
+
+void mb_sched_seed(mb_sched *s, uint64_t seed) {
+  s->rng = seed ? seed : 0x9E3779B97F4A7C15u;
+}
+
+double mb_sched_random(mb_sched *s) {
+  s->rng ^= s->rng >> 12;
+  s->rng ^= s->rng << 25;
+  s->rng ^= s->rng >> 27;
+  return (double)((s->rng * 2685821657736338717u) >> 11) / 9007199254740992.0;
+}
+
+static mb_time jittered(mb_sched *s, const mb_job *j, mb_time base) {
+  if (base == MB_TIME_NONE || j->policy.jitter <= 0) return base;
+  return base + (mb_time)(mb_sched_random(s) * (double)(j->policy.jitter + 1));
+}
 
 /* ---- hash table ---- */
 
@@ -145,7 +180,7 @@ static void queue(mb_sched *s, mb_job *j) {
 
 /* One timer for the earliest fire. */
 static void rearm(mb_sched *s) {
-  if (s->len == 0) {
+  if (s->len == 0 || s->stopped) {
     mb_timer_stop(s->clock, &s->timer);
     return;
   }
@@ -153,35 +188,105 @@ static void rearm(mb_sched *s) {
   mb_timer_start(s->clock, &s->timer, delay > 0 ? delay : 0);
 }
 
+/* Set j's next fire to the trigger's first at or after now. */
+static void schedule_from(mb_sched *s, mb_job *j, mb_time now) {
+  j->next_base = mb_trigger_next(j->trigger, MB_TIME_NONE, now);
+  j->next_fire = jittered(s, j, j->next_base);
+}
+
+/* ---- events ---- */
+
+void mb_sched_emit(mb_sched *s, const mb_event *ev) {
+  s->hooks.event(s, ev, s->data);
+}
+
+static void emit_job(mb_sched *s, int kind, mb_job *j) {
+  mb_event ev = mb_event_make(kind, j->id);
+  ev.next_time = j->next_fire;
+  char desc[512];
+  if (kind == MB_EV_ADDED) {
+    mb_trigger_describe(j->trigger, desc, sizeof desc);
+    ev.detail = desc;
+  }
+  mb_sched_emit(s, &ev);
+}
+
 /* ---- firing ---- */
 
 static void drop(mb_sched *s, mb_job *j);
 
+/* A job whose trigger has no fire left goes once nothing of it is
+ * pending: no run in flight (it may fail and retry), no retry. */
+static void drop_if_done(mb_sched *s, mb_job *j) {
+  if (!j->removed && !j->paused && j->next_fire == MB_TIME_NONE &&
+      j->retry_due == MB_TIME_NONE && j->running == 0 && j->nbuffered == 0)
+    drop(s, j);
+}
+
+static void fire_or_miss(mb_sched *s, mb_job *j, mb_time scheduled,
+                         mb_time now, int coalesced) {
+  mb_time grace = j->policy.misfire_grace;
+  if (grace != MB_TIME_NONE && now - scheduled > grace) {
+    char reason[160], late[32], limit[32];
+    snprintf(reason, sizeof reason,
+             "%s late, more than misfire_grace_time %s%s",
+             mb_duration_format(now - scheduled, late, sizeof late),
+             mb_duration_format(grace, limit, sizeof limit),
+             coalesced > 1 ? " (coalesced fires)" : "");
+    mb_event ev = mb_event_make(MB_EV_MISSED, j->id);
+    ev.scheduled_time = scheduled;
+    ev.reason = reason;
+    mb_sched_emit(s, &ev);
+    return;
+  }
+  mb_fire fire = {scheduled, 1};
+  s->hooks.fire(s, j, &fire, s->data);
+}
+
+static void fire_job(mb_sched *s, mb_job *j, mb_time now) {
+  mb_time first = j->next_fire, base = j->next_base;
+  mb_time *overdue = NULL;
+  size_t n = 0, cap = 0;
+  int steps = 0;
+  mb_time next = mb_trigger_next(j->trigger, base, now);
+  mb_time latest = first;
+  for (; next != MB_TIME_NONE && next <= now; steps++) {
+    if (steps == MAX_OVERDUE_STEPS) {
+      next = mb_trigger_next(j->trigger, MB_TIME_NONE, now + 1);
+      break;
+    }
+    if (!j->policy.coalesce) {
+      if (n == cap) {
+        cap = cap ? 2 * cap : 16;
+        overdue = mb_xrealloc(overdue, cap * sizeof *overdue);
+      }
+      overdue[n++] = next;
+    }
+    latest = next;
+    next = mb_trigger_next(j->trigger, next, now);
+  }
+  j->next_base = next;
+  j->next_fire = jittered(s, j, next);
+  j->last_fire = latest;
+  queue(s, j);
+  mb_job_ref(j);
+  if (j->policy.coalesce) {
+    fire_or_miss(s, j, latest, now, steps + 1);
+  } else {
+    fire_or_miss(s, j, first, now, 1);
+    for (size_t i = 0; i < n && !j->removed; i++)
+      fire_or_miss(s, j, overdue[i], now, 1);
+  }
+  free(overdue);
+  drop_if_done(s, j);
+  mb_job_unref(j);
+}
+
 static void fire_due(mb_timer *timer) {
   mb_sched *s = timer->data;
   mb_time now = mb_clock_now(s->clock);
-  while (s->len && s->heap[0]->next_fire <= now) {
-    mb_job *j = s->heap[0];
-    mb_time scheduled = j->next_fire;
-    mb_time next = mb_trigger_next(j->trigger, scheduled, now);
-    /* Coalesce: of several overdue fires, the latest one runs. */
-    for (int steps = 0; next != MB_TIME_NONE && next <= now; steps++) {
-      if (steps == MAX_OVERDUE_STEPS) {
-        next = mb_trigger_next(j->trigger, MB_TIME_NONE, now + 1);
-        break;
-      }
-      scheduled = next;
-      next = mb_trigger_next(j->trigger, scheduled, now);
-    }
-    j->last_fire = scheduled;
-    j->next_fire = next;
-    queue(s, j);
-    mb_job_ref(j);
-    s->hooks.fire(s, j, scheduled, s->data);
-    if (!j->removed && !j->paused && j->next_fire == MB_TIME_NONE)
-      drop(s, j);
-    mb_job_unref(j);
-  }
+  while (!s->stopped && s->len && s->heap[0]->next_fire <= now)
+    fire_job(s, s->heap[0], now);
   rearm(s);
 }
 
@@ -190,30 +295,44 @@ static void on_jump(mb_clock *clock, mb_time delta, void *data) {
   (void)delta;
   mb_sched *s = data;
   mb_time now = mb_clock_now(s->clock);
-  /* Fires made overdue by a forward jump stay due (they run once, as
-   * after a stall); every later fire is recomputed from the new now. */
+  /* Fires made overdue by a forward jump stay due (they run as after a
+   * stall); every later fire is recomputed from the new now. */
   size_t n = s->len;
-  mb_job **jobs = mb_xmalloc(n * sizeof *jobs);
+  mb_job **jobs = mb_xmalloc((n ? n : 1) * sizeof *jobs);
   memcpy(jobs, s->heap, n * sizeof *jobs);
   for (size_t i = 0; i < n; i++) {
-    mb_job *j = jobs[i];
-    if (j->next_fire <= now) continue;
-    j->next_fire = mb_trigger_next(j->trigger, MB_TIME_NONE, now);
-    queue(s, j);
+    if (jobs[i]->next_fire <= now) continue;
+    schedule_from(s, jobs[i], now);
+    queue(s, jobs[i]);
   }
   free(jobs);
   rearm(s);
 }
 
-static void on_pending_run(mb_timer *timer) {
-  pending_run *p = timer->data;
-  mb_sched *s = p->sched;
+static void unlink_pending(pending_fire *p) {
   *p->prevp = p->next;
   if (p->next) p->next->prevp = p->prevp;
-  if (!p->job->removed)
-    s->hooks.fire(s, p->job, mb_clock_now(s->clock), s->data);
+}
+
+static void on_pending_fire(mb_timer *timer) {
+  pending_fire *p = timer->data;
+  mb_sched *s = p->sched;
+  unlink_pending(p);
+  if (p->now) p->fire.scheduled = mb_clock_now(s->clock);
+  if (!p->job->removed) s->hooks.fire(s, p->job, &p->fire, s->data);
   mb_job_unref(p->job);
   free(p);
+}
+
+static void on_retry_due(mb_timer *timer) {
+  mb_job *j = timer->data;
+  mb_sched *s = j->sched;
+  mb_fire fire = j->retry_fire;
+  j->retry_due = MB_TIME_NONE;
+  mb_job_ref(j);
+  s->hooks.fire(s, j, &fire, s->data);
+  drop_if_done(s, j);
+  mb_job_unref(j);
 }
 
 /* ---- public ---- */
@@ -226,14 +345,27 @@ mb_sched *mb_sched_new(mb_clock *clock, const mb_sched_hooks *hooks,
   s->data = data;
   s->nbuckets = 64;
   s->buckets = mb_xcalloc(s->nbuckets, sizeof *s->buckets);
+  mb_sched_seed(s, (uint64_t)mb_clock_mono(clock) ^ (uint64_t)(uintptr_t)s);
   mb_timer_init(&s->timer, fire_due, s);
   mb_clock_on_jump(clock, on_jump, s);
   return s;
 }
 
+static void cancel_pending(mb_sched *s, mb_job *only) {
+  for (pending_fire *p = s->pending, *next; p; p = next) {
+    next = p->next;
+    if (only && p->job != only) continue;
+    mb_timer_stop(s->clock, &p->timer);
+    unlink_pending(p);
+    mb_job_unref(p->job);
+    free(p);
+  }
+}
+
 void mb_sched_free(mb_sched *s) {
   if (!s) return;
   mb_sched_remove_all_jobs(s);
+  cancel_pending(s, NULL);
   mb_timer_stop(s->clock, &s->timer);
   mb_clock_on_jump(s->clock, NULL, NULL);
   free(s->buckets);
@@ -249,6 +381,7 @@ void mb_job_ref(mb_job *j) { j->refs++; }
 void mb_job_unref(mb_job *j) {
   if (--j->refs > 0) return;
   mb_trigger_free(j->trigger);
+  free(j->buffer);
   free(j->id);
   free(j->name);
   free(j->file);
@@ -257,27 +390,24 @@ void mb_job_unref(mb_job *j) {
 
 /* Take j out of the scheduler; its memory lives while referenced. */
 static void drop(mb_sched *s, mb_job *j) {
-  for (pending_run *p = s->pending, *next; p; p = next) {
-    next = p->next;
-    if (p->job != j) continue;
-    mb_timer_stop(s->clock, &p->timer);
-    *p->prevp = p->next;
-    if (p->next) p->next->prevp = p->prevp;
-    mb_job_unref(p->job);
-    free(p);
-  }
+  cancel_pending(s, j);
+  mb_timer_stop(s->clock, &j->retry_timer);
+  j->retry_due = MB_TIME_NONE;
+  j->nbuffered = 0;
   unqueue(s, j);
   table_remove(s, j);
   j->removed = true;
-  j->next_fire = MB_TIME_NONE;
+  j->next_fire = j->next_base = MB_TIME_NONE;
+  emit_job(s, MB_EV_REMOVED, j);
   s->hooks.removed(s, j, s->data);
   mb_job_unref(j);
   rearm(s);
 }
 
 int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
-                     const char *file, mb_trigger *trigger, bool replace,
-                     mb_job **out, mb_err *err) {
+                     const char *file, mb_trigger *trigger,
+                     const mb_job_policy *policy, bool replace, bool paused,
+                     int lua_ref, mb_job **out, mb_err *err) {
   mb_job *old = mb_sched_get_job(s, id);
   if (old && !replace) {
     mb_trigger_free(trigger);
@@ -294,16 +424,26 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   j->name = mb_xstrdup(name ? name : id);
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;
-  j->last_fire = MB_TIME_NONE;
-  j->lua_ref = -2; /* LUA_NOREF, without including Lua here */
+  if (policy)
+    j->policy = *policy;
+  else
+    mb_job_policy_default(&j->policy);
+  j->last_fire = j->retry_due = MB_TIME_NONE;
+  j->lua_ref = lua_ref;
   j->refs = 1;
   j->slot = SIZE_MAX;
   j->sched = s;
-  j->next_fire = mb_trigger_next(trigger, MB_TIME_NONE, mb_sched_now(s));
+  j->paused = paused;
+  mb_timer_init(&j->retry_timer, on_retry_due, j);
+  if (paused)
+    j->next_fire = j->next_base = MB_TIME_NONE;
+  else
+    schedule_from(s, j, mb_sched_now(s));
   table_insert(s, j);
   queue(s, j);
   rearm(s);
   if (out) *out = j;
+  emit_job(s, MB_EV_ADDED, j);
   return 0;
 }
 
@@ -325,12 +465,20 @@ mb_job **mb_sched_jobs(const mb_sched *s, size_t *n) {
   return all;
 }
 
+static void arm_retry(mb_sched *s, mb_job *j) {
+  if (j->retry_due == MB_TIME_NONE || j->paused || s->stopped) return;
+  mb_time delay = j->retry_due - mb_sched_now(s);
+  mb_timer_start(s->clock, &j->retry_timer, delay > 0 ? delay : 0);
+}
+
 int mb_sched_pause_job(mb_sched *s, mb_job *j) {
   if (j->removed) return MB_ENOTFOUND;
   j->paused = true;
-  j->next_fire = MB_TIME_NONE;
+  j->next_fire = j->next_base = MB_TIME_NONE;
+  mb_timer_stop(s->clock, &j->retry_timer);
   unqueue(s, j);
   rearm(s);
+  emit_job(s, MB_EV_PAUSED, j);
   return 0;
 }
 
@@ -338,13 +486,14 @@ int mb_sched_resume_job(mb_sched *s, mb_job *j) {
   if (j->removed) return MB_ENOTFOUND;
   if (!j->paused) return 0;
   j->paused = false;
-  j->next_fire = mb_trigger_next(j->trigger, MB_TIME_NONE, mb_sched_now(s));
-  if (j->next_fire == MB_TIME_NONE) {
-    drop(s, j);
-    return 0;
-  }
+  schedule_from(s, j, mb_sched_now(s));
   queue(s, j);
+  arm_retry(s, j);
   rearm(s);
+  emit_job(s, MB_EV_RESUMED, j);
+  mb_job_ref(j);
+  drop_if_done(s, j);
+  mb_job_unref(j);
   return 0;
 }
 
@@ -367,13 +516,12 @@ int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
   mb_trigger_free(j->trigger);
   j->trigger = trigger;
   if (!j->paused) {
-    j->next_fire = mb_trigger_next(trigger, MB_TIME_NONE, mb_sched_now(s));
-    if (j->next_fire == MB_TIME_NONE) {
-      drop(s, j);
-      return 0;
-    }
+    schedule_from(s, j, mb_sched_now(s));
     queue(s, j);
     rearm(s);
+    mb_job_ref(j);
+    drop_if_done(s, j);
+    mb_job_unref(j);
   }
   return 0;
 }
@@ -381,19 +529,30 @@ int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
 int mb_sched_set_next_fire(mb_sched *s, mb_job *j, mb_time next) {
   if (j->removed) return MB_ENOTFOUND;
   if (next == MB_TIME_NONE) return mb_sched_pause_job(s, j);
+  bool was_paused = j->paused;
   j->paused = false;
-  j->next_fire = next;
+  j->next_fire = j->next_base = next;
   queue(s, j);
+  arm_retry(s, j);
   rearm(s);
+  if (was_paused) emit_job(s, MB_EV_RESUMED, j);
   return 0;
 }
 
-int mb_sched_run_job(mb_sched *s, mb_job *j) {
+void mb_sched_set_policy(mb_sched *s, mb_job *j, const mb_job_policy *p) {
+  (void)s;
+  j->policy = *p;
+}
+
+int mb_sched_fire_soon(mb_sched *s, mb_job *j, const mb_fire *fire) {
   if (j->removed) return MB_ENOTFOUND;
-  pending_run *p = mb_xmalloc(sizeof *p);
-  mb_timer_init(&p->timer, on_pending_run, p);
+  if (s->stopped) return MB_ESTATE;
+  pending_fire *p = mb_xmalloc(sizeof *p);
+  mb_timer_init(&p->timer, on_pending_fire, p);
   p->sched = s;
   p->job = j;
+  p->now = fire == NULL;
+  p->fire = fire ? *fire : (mb_fire){MB_TIME_NONE, 1};
   mb_job_ref(j);
   p->next = s->pending;
   p->prevp = &s->pending;
@@ -401,6 +560,32 @@ int mb_sched_run_job(mb_sched *s, mb_job *j) {
   s->pending = p;
   mb_timer_start(s->clock, &p->timer, 0);
   return 0;
+}
+
+int mb_sched_retry(mb_sched *s, mb_job *j, mb_time due, const mb_fire *fire) {
+  if (j->removed) return MB_ENOTFOUND;
+  if (s->stopped) return MB_ESTATE;
+  j->retry_due = due;
+  j->retry_fire = *fire;
+  arm_retry(s, j);
+  return 0;
+}
+
+void mb_sched_stop(mb_sched *s) {
+  s->stopped = true;
+  mb_timer_stop(s->clock, &s->timer);
+  cancel_pending(s, NULL);
+  for (size_t i = 0; i < s->nbuckets; i++)
+    for (mb_job *j = s->buckets[i]; j; j = j->hnext)
+      mb_timer_stop(s->clock, &j->retry_timer);
+}
+
+bool mb_sched_stopped(const mb_sched *s) { return s->stopped; }
+
+void mb_sched_run_ended(mb_sched *s, mb_job *j) {
+  mb_job_ref(j);
+  drop_if_done(s, j);
+  mb_job_unref(j);
 }
 
 void mb_sched_rename_job(mb_job *j, const char *name) {

@@ -1,47 +1,94 @@
 /* sched.h: the scheduler core. Jobs live in a hash table by id; the
  * next fire of every scheduled job sits in a min-heap, and one clock
- * timer is armed for the earliest. Plain C: starting a run is a hook, so
- * the control socket and tests can drive the same core. */
+ * timer is armed for the earliest. The core decides which fires happen
+ * (jitter, misfire grace, coalescing, retries as fires of their own) and
+ * hands each to the `fire` hook; running it is someone else's job. Plain
+ * C: the control socket and tests can drive the same core. */
 #ifndef MB_SCHED_H
 #define MB_SCHED_H
 
 #include <stdbool.h>
 
 #include "common.h"
+#include "event.h"
 #include "loop.h"
 #include "trigger.h"
 
 typedef struct mb_sched mb_sched;
 typedef struct mb_job mb_job;
 
-/* Read-only outside sched.c, but for `lua_ref`, which belongs to the
- * owner of the hooks. */
+enum {
+  MB_OVERLAP_SKIP,
+  MB_OVERLAP_BUFFER_ONE,
+  MB_OVERLAP_BUFFER_ALL,
+  MB_OVERLAP_CANCEL_OTHER,
+  MB_OVERLAP_ALLOW_ALL
+};
+
+enum { MB_BACKOFF_FIXED, MB_BACKOFF_LINEAR, MB_BACKOFF_EXPONENTIAL };
+
+/* How a job's fires and runs behave. Durations in microseconds. */
+typedef struct mb_job_policy {
+  mb_time timeout;         /* per attempt; 0: none */
+  unsigned max_instances;  /* concurrent runs, >= 1 */
+  int overlap;             /* MB_OVERLAP_*: a fire beyond max_instances */
+  unsigned max_buffered;   /* buffer_all's bound */
+  mb_time misfire_grace;   /* MB_TIME_NONE: a late fire always runs */
+  bool coalesce;           /* several overdue fires run once */
+  mb_time jitter;          /* random delay in [0, jitter] per fire */
+  int retry_attempts;      /* tries in all, the first included; >= 1 */
+  int retry_backoff;       /* MB_BACKOFF_* */
+  mb_time retry_delay, retry_max_delay;  /* max 0: no cap */
+  double retry_jitter;     /* the delay varies by +- this fraction */
+} mb_job_policy;
+
+/* The defaults: no timeout, one instance, skip, buffer of 100, no grace
+ * limit, coalesce, no jitter, one attempt. */
+void mb_job_policy_default(mb_job_policy *p);
+
+/* One fire handed to the runner. */
+typedef struct mb_fire {
+  mb_time scheduled;  /* when it was due; a retry keeps its first fire's */
+  int attempt;        /* 1 for a scheduled fire, 2... for retries */
+} mb_fire;
+
+/* Read-only outside sched.c, but for the fields marked otherwise. */
 struct mb_job {
   char *id;
   char *name;
-  char *file;           /* declaring file, or NULL */
-  mb_trigger *trigger;  /* owned */
-  mb_time next_fire;    /* MB_TIME_NONE: paused or done */
-  mb_time last_fire;    /* scheduled time of the latest fire */
+  char *file;            /* declaring file, or NULL */
+  mb_trigger *trigger;   /* owned */
+  mb_job_policy policy;
+  mb_time next_fire;     /* with jitter; MB_TIME_NONE: paused or done */
+  mb_time next_base;     /* the trigger's time, before jitter */
+  mb_time last_fire;     /* scheduled time of the latest fire */
+  mb_time retry_due;     /* pending retry, or MB_TIME_NONE */
+  mb_fire retry_fire;
   bool paused;
-  bool removed;         /* no longer in the scheduler */
-  unsigned running;     /* runs in flight; kept by the run module */
-  int lua_ref;          /* the hooks' handle on the Lua side */
+  bool removed;          /* no longer in the scheduler */
+  int lua_ref;           /* the hooks' handle on the Lua side */
+  /* Kept by the runner. */
+  unsigned running;      /* runs in flight */
+  mb_fire *buffer;       /* fires waiting for a free instance */
+  unsigned nbuffered, buffer_cap;
   /* Private. */
   int refs;
   size_t slot;
   uint64_t seq;
   mb_job *hnext;
   mb_sched *sched;
+  mb_timer retry_timer;
 };
 
 typedef struct mb_sched_hooks {
-  /* Start a run of job for the fire scheduled at `scheduled`. */
-  void (*fire)(mb_sched *s, mb_job *job, mb_time scheduled, void *data);
+  /* Start a run of job for fire. */
+  void (*fire)(mb_sched *s, mb_job *job, const mb_fire *fire, void *data);
   /* job left the scheduler (removed, replaced, done, or the scheduler is
    * closing): let go of what it holds outside C. Runs in flight keep
    * their own references. */
   void (*removed)(mb_sched *s, mb_job *job, void *data);
+  /* Something happened: log it, tell listeners. */
+  void (*event)(mb_sched *s, const mb_event *ev, void *data);
 } mb_sched_hooks;
 
 /* Create a scheduler on clock (not owned). hooks is copied. */
@@ -52,22 +99,29 @@ void mb_sched_free(mb_sched *s);
 
 mb_clock *mb_sched_clock(const mb_sched *s);
 mb_time mb_sched_now(const mb_sched *s);
+/* Seed the generator behind jitter (tests make it repeatable). */
+void mb_sched_seed(mb_sched *s, uint64_t seed);
+/* A uniform random number in [0, 1). */
+double mb_sched_random(mb_sched *s);
 
 /* Add a job; the trigger passes to the scheduler on success and is
  * freed on failure. An existing id is MB_EEXIST unless replace, which
- * removes the old job first (its runs in flight finish). */
+ * removes the old job first (its runs in flight finish). lua_ref becomes
+ * the job's (the caller's to release on failure). */
 int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
-                     const char *file, mb_trigger *trigger, bool replace,
-                     mb_job **out, mb_err *err);
+                     const char *file, mb_trigger *trigger,
+                     const mb_job_policy *policy, bool replace, bool paused,
+                     int lua_ref, mb_job **out, mb_err *err);
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id);
 size_t mb_sched_job_count(const mb_sched *s);
 /* Every job, by next fire (paused last, then by id). Caller frees the
  * array; the jobs stay the scheduler's. */
 mb_job **mb_sched_jobs(const mb_sched *s, size_t *n);
 
+/* Pausing holds a pending retry too; resuming computes the next fire
+ * from now (a trigger with no fire left removes the job) and lets a
+ * held retry fire. */
 int mb_sched_pause_job(mb_sched *s, mb_job *job);
-/* Resuming computes the next fire from now; a trigger with no fire left
- * removes the job. */
 int mb_sched_resume_job(mb_sched *s, mb_job *job);
 int mb_sched_remove_job(mb_sched *s, mb_job *job);
 void mb_sched_remove_all_jobs(mb_sched *s);
@@ -75,9 +129,30 @@ void mb_sched_remove_all_jobs(mb_sched *s);
 int mb_sched_reschedule_job(mb_sched *s, mb_job *job, mb_trigger *trigger);
 /* Set the next fire by hand (MB_TIME_NONE pauses the job). */
 int mb_sched_set_next_fire(mb_sched *s, mb_job *job, mb_time next);
-/* Fire job on the next loop turn, outside its schedule. */
-int mb_sched_run_job(mb_sched *s, mb_job *job);
+void mb_sched_set_policy(mb_sched *s, mb_job *job,
+                         const mb_job_policy *policy);
 void mb_sched_rename_job(mb_job *job, const char *name);
+
+/* Fire job on the next loop turn, outside its schedule (fire NULL: a
+ * first attempt due now). */
+int mb_sched_fire_soon(mb_sched *s, mb_job *job, const mb_fire *fire);
+/* Schedule fire as the job's pending retry at due (replacing one that
+ * is pending). Held while the job is paused; dropped when it is
+ * removed. */
+int mb_sched_retry(mb_sched *s, mb_job *job, mb_time due,
+                   const mb_fire *fire);
+
+/* The runner's word that a run of job ended (job->running already
+ * lowered): a job whose trigger is done goes when nothing is left. */
+void mb_sched_run_ended(mb_sched *s, mb_job *job);
+
+/* Stop firing for good (shutdown): no scheduled fire, retry or
+ * fire_soon happens after this. */
+void mb_sched_stop(mb_sched *s);
+bool mb_sched_stopped(const mb_sched *s);
+
+/* Hand ev to the event hook. */
+void mb_sched_emit(mb_sched *s, const mb_event *ev);
 
 /* A job's memory stays valid while someone holds a reference. */
 void mb_job_ref(mb_job *job);

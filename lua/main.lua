@@ -110,8 +110,7 @@ local function cmd_run(args)
     dir = dir, files = summary.files, failed = summary.failed,
     jobs = summary.jobs,
   })
-  local signal = sched:run()
-  core.log("info", "scheduler stopping", { signal = signal })
+  sched:run()
   sched:close()
   core.log("info", "scheduler stopped")
   return 0

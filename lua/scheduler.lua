@@ -50,12 +50,9 @@ function M.new(sched, opts)
   function api.add_job(spec)
     local norm, err = validate.job(sched, spec, { file = opts.file })
     if not norm then error(err, 2) end
-    local paused = norm.paused
-    norm.paused = nil
     local job
     job, err = sched:add_job(norm)
     if not job then error(err, 2) end
-    if paused then sched:pause_job(job) end
     if opts.on_add then opts.on_add(job) end
     return job
   end
@@ -102,6 +99,7 @@ function M.new(sched, opts)
     if not built then error(err, 2) end
     checked(sched:reschedule_job(job, built))
     spec.trigger = nil
+    sched:modified(job)
     return api.get_job(type(job) == "string" and job or job.id)
   end
 
@@ -123,8 +121,7 @@ function M.new(sched, opts)
     elseif ok.next_run_time then
       checked(sched:set_next_run_time(job, ok.next_run_time))
     end
-    core.log("info", "job modified",
-      { job = type(job) == "string" and job or job.id })
+    sched:modified(job)
     return api.get_job(type(job) == "string" and job or job.id)
   end
 
