@@ -149,19 +149,36 @@ static void check_jump(mb_clock *c) {
   }
 }
 
+/* Zero-delay timers started at one virtual instant fire at that instant
+ * in rounds; a chain longer than this (a job that reruns itself at once,
+ * forever) continues on the next advance instead of never returning. */
+#define MAX_ROUNDS_PER_INSTANT 100
+
 /* Fire every timer due at or before `upto`; a virtual clock moves to
- * each deadline before firing it. */
+ * each deadline before firing it. A real clock fires only what was due
+ * when it woke: a timer started meanwhile waits for the next turn. */
 static void dispatch(mb_clock *c, mb_time upto) {
   c->dispatching = true;
-  mb_time last_due = MB_TIME_NONE;
+  mb_time instant = MB_TIME_NONE;
+  uint64_t round_seq = c->seq;
+  int rounds = 0;
   while (c->len && c->heap[0]->due <= upto) {
     mb_timer *t = c->heap[0];
-    /* A virtual clock wakes once per distinct deadline, as a real one
-     * wakes once per timerfd expiry. */
-    if (c->kind == MB_CLOCK_VIRTUAL && t->due != last_due) c->wakeups++;
-    last_due = t->due;
+    if (c->kind == MB_CLOCK_VIRTUAL) {
+      if (t->due != instant) {
+        /* A virtual clock wakes once per distinct deadline, as a real
+         * one wakes once per timerfd expiry. */
+        c->wakeups++;
+        instant = t->due;
+        round_seq = c->seq;
+        rounds = 0;
+      } else if (t->seq >= round_seq) {
+        if (++rounds == MAX_ROUNDS_PER_INSTANT) break;
+        round_seq = c->seq;
+      }
+      if (t->due > c->mono) c->mono = t->due;
+    }
     heap_remove(c, t);
-    if (c->kind == MB_CLOCK_VIRTUAL && t->due > c->mono) c->mono = t->due;
     t->cb(t);
     if (c->kind == MB_CLOCK_VIRTUAL) uv_run(c->loop, UV_RUN_NOWAIT);
   }
@@ -262,6 +279,8 @@ void mb_timer_init(mb_timer *t, mb_timer_cb cb, void *data) {
 
 bool mb_timer_active(const mb_timer *t) { return t->slot != SIZE_MAX; }
 
+bool mb_clock_busy(const mb_clock *c) { return c->dispatching; }
+
 size_t mb_clock_active_timers(const mb_clock *c) { return c->len; }
 uint64_t mb_clock_wakeups(const mb_clock *c) { return c->wakeups; }
 
@@ -294,7 +313,8 @@ int mb_clock_advance(mb_clock *c, mb_time delta) {
   uv_run(c->loop, UV_RUN_NOWAIT);
   check_jump(c);
   dispatch(c, target);
-  c->mono = target;
+  /* Stopped short by a runaway chain: time stays where it is. */
+  if (!(c->len && c->heap[0]->due < target)) c->mono = target;
   uv_run(c->loop, UV_RUN_NOWAIT);
   return 0;
 }

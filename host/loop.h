@@ -57,6 +57,9 @@ void mb_timer_init(mb_timer *timer, mb_timer_cb cb, void *data);
 void mb_timer_start(mb_clock *clock, mb_timer *timer, mb_time delay);
 void mb_timer_stop(mb_clock *clock, mb_timer *timer);
 bool mb_timer_active(const mb_timer *timer);
+/* True while the clock is firing timers: inside a timer callback. */
+bool mb_clock_busy(const mb_clock *clock);
+
 /* Number of started timers: a leak check for tests. */
 size_t mb_clock_active_timers(const mb_clock *clock);
 /* How many times the clock has woken to fire timers: an idle process

@@ -266,9 +266,34 @@ static void host_close(host *h) {
     mb_log_set_clock(NULL, NULL);
 }
 
+/* Closing tears down the clock and the runs: never from under code that
+ * one of them is running. */
+static const char *close_refused(const host *h) {
+  if (mb_run_executing())
+    return "close: not from inside a job's run; use scheduler.shutdown";
+  if (h->running || mb_clock_busy(h->clock))
+    return "close: the scheduler is running; shut it down first";
+  return NULL;
+}
+
 static int sched_close(lua_State *L) {
   host **hp = luaL_checkudata(L, 1, SCHED_MT);
   if (*hp) {
+    const char *refused = close_refused(*hp);
+    if (refused) return luaL_error(L, "%s", refused);
+    host_close(*hp);
+    free(*hp);
+    *hp = NULL;
+  }
+  return 0;
+}
+
+/* Collected while it cannot be closed safely (a run of another
+ * scheduler allocating, say): it stays open, and lua_close collects it
+ * again at exit. */
+static int sched_gc(lua_State *L) {
+  host **hp = luaL_checkudata(L, 1, SCHED_MT);
+  if (*hp && !close_refused(*hp)) {
     host_close(*hp);
     free(*hp);
     *hp = NULL;
@@ -428,7 +453,8 @@ static void push_job(lua_State *L, int sched_idx, mb_job *job) {
 static mb_job *find_job(lua_State *L, host *h, int idx) {
   if (lua_type(L, idx) == LUA_TUSERDATA) {
     job_ud *ud = luaL_checkudata(L, idx, JOB_MT);
-    return ud->job->removed ? NULL : ud->job;
+    if (ud->job->removed || ud->job->sched != h->sched) return NULL;
+    return ud->job;
   }
   return mb_sched_get_job(h->sched, luaL_checkstring(L, idx));
 }
@@ -503,6 +529,7 @@ static void read_policy(lua_State *L, int idx, mb_job_policy *p) {
 static int sched_add_job(lua_State *L) {
   host *h = check_host(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
   lua_getfield(L, 2, "id");
   lua_getfield(L, 2, "name");
   lua_getfield(L, 2, "file");
@@ -870,7 +897,9 @@ static void on_signal(uv_signal_t *sig, int signum) {
  * then; SIGINT and SIGTERM shut down gracefully. */
 static int sched_run(lua_State *L) {
   host *h = check_host(L, 1);
-  if (h->running) return luaL_error(L, "run: the scheduler is already running");
+  static bool loop_running;
+  if (h->running || loop_running)
+    return luaL_error(L, "run: a scheduler is already running");
   if (mb_run_current(L)) return luaL_error(L, "run: not from a job's run");
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "shutdown_timeout");
@@ -883,10 +912,10 @@ static int sched_run(lua_State *L) {
     h->signals[i].data = h;
     uv_signal_start(&h->signals[i], on_signal, signums[i]);
   }
-  h->running = true;
+  h->running = loop_running = true;
   h->stop_signal = 0;
   if (h->state != STOPPED) uv_run(h->loop, UV_RUN_DEFAULT);
-  h->running = false;
+  h->running = loop_running = false;
   for (int i = 0; i < 2; i++)
     uv_close((uv_handle_t *)&h->signals[i], on_handle_closed);
   uv_run(h->loop, UV_RUN_NOWAIT);
@@ -1216,7 +1245,7 @@ int luaopen_moonbeat_core(lua_State *L) {
   luaL_newmetatable(L, SCHED_MT);       /* [mt] */
   luaL_newlib(L, sched_methods);        /* [mt, methods] */
   lua_setfield(L, -2, "__index");       /* [mt] */
-  lua_pushcfunction(L, sched_close);
+  lua_pushcfunction(L, sched_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
 

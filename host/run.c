@@ -310,8 +310,13 @@ static void resume(mb_run *run, int nargs) {
   }
   const char *msg = lua_tostring(co, -1);
   if (!msg) msg = luaL_typename(co, -1);
-  luaL_traceback(co, co, NULL, 0);
-  end_run(run, ENDED_ERROR, msg, lua_tostring(co, -1), NULL);
+  /* After a stack overflow there may be no room for the traceback. */
+  const char *trace = NULL;
+  if (lua_checkstack(co, 8)) {
+    luaL_traceback(co, co, NULL, 0);
+    trace = lua_tostring(co, -1);
+  }
+  end_run(run, ENDED_ERROR, msg, trace, NULL);
 }
 
 void mb_run_wake(mb_run *run, int nresults) {
@@ -413,11 +418,13 @@ void mb_lua_log(lua_State *L, int level, const char *job_id,
 
 /* ctx.log.info(msg, fields): upvalue 1 is ctx, 2 the level. */
 static int ctx_log(lua_State *L) {
+  /* A copy: the job may have changed ctx.job_id to anything. */
+  char job[256];
   lua_getfield(L, lua_upvalueindex(1), "job_id");
   lua_getfield(L, lua_upvalueindex(1), "run_id");
-  const char *job = lua_tostring(L, -2);
+  const char *id = lua_tostring(L, -2);
+  snprintf(job, sizeof job, "%s", id ? id : "?");
   lua_Integer run = lua_tointeger(L, -1);
-  /* The job id string stays alive in ctx while we log. */
   lua_pop(L, 2);
   mb_lua_log(L, (int)lua_tointeger(L, lua_upvalueindex(2)), job, run);
   return 0;
@@ -498,13 +505,14 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   int nargs = 1;
   if (lua_getfield(co, -3, "args") == LUA_TTABLE) {
     lua_getfield(co, -1, "n");
-    int n = (int)lua_tointeger(co, -1);
+    lua_Integer n = lua_tointeger(co, -1);
     lua_pop(co, 1);
-    luaL_checkstack(co, n + 2, "too many job arguments");
+    /* Validation bounds n; stay safe if a spec was changed under us. */
+    if (n < 0 || n > 250 || !lua_checkstack(co, (int)n + 4)) n = 0;
     for (int i = 1; i <= n; i++) lua_rawgeti(co, -i, i);
     /* [spec, fn, ctx, args, a1..an]: drop args. */
-    lua_remove(co, -(n + 1));
-    nargs += n;
+    lua_remove(co, -(int)(n + 1));
+    nargs += (int)n;
   } else {
     lua_pop(co, 1);
   }

@@ -219,7 +219,8 @@ static void drop(mb_sched *s, mb_job *j);
  * pending: no run in flight (it may fail and retry), no retry. */
 static void drop_if_done(mb_sched *s, mb_job *j) {
   if (!j->removed && !j->paused && j->next_fire == MB_TIME_NONE &&
-      j->retry_due == MB_TIME_NONE && j->running == 0 && j->nbuffered == 0)
+      j->retry_due == MB_TIME_NONE && j->running == 0 && j->nbuffered == 0 &&
+      j->pending_fires == 0)
     drop(s, j);
 }
 
@@ -310,6 +311,7 @@ static void on_jump(mb_clock *clock, mb_time delta, void *data) {
 }
 
 static void unlink_pending(pending_fire *p) {
+  p->job->pending_fires--;
   *p->prevp = p->next;
   if (p->next) p->next->prevp = p->prevp;
 }
@@ -319,9 +321,14 @@ static void on_pending_fire(mb_timer *timer) {
   mb_sched *s = p->sched;
   unlink_pending(p);
   if (p->now) p->fire.scheduled = mb_clock_now(s->clock);
-  if (!p->job->removed) s->hooks.fire(s, p->job, &p->fire, s->data);
-  mb_job_unref(p->job);
+  mb_fire p_fire_copy = p->fire;
+  mb_job *j = p->job;
   free(p);
+  if (!j->removed) {
+    s->hooks.fire(s, j, &p_fire_copy, s->data);
+    drop_if_done(s, j);
+  }
+  mb_job_unref(j);
 }
 
 static void on_retry_due(mb_timer *timer) {
@@ -554,6 +561,7 @@ int mb_sched_fire_soon(mb_sched *s, mb_job *j, const mb_fire *fire) {
   p->now = fire == NULL;
   p->fire = fire ? *fire : (mb_fire){MB_TIME_NONE, 1};
   mb_job_ref(j);
+  j->pending_fires++;
   p->next = s->pending;
   p->prevp = &s->pending;
   if (s->pending) s->pending->prevp = &p->next;

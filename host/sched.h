@@ -67,6 +67,7 @@ struct mb_job {
   bool paused;
   bool removed;          /* no longer in the scheduler */
   int lua_ref;           /* the hooks' handle on the Lua side */
+  mb_sched *sched;       /* the scheduler it belongs (or belonged) to */
   /* Kept by the runner. */
   unsigned running;      /* runs in flight */
   mb_fire *buffer;       /* fires waiting for a free instance */
@@ -76,7 +77,7 @@ struct mb_job {
   size_t slot;
   uint64_t seq;
   mb_job *hnext;
-  mb_sched *sched;
+  unsigned pending_fires;
   mb_timer retry_timer;
 };
 

@@ -7,6 +7,10 @@ local UNITS = { w = 604800, d = 86400, h = 3600, m = 60, s = 1, ms = 0.001 }
 
 local HINT = 'expected seconds, or a string such as "90s", "5m", "1h30m"'
 
+-- Longer than any schedule means (a thousand years); keeps every
+-- duration exact in microseconds.
+M.MAX = 1000 * 366 * 86400
+
 -- Returns seconds, or nil and a message that starts with the value.
 function M.parse(value)
   local kind = type(value)
@@ -16,6 +20,9 @@ function M.parse(value)
     end
     if value < 0 then
       return nil, ("%s is negative"):format(value)
+    end
+    if value > M.MAX then
+      return nil, ("%s is longer than a thousand years"):format(value)
     end
     return value
   end
@@ -35,6 +42,9 @@ function M.parse(value)
     end
     total = total + tonumber(number) * size
     pos = after
+  end
+  if total > M.MAX then
+    return nil, ("'%s' is longer than a thousand years"):format(value)
   end
   return total
 end

@@ -10,6 +10,33 @@ local validate = require "mb.validate"
 
 local M = {}
 
+-- Per scheduler: job_defaults and listeners, shared by the main API and
+-- every job file's copy.
+local state_of = setmetatable({}, { __mode = "k" })
+
+local function state(sched)
+  local st = state_of[sched]
+  if not st then
+    st = { defaults = nil, listeners = {}, next_listener = 1 }
+    state_of[sched] = st
+  end
+  return st
+end
+
+local function dispatch(st, ev)
+  for _, l in ipairs(st.listeners) do
+    if l.kinds[ev.kind] then
+      local ok, err = pcall(l.fn, ev)
+      if not ok then
+        core.log("error", "listener failed", {
+          listener = l.id, event = ev.kind, job = ev.job_id,
+          error = tostring(err),
+        })
+      end
+    end
+  end
+end
+
 local function job_ref(job_or_id)
   if type(job_or_id) == "string" or type(job_or_id) == "userdata" then
     return job_or_id
@@ -47,8 +74,11 @@ function M.new(sched, opts)
   opts = opts or {}
   local api = {}
 
+  local st = state(sched)
+
   function api.add_job(spec)
-    local norm, err = validate.job(sched, spec, { file = opts.file })
+    local norm, err = validate.job(sched, spec,
+      { file = opts.file, defaults = st.defaults })
     if not norm then error(err, 2) end
     local job
     job, err = sched:add_job(norm)
@@ -106,8 +136,13 @@ function M.new(sched, opts)
   function api.modify_job(job, changes)
     job = job_ref(job)
     local spec = checked(sched:job_spec(job))
-    local ok, err = validate.changes(sched, changes)
+    local ok, err = validate.changes(sched, changes, spec)
     if not ok then error("modify_job: " .. err, 2) end
+    if ok.policy then
+      spec.policy = ok.policy
+      if ok.retry ~= nil then spec.retry = ok.retry or nil end
+      sched:set_policy(job, ok.policy)
+    end
     if ok.name then
       sched:rename_job(job, ok.name)
       spec.name = ok.name
@@ -123,6 +158,62 @@ function M.new(sched, opts)
     end
     sched:modified(job)
     return api.get_job(type(job) == "string" and job or job.id)
+  end
+
+  -- Scheduler-wide settings. job_defaults apply to jobs added after.
+  function api.configure(settings)
+    if type(settings) ~= "table" then
+      error(("configure: expected a table, got %s"):format(type(settings)), 2)
+    end
+    for k in pairs(settings) do
+      if k ~= "job_defaults" then
+        error(("configure: %s: unknown setting (expected job_defaults)")
+          :format(tostring(k)), 2)
+      end
+    end
+    if settings.job_defaults ~= nil then
+      local defaults, err = validate.job_defaults(settings.job_defaults)
+      if not defaults then error("configure: " .. err, 2) end
+      st.defaults = defaults
+    end
+  end
+
+  -- Call fn(event) for events of the given kinds (all when nil).
+  -- Returns a handle for remove_listener.
+  function api.add_listener(fn, kinds)
+    if type(fn) ~= "function" then
+      error(("add_listener: expected a function, got %s"):format(type(fn)), 2)
+    end
+    local set, err = validate.event_kinds(kinds)
+    if not set then error(err, 2) end
+    local id = st.next_listener
+    st.next_listener = id + 1
+    st.listeners[#st.listeners + 1] = { id = id, fn = fn, kinds = set }
+    if #st.listeners == 1 then
+      sched:set_event_handler(function(ev) dispatch(st, ev) end)
+    end
+    return id
+  end
+
+  function api.remove_listener(id)
+    for i, l in ipairs(st.listeners) do
+      if l.id == id then
+        table.remove(st.listeners, i)
+        if #st.listeners == 0 then sched:set_event_handler(nil) end
+        return true
+      end
+    end
+    return false
+  end
+
+  -- Stop firing; wait (default) lets runs in flight finish within the
+  -- shutdown timeout, then cancels what is left.
+  function api.shutdown(how)
+    if how ~= nil and type(how) ~= "table" then
+      error(("shutdown: expected a table such as { wait = false }, got %s")
+        :format(type(how)), 2)
+    end
+    sched:shutdown(how)
   end
 
   -- Now, on the scheduler's clock (seconds since the epoch).

@@ -8,20 +8,38 @@ local duration = require "mb.duration"
 
 local M = {}
 
+-- The policy fields: allowed on a job, in job_defaults and in
+-- modify_job.
+local POLICY_FIELDS = {
+  "timeout", "retry", "max_instances", "overlap", "max_buffered",
+  "misfire_grace_time", "coalesce",
+}
+
 local JOB_FIELDS = {
   "id", "name", "trigger", "run", "args", "kwargs", "replace_existing",
-  "paused",
+  "paused", table.unpack(POLICY_FIELDS),
 }
+
+local RETRY_FIELDS = {
+  "attempts", "backoff", "delay", "max_delay", "jitter", "retry_on",
+}
+
+local OVERLAPS = { "skip", "buffer_one", "buffer_all", "cancel_other",
+  "allow_all" }
+local BACKOFFS = { "fixed", "linear", "exponential" }
+
+-- Seconds since the epoch that moonbeat accepts: years 1 to 9999.
+local TIME_MIN, TIME_MAX = -62135596800, 253402300799
 
 local TRIGGER_FIELDS = {
   date = { "run_date", "delay", "timezone" },
   interval = {
     "weeks", "days", "hours", "minutes", "seconds", "start_date",
-    "end_date", "timezone",
+    "end_date", "timezone", "jitter",
   },
   cron = {
     "year", "month", "day", "week", "day_of_week", "hour", "minute",
-    "second", "start_date", "end_date", "timezone",
+    "second", "start_date", "end_date", "timezone", "jitter",
   },
 }
 
@@ -87,12 +105,33 @@ end
 
 -- A time in a trigger table: epoch seconds or a string in zone.
 local function time_value(v, zone)
-  if type(v) == "number" then return v end
+  if type(v) == "number" then
+    if v ~= v or v < TIME_MIN or v > TIME_MAX then
+      return nil, ("%s is not a time between the years 1 and 9999"):format(v)
+    end
+    return v
+  end
   if type(v) ~= "string" then
     return nil, ("expected a time (a string such as '2026-12-01 09:00' or "
       .. "seconds since the epoch), got %s"):format(type(v))
   end
   return core.parse_time(v, zone)
+end
+M.time_value = time_value
+
+local function one_of(value, names)
+  for _, n in ipairs(names) do
+    if value == n then return true end
+  end
+  return false
+end
+
+local function list_words(names)
+  return table.concat(names, ", ", 1, #names - 1) .. " or " .. names[#names]
+end
+
+local function whole(v, min, max)
+  return math.type(v) == "integer" and v >= min and v <= max
 end
 
 local function trigger_error(field, msg)
@@ -186,12 +225,19 @@ function M.trigger(sched, spec)
         if v < 0 then
           return trigger_error(unit, ("must be >= 0, got %s"):format(v))
         end
+        if v ~= v or v * size > duration.MAX then
+          return trigger_error(unit, ("%s is not a usable length"):format(v))
+        end
         total = total + v * size
       end
     end
     if total <= 0 then
       return trigger_error(nil, "interval needs a positive length: give "
         .. "weeks, days, hours, minutes or seconds")
+    end
+    if total < 0.001 then
+      return trigger_error(nil, ("interval of %ss is shorter than the "
+        .. "shortest allowed, 1ms"):format(total))
     end
     norm.interval = total
   else
@@ -230,8 +276,15 @@ function M.trigger(sched, spec)
       core.format_time(norm.start_date, zone)))
   end
 
+  local jitter = 0
+  if spec.jitter ~= nil then
+    local d, err = duration.parse(spec.jitter)
+    if not d then return trigger_error("jitter", err) end
+    jitter = d
+  end
+
   local trigger, field, err = sched:new_trigger(norm)
-  if trigger then return trigger end
+  if trigger then return trigger, jitter end
   if err == "can never fire" then
     local text = crontab and ("'%s'"):format(crontab) or {}
     if not crontab then
@@ -257,6 +310,10 @@ local function check_args(spec, norm)
       return nil, ("args: expected a list, got %s"):format(type(spec.args))
     end
     local n = spec.args.n or #spec.args
+    if not whole(n, 0, 250) then
+      return nil, ("args.n: expected an integer from 0 to 250, got %s")
+        :format(tostring(n))
+    end
     norm.args = table.move(spec.args, 1, n, 1, { n = n })
   end
   if spec.kwargs ~= nil then
@@ -285,6 +342,146 @@ local function check_run(run)
     return nil, ("run: expected a function, got %s"):format(type(run))
   end
   return true
+end
+
+local RETRY_SET = set_of(RETRY_FIELDS)
+
+local function check_retry(retry, out)
+  if retry == false then
+    out.retry_attempts = 1
+    return true
+  end
+  if type(retry) ~= "table" then
+    return nil, ("retry: expected a table such as { attempts = 3 } or "
+      .. "false, got %s"):format(type(retry))
+  end
+  local bad = unknown_key(retry, RETRY_SET, 0)
+  if bad then
+    return nil, ("retry.%s: unknown field%s"):format(bad,
+      suggestion(bad, RETRY_FIELDS))
+  end
+  local attempts = retry.attempts or 3
+  if not whole(attempts, 1, 1000) then
+    return nil, ("retry.attempts: expected an integer from 1 to 1000, got %s")
+      :format(describe(attempts))
+  end
+  out.retry_attempts = attempts
+  local backoff = retry.backoff or "exponential"
+  if not one_of(backoff, BACKOFFS) then
+    return nil, ("retry.backoff: %s is not a backoff (expected %s)")
+      :format(describe(backoff), list_words(BACKOFFS))
+  end
+  out.retry_backoff = backoff
+  for _, f in ipairs { "delay", "max_delay" } do
+    if retry[f] ~= nil then
+      local d, err = duration.parse(retry[f])
+      if not d then return nil, ("retry.%s: %s"):format(f, err) end
+      out["retry_" .. f] = d
+    end
+  end
+  out.retry_delay = out.retry_delay or 1
+  if retry.jitter ~= nil then
+    local j = retry.jitter
+    if type(j) ~= "number" or not (j >= 0 and j <= 1) then
+      return nil, ("retry.jitter: expected a fraction from 0 to 1, got %s")
+        :format(describe(j))
+    end
+    out.retry_jitter = j
+  end
+  if retry.retry_on ~= nil and type(retry.retry_on) ~= "function" then
+    return nil, ("retry.retry_on: expected a function(err), got %s")
+      :format(type(retry.retry_on))
+  end
+  return true
+end
+
+local POLICY_CHECKS = {
+  timeout = function(v, out)
+    if v == false then out.timeout = 0 return true end
+    local d, err = duration.parse(v)
+    if not d then return nil, "timeout: " .. err end
+    if d <= 0 then return nil, "timeout: must be more than 0 (or false)" end
+    out.timeout = d
+    return true
+  end,
+  retry = check_retry,
+  max_instances = function(v, out)
+    if not whole(v, 1, 1000000) then
+      return nil, ("max_instances: expected an integer >= 1, got %s")
+        :format(describe(v))
+    end
+    out.max_instances = v
+    return true
+  end,
+  overlap = function(v, out)
+    if not one_of(v, OVERLAPS) then
+      return nil, ("overlap: %s is not a policy (expected %s)")
+        :format(describe(v), list_words(OVERLAPS))
+    end
+    out.overlap = v
+    return true
+  end,
+  max_buffered = function(v, out)
+    if not whole(v, 1, 1000000) then
+      return nil, ("max_buffered: expected an integer >= 1, got %s")
+        :format(describe(v))
+    end
+    out.max_buffered = v
+    return true
+  end,
+  misfire_grace_time = function(v, out)
+    if v == false then out.misfire_grace_time = nil return true end
+    local d, err = duration.parse(v)
+    if not d then return nil, "misfire_grace_time: " .. err end
+    out.misfire_grace_time = d
+    return true
+  end,
+  coalesce = function(v, out)
+    if type(v) ~= "boolean" then
+      return nil, ("coalesce: expected true or false, got %s"):format(type(v))
+    end
+    out.coalesce = v
+    return true
+  end,
+}
+
+-- Check the policy fields of t into out (a policy table for the core).
+-- prefix names where t sits in messages ("" or "job_defaults.").
+local function check_policy(t, out, prefix)
+  for _, f in ipairs(POLICY_FIELDS) do
+    if t[f] ~= nil then
+      local ok, err = POLICY_CHECKS[f](t[f], out)
+      if not ok then return nil, prefix .. err end
+    end
+  end
+  return true
+end
+
+-- Validate scheduler.configure's job_defaults; returns the checked
+-- table (the raw values, to be read again per job) or nil and message.
+function M.job_defaults(defaults)
+  if type(defaults) ~= "table" then
+    return nil, ("job_defaults: expected a table, got %s"):format(
+      type(defaults))
+  end
+  local bad = unknown_key(defaults, set_of(POLICY_FIELDS), 0)
+  if bad then
+    return nil, ("job_defaults.%s: unknown field%s"):format(bad,
+      suggestion(bad, POLICY_FIELDS))
+  end
+  local ok, err = check_policy(defaults, {}, "job_defaults.")
+  if not ok then return nil, err end
+  return defaults
+end
+
+-- The policy of a spec: defaults first, the spec's own fields over them.
+local function policy_of(spec, defaults, jitter)
+  local policy = { jitter = jitter }
+  local ok, err = check_policy(defaults or {}, policy, "job_defaults.")
+  if not ok then return nil, err end
+  ok, err = check_policy(spec, policy, "")
+  if not ok then return nil, err end
+  return policy
 end
 
 local auto_ids = 0
@@ -336,21 +533,25 @@ function M.job(sched, spec, opts)
     return nil, "trigger: required (a table such as { \"interval\", "
       .. "minutes = 5 } or a crontab string)"
   end
-  local trigger
-  trigger, err = M.trigger(sched, spec.trigger)
-  if not trigger then return nil, err end
+  local trigger, jitter = M.trigger(sched, spec.trigger)
+  if not trigger then return nil, jitter end
   norm.trigger = trigger
+  norm.policy, err = policy_of(spec, opts.defaults, jitter)
+  if not norm.policy then return nil, err end
+  -- Kept for the runner, which asks retry.retry_on(err).
+  norm.retry = spec.retry or (opts.defaults and opts.defaults.retry) or nil
   return norm
 end
 
 local CHANGE_FIELDS = { "name", "run", "args", "kwargs", "trigger",
-  "next_run_time" }
+  "next_run_time", table.unpack(POLICY_FIELDS) }
 local CHANGE_SET = set_of(CHANGE_FIELDS)
 
--- Validate modify_job changes. Returns a table of checked changes (a
--- trigger built, times as seconds; next_run_time = false to pause), or
--- nil and "field: problem".
-function M.changes(sched, changes)
+-- Validate modify_job changes against the job's current spec. Returns a
+-- table of checked changes (a trigger built, times as seconds,
+-- next_run_time = false to pause, policy = the whole new policy when it
+-- changed), or nil and "field: problem".
+function M.changes(sched, changes, current)
   if type(changes) ~= "table" then
     return nil, ("changes: expected a table, got %s"):format(type(changes))
   end
@@ -373,9 +574,24 @@ function M.changes(sched, changes)
   end
   ok, err = check_args(changes, out)
   if not ok then return nil, err end
+  local policy = {}
+  for k, v in pairs(current.policy or {}) do policy[k] = v end
+  local policy_changed = false
   if changes.trigger ~= nil then
-    out.trigger, err = M.trigger(sched, changes.trigger)
-    if not out.trigger then return nil, err end
+    local jitter
+    out.trigger, jitter = M.trigger(sched, changes.trigger)
+    if not out.trigger then return nil, jitter end
+    policy.jitter = jitter
+    policy_changed = true
+  end
+  for _, f in ipairs(POLICY_FIELDS) do
+    if changes[f] ~= nil then policy_changed = true end
+  end
+  if policy_changed then
+    ok, err = check_policy(changes, policy, "")
+    if not ok then return nil, err end
+    out.policy = policy
+    if changes.retry ~= nil then out.retry = changes.retry end
   end
   local nrt = changes.next_run_time
   if nrt ~= nil then
@@ -383,12 +599,38 @@ function M.changes(sched, changes)
       out.next_run_time = false
     else
       local t
-      t, err = time_value(nrt)
+      t, err = time_value(nrt, sched:timezone())
       if not t then return nil, "next_run_time: " .. err end
       out.next_run_time = t
     end
   end
   return out
+end
+
+-- Event kinds a listener may ask for.
+M.EVENT_KINDS = {
+  "added", "removed", "modified", "paused", "resumed", "started",
+  "executed", "error", "timeout", "cancelled", "missed", "skipped",
+  "buffered", "retry", "retries_exhausted",
+}
+
+-- Check add_listener's kinds; returns a set, or nil and a message.
+function M.event_kinds(kinds)
+  if kinds == nil then return set_of(M.EVENT_KINDS) end
+  if type(kinds) == "string" then kinds = { kinds } end
+  if type(kinds) ~= "table" then
+    return nil, ("add_listener: expected a list of event kinds, got %s")
+      :format(type(kinds))
+  end
+  local set = {}
+  for _, k in ipairs(kinds) do
+    if not one_of(k, M.EVENT_KINDS) then
+      return nil, ("add_listener: %s is not an event kind (expected %s)")
+        :format(describe(k), list_words(M.EVENT_KINDS))
+    end
+    set[k] = true
+  end
+  return set
 end
 
 return M

@@ -24,7 +24,7 @@ scheduler.add_job {
     assert.matches("job added job=now", out, 1, true)
     assert.matches("hello from the job job=now run=%d+ answer=42", out)
     assert.matches("run finished job=now run=%d+ status=success", out)
-    assert.matches("scheduler stopping signal=SIGINT", out, 1, true)
+    assert.matches("scheduler stopping runs=0 wait=30s signal=SIGINT", out, 1, true)
     assert.matches("scheduler stopped", out, 1, true)
   end)
 
