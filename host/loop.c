@@ -319,6 +319,13 @@ int mb_clock_advance(mb_clock *c, mb_time delta) {
   return 0;
 }
 
+int mb_clock_stall(mb_clock *c, mb_time delta) {
+  if (c->kind != MB_CLOCK_VIRTUAL) return MB_ESTATE;
+  if (delta < 0) return MB_EINVAL;
+  c->mono += delta;
+  return 0;
+}
+
 int mb_clock_jump(mb_clock *c, mb_time delta) {
   if (c->kind != MB_CLOCK_VIRTUAL) return MB_ESTATE;
   c->offset += delta;

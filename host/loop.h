@@ -71,6 +71,10 @@ uint64_t mb_clock_wakeups(const mb_clock *clock);
  * and running ready loop callbacks between them. Returns < 0 on a real
  * clock. */
 int mb_clock_advance(mb_clock *clock, mb_time delta);
+/* Virtual clock only: move both clocks forward by delta without firing
+ * anything, as a loop blocked for that long would; the timers that fell
+ * due fire, late, on the next advance. */
+int mb_clock_stall(mb_clock *clock, mb_time delta);
 /* Virtual clock only: move the wall clock by delta (may be negative)
  * without moving monotonic time, as an NTP step does. The jump is
  * noticed on the next advance, as a real one is on the next wake-up. */

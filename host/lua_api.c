@@ -871,6 +871,15 @@ static int sched_advance(lua_State *L) {
   return 0;
 }
 
+static int sched_stall(lua_State *L) {
+  host *h = check_host(L, 1);
+  double secs = luaL_checknumber(L, 2);
+  luaL_argcheck(L, secs >= 0, 2, "cannot stall for a negative duration");
+  if (mb_clock_stall(h->clock, to_usec(secs)) < 0)
+    return luaL_error(L, "stall: the scheduler runs on the real clock");
+  return 0;
+}
+
 static int sched_jump(lua_State *L) {
   host *h = check_host(L, 1);
   if (mb_clock_jump(h->clock, to_usec(luaL_checknumber(L, 2))) < 0)
@@ -1211,6 +1220,7 @@ static const luaL_Reg sched_methods[] = {
   {"now", sched_now},
   {"advance", sched_advance},
   {"jump", sched_jump},
+  {"stall", sched_stall},
   {"run", sched_run},
   {"stop", sched_stop},
   {"stats", sched_stats},

@@ -188,9 +188,12 @@ static void rearm(mb_sched *s) {
   mb_timer_start(s->clock, &s->timer, delay > 0 ? delay : 0);
 }
 
-/* Set j's next fire to the trigger's first at or after now. */
+/* Set j's next fire to the trigger's first at or after now. A date
+ * trigger that has fired has nothing left, whatever now is. */
 static void schedule_from(mb_sched *s, mb_job *j, mb_time now) {
-  j->next_base = mb_trigger_next(j->trigger, MB_TIME_NONE, now);
+  bool once = mb_trigger_kind(j->trigger) == MB_TRIGGER_DATE;
+  mb_time prev = once ? j->last_fire : MB_TIME_NONE;
+  j->next_base = mb_trigger_next(j->trigger, prev, now);
   j->next_fire = jittered(s, j, j->next_base);
 }
 
@@ -522,6 +525,7 @@ int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
   }
   mb_trigger_free(j->trigger);
   j->trigger = trigger;
+  j->last_fire = MB_TIME_NONE;
   if (!j->paused) {
     schedule_from(s, j, mb_sched_now(s));
     queue(s, j);

@@ -2,6 +2,7 @@
 -- returns with the arguments; its result is the exit code.
 
 local core = require "moonbeat.core"
+local duration = require "mb.duration"
 
 local VERSION = "0.1.0"
 
@@ -34,6 +35,24 @@ Options:
   --timezone ZONE      zone for triggers that name none: an IANA name
                        such as Europe/Berlin, UTC, or local (default:
                        the machine's zone)
+  --shutdown-timeout D how long SIGINT/SIGTERM lets runs in flight
+                       finish before cancelling them (default 30s); a
+                       second signal exits at once
+  --memory-limit SIZE  Lua memory all job code may use together, such
+                       as 512MiB or 2GiB (default 1GiB; 0: no limit)
+
+Job defaults (a job's own field wins; see the README):
+  --timeout D          stop a run after D (default: none)
+  --max-instances N    concurrent runs of one job (default 1)
+  --overlap POLICY     a fire beyond max-instances: skip (default),
+                       buffer_one, buffer_all, cancel_other, allow_all
+  --misfire-grace-time D
+                       a fire later than D is recorded as missed, not
+                       run (default: no limit)
+  --no-coalesce        run every overdue fire, not once for all
+  --retries N          tries in all for a failing run (default 1)
+
+D is a duration: seconds, or a string such as 90s, 5m, 1h30m.
   -h, --help           show this help
 ]]
 
@@ -53,10 +72,12 @@ local function parse(args, takes_value)
     elseif a:match("^%-%-") then
       local name, value = a:match("^%-%-([^=]+)=(.*)$")
       name = name or a:sub(3)
-      if not takes_value[name] then
+      if takes_value[name] == nil then
         return nil, ("unknown option --%s"):format(name)
       end
-      if not value then
+      if takes_value[name] == false then
+        value = true
+      elseif not value then
         i = i + 1
         value = args[i]
         if not value then
@@ -72,9 +93,58 @@ local function parse(args, takes_value)
   return opts, rest
 end
 
+local SIZE_UNITS = {
+  [""] = 1, b = 1, k = 1000, kb = 1000, m = 1e6, mb = 1e6, g = 1e9, gb = 1e9,
+  kib = 1024, mib = 1024 ^ 2, gib = 1024 ^ 3,
+}
+
+-- "512MiB", "2GiB", "1e9", "0" -> bytes.
+local function parse_size(text)
+  local number, unit = tostring(text):lower():match("^%s*([%d.]+)%s*(%a*)%s*$")
+  local size = number and SIZE_UNITS[unit]
+  if not size or not tonumber(number) then
+    return nil, ("'%s' is not a size (such as 512MiB or 2GiB)"):format(text)
+  end
+  return math.floor(tonumber(number) * size)
+end
+
+-- The job defaults the command-line flags ask for, as configure takes
+-- them (validated there, with the flag named on error).
+local function job_defaults(opts)
+  local d = {}
+  local function as_number(flag, key)
+    local v = opts[flag]
+    if v == nil then return true end
+    local n = math.tointeger(tonumber(v))
+    if not n then
+      return nil, ("--%s: expected a whole number, got '%s'"):format(flag, v)
+    end
+    d[key] = n
+    return true
+  end
+  local ok, err = as_number("max-instances", "max_instances")
+  if not ok then return nil, err end
+  if opts.retries then
+    local n = math.tointeger(tonumber(opts.retries))
+    if not n then
+      return nil, ("--retries: expected a whole number, got '%s'"):format(
+        opts.retries)
+    end
+    d.retry = { attempts = n }
+  end
+  d.timeout = opts.timeout
+  d.overlap = opts.overlap
+  d.misfire_grace_time = opts["misfire-grace-time"]
+  if opts["no-coalesce"] then d.coalesce = false end
+  return d
+end
+
 local function cmd_run(args)
   local opts, rest = parse(args, {
     ["log-format"] = true, ["log-level"] = true, timezone = true,
+    ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
+    ["max-instances"] = true, overlap = true, ["misfire-grace-time"] = true,
+    ["no-coalesce"] = false, retries = true,
   })
   if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
   if opts.help then
@@ -99,8 +169,34 @@ local function cmd_run(args)
     local ok, err = core.timezone_ok(zone)
     if not ok then return fail("--timezone: " .. err) end
   end
+  local defaults, err = job_defaults(opts)
+  if not defaults then return fail(err) end
+  local shutdown_timeout
+  if opts["shutdown-timeout"] then
+    shutdown_timeout, err = duration.parse(opts["shutdown-timeout"])
+    if not shutdown_timeout then return fail("--shutdown-timeout: " .. err) end
+  end
+  if opts["memory-limit"] then
+    local bytes
+    bytes, err = parse_size(opts["memory-limit"])
+    if not bytes then return fail("--memory-limit: " .. err) end
+    core.set_memory_limit(bytes)
+  end
+
   local sched = core.new { clock = "real", timezone = zone }
-  require("mb.scheduler").new(sched)
+  local api = require("mb.scheduler").new(sched)
+  local ok, cerr = pcall(api.configure, { job_defaults = defaults })
+  if not ok then
+    sched:close()
+    -- Name the flag the user typed, not the setting it became.
+    local flags = {
+      timeout = "--timeout", max_instances = "--max-instances",
+      overlap = "--overlap", misfire_grace_time = "--misfire-grace-time",
+      ["retry.attempts"] = "--retries",
+    }
+    local field, rest = tostring(cerr):match("job_defaults%.([%w_.]+): (.*)$")
+    return fail(field and flags[field] and (flags[field] .. ": " .. rest) or cerr)
+  end
   local summary, err = require("mb.loader").load_dir(sched, dir)
   if not summary then
     sched:close()
@@ -110,7 +206,7 @@ local function cmd_run(args)
     dir = dir, files = summary.files, failed = summary.failed,
     jobs = summary.jobs,
   })
-  sched:run()
+  sched:run { shutdown_timeout = shutdown_timeout }
   sched:close()
   core.log("info", "scheduler stopped")
   return 0

@@ -31,7 +31,7 @@ function harness.new(opts)
   self.refs_before = core.live_refs()
   self.core = core.new {
     clock = opts.clock or "virtual", start = start,
-    timezone = opts.timezone or "UTC",
+    timezone = opts.timezone or "UTC", seed = opts.seed or 1,
   }
   self.scheduler = scheduler.new(self.core)
   core.configure_log { stream = "none", level = "debug" }
@@ -44,6 +44,12 @@ end
 -- Move virtual time forward by a duration ("35s", "2d", or seconds).
 function H:advance(d)
   self.core:advance(duration.check(d, "advance"))
+end
+
+-- Block the loop for a duration: time passes, nothing fires until the
+-- next advance, when everything that fell due fires late.
+function H:stall(d)
+  self.core:stall(duration.check(d, "stall"))
 end
 
 -- Step the wall clock by seconds (may be negative), as NTP would.
@@ -73,6 +79,13 @@ end
 -- Load a job file from source text as if it were the file at path.
 function H:load(path, source)
   return loader.load(self.core, path, source)
+end
+
+-- Listen to every event; returns the list it fills.
+function H:events(kinds)
+  local seen = {}
+  self.scheduler.add_listener(function(ev) seen[#seen + 1] = ev end, kinds)
+  return seen
 end
 
 -- Log entries whose message is msg.
