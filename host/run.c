@@ -233,11 +233,16 @@ static void end_run(mb_run *run, int how, const char *error,
   lua_resetthread(run->co);
   mb_unref(r->L, run->co_ref);
 
+  /* The freed slot goes to the oldest buffered fire before any new fire
+   * can take it; from under another run's code, on the next turn. */
   if (job->nbuffered && !job->removed && !mb_sched_stopped(r->sched)) {
     mb_fire next = job->buffer[0];
     memmove(job->buffer, job->buffer + 1,
             --job->nbuffered * sizeof *job->buffer);
-    mb_sched_fire_soon(r->sched, job, &next);
+    if (executing)
+      mb_sched_fire_soon(r->sched, job, &next);
+    else
+      mb_runner_fire(r, job, &next);
   }
   mb_sched_run_ended(r->sched, job);
   mb_job_unref(job);

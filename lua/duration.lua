@@ -29,6 +29,10 @@ function M.parse(value)
   if kind ~= "string" then
     return nil, ("expected a duration (%s), got %s"):format(HINT, kind)
   end
+  -- A bare number in a string ("30", from a command line) is seconds.
+  if tonumber(value) and value:match("^%s*[%d.]+%s*$") then
+    return M.parse(tonumber(value))
+  end
   local text = value:gsub("%s+", "")
   if text == "" then
     return nil, ("'%s' is not a duration (%s)"):format(value, HINT)

@@ -36,6 +36,18 @@ function M.sh(cmd)
   return body, tonumber(code)
 end
 
+-- Shell lines sending signal (a name, or a list sent in turn, a moment
+-- apart so the process can act on each) to $pid.
+local function signal_lines(signal)
+  if type(signal) ~= "table" then signal = { signal or "INT" } end
+  local lines = {}
+  for i, name in ipairs(signal) do
+    if i > 1 then lines[#lines + 1] = "sleep 0.3" end
+    lines[#lines + 1] = "kill -" .. name .. " $pid"
+  end
+  return table.concat(lines, "\n")
+end
+
 -- Start `moonbeat ARGS` in the background, wait (at most 20 s of real
 -- time) until its output contains `until_text`, send it `signal`, and
 -- return its output and exit status. This waits for a process, never
@@ -48,7 +60,7 @@ function M.run_until(args, until_text, signal)
     "i=0",
     "while [ $i -lt 200 ] && ! grep -qF -- " .. shell_quote(until_text)
       .. " " .. out .. "; do sleep 0.1; i=$((i+1)); done",
-    "kill -" .. (signal or "INT") .. " $pid",
+    signal_lines(signal),
     "wait $pid",
     "echo \"exit=$?\"",
   }, "\n")
