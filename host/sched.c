@@ -30,6 +30,7 @@ struct mb_sched {
   uint64_t seq;
   uint64_t rng;
   bool stopped;
+  bool closing;  /* jobs leave with the scheduler: no removed events */
   mb_timer timer;
   pending_fire *pending;
 };
@@ -374,6 +375,7 @@ static void cancel_pending(mb_sched *s, mb_job *only) {
 
 void mb_sched_free(mb_sched *s) {
   if (!s) return;
+  s->closing = true;
   mb_sched_remove_all_jobs(s);
   cancel_pending(s, NULL);
   mb_timer_stop(s->clock, &s->timer);
@@ -408,7 +410,7 @@ static void drop(mb_sched *s, mb_job *j) {
   table_remove(s, j);
   j->removed = true;
   j->next_fire = j->next_base = MB_TIME_NONE;
-  emit_job(s, MB_EV_REMOVED, j);
+  if (!s->closing) emit_job(s, MB_EV_REMOVED, j);
   s->hooks.removed(s, j, s->data);
   mb_job_unref(j);
   rearm(s);

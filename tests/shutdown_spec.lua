@@ -108,6 +108,8 @@ scheduler.add_job { id = "busy", trigger = { "date", delay = 0 },
     assert.equal(0, code)
     assert.matches('run cancelled job=busy run=%d+ status=cancelled duration=%S+ reason="the shutdown timeout passed"', out)
     assert.matches("scheduler stopped", out, 1, true)
+    -- Jobs leave with the scheduler; nobody removed them.
+    assert.is_nil(out:find("job removed", 1, true))
   end)
 
   it("exits at once, non-zero, on a second signal", function()
