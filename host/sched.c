@@ -222,7 +222,8 @@ static void drop(mb_sched *s, mb_job *j);
 /* A job whose trigger has no fire left goes once nothing of it is
  * pending: no run in flight (it may fail and retry), no retry. */
 static void drop_if_done(mb_sched *s, mb_job *j) {
-  if (!j->removed && !j->paused && j->next_fire == MB_TIME_NONE &&
+  /* After a shutdown nothing changes: the job is as it was stopped. */
+  if (!s->stopped && !j->removed && !j->paused && j->next_fire == MB_TIME_NONE &&
       j->retry_due == MB_TIME_NONE && j->running == 0 && j->nbuffered == 0 &&
       j->pending_fires == 0)
     drop(s, j);
