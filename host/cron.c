@@ -43,6 +43,8 @@ struct mb_cron {
   dayset dom, dow;
   bool either;       /* crontab: a day matches if dom OR dow matches */
   bool real_time;    /* hour is '*' or a step: DST is read as real time */
+  int dst_gap;       /* MB_DST_GAP_*: fixed-hour fires in a gap */
+  int dst_repeat;    /* MB_DST_REPEAT_*: fixed-hour fires in an overlap */
   uint64_t hours, minutes, seconds;
   char text[];       /* the description */
 };
@@ -557,6 +559,11 @@ size_t mb_cron_describe(const mb_cron *c, char *buf, size_t n) {
 
 void mb_cron_free(mb_cron *c) {
   free(c);
+}
+
+void mb_cron_set_dst(mb_cron *c, int gap, int repeat) {
+  c->dst_gap = gap;
+  c->dst_repeat = repeat;
 }
 
 /* ---- searching --------------------------------------------------------- */

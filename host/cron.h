@@ -52,6 +52,17 @@ mb_time mb_cron_next(const mb_cron *c, mb_time after, const mb_tz *tz);
  * that the full text needs, like snprintf. */
 size_t mb_cron_describe(const mb_cron *c, char *buf, size_t n);
 
+/* How a fixed-hour schedule (not '*' or a step in the hour) meets a DST
+ * change. In a spring-forward gap its local time does not exist:
+ * GAP_RUN (default) fires at the first instant after the gap, GAP_SKIP
+ * does not fire. In a fall-back overlap its local time happens twice:
+ * REPEAT_FIRST (default) fires at the first, REPEAT_LAST at the second,
+ * REPEAT_BOTH at both. A wildcard-hour schedule follows real time and
+ * ignores these. */
+enum { MB_DST_GAP_RUN, MB_DST_GAP_SKIP };
+enum { MB_DST_REPEAT_FIRST, MB_DST_REPEAT_LAST, MB_DST_REPEAT_BOTH };
+void mb_cron_set_dst(mb_cron *c, int gap, int repeat);
+
 /* Frees c; NULL is fine. */
 void mb_cron_free(mb_cron *c);
 
