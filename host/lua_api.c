@@ -332,6 +332,9 @@ static int fail3(lua_State *L, const char *field, const char *msg) {
   return 3;
 }
 
+static int opt_choice(lua_State *L, int idx, const char *key,
+                      const char *const names[], int dflt);
+
 /* Messages from cron and trigger read "field: problem"; Lua wants the
  * field apart so it can say where the field sits. */
 static int fail_split(lua_State *L, const char *msg) {
@@ -379,6 +382,12 @@ static int sched_new_trigger(lua_State *L) {
       spec.cron = mb_cron_from_fields(fields, &err);
     }
     if (!spec.cron) return fail_split(L, err.msg);
+    static const char *const gaps[] = {"run", "skip", NULL};
+    static const char *const repeats[] = {"first", "last", "both", NULL};
+    mb_cron_set_dst(spec.cron,
+                    opt_choice(L, 2, "dst_gap", gaps, MB_DST_GAP_RUN),
+                    opt_choice(L, 2, "dst_repeat", repeats,
+                               MB_DST_REPEAT_FIRST));
   }
   mb_trigger *t = mb_trigger_new(&spec, mb_clock_now(h->clock), &err);
   if (!t) return fail_split(L, err.msg);

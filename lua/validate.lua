@@ -39,7 +39,8 @@ local TRIGGER_FIELDS = {
   },
   cron = {
     "year", "month", "day", "week", "day_of_week", "hour", "minute",
-    "second", "start_date", "end_date", "timezone", "jitter",
+    "second", "start_date", "end_date", "timezone", "jitter", "dst_gap",
+    "dst_repeat",
   },
 }
 
@@ -274,6 +275,19 @@ function M.trigger(sched, spec)
     return trigger_error("end_date", ("%s is before start_date %s"):format(
       core.format_time(norm.end_date, zone),
       core.format_time(norm.start_date, zone)))
+  end
+
+  if kind == "cron" then
+    if spec.dst_gap ~= nil and not one_of(spec.dst_gap, { "run", "skip" }) then
+      return trigger_error("dst_gap", ("%s is not a choice (expected run or "
+        .. "skip)"):format(describe(spec.dst_gap)))
+    end
+    if spec.dst_repeat ~= nil
+      and not one_of(spec.dst_repeat, { "first", "last", "both" }) then
+      return trigger_error("dst_repeat", ("%s is not a choice (expected "
+        .. "first, last or both)"):format(describe(spec.dst_repeat)))
+    end
+    norm.dst_gap, norm.dst_repeat = spec.dst_gap, spec.dst_repeat
   end
 
   local jitter = 0
