@@ -11,6 +11,7 @@ usage: moonbeat <command> [options]
 
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
+  next EXPR        the next fire times of a cron expression
   lua FILE [ARG..] run a Lua script with moonbeat's modules (the test
                    suite runs busted this way)
   version          print the version
@@ -212,6 +213,62 @@ local function cmd_run(args)
   return 0
 end
 
+local NEXT_USAGE = [[
+usage: moonbeat next EXPR [--tz ZONE] [-n N] [--from TIME]
+
+Prints the next N fire times of the cron expression EXPR (a crontab
+string of 5, 6 or 7 fields, or a macro such as @daily), each with its
+UTC offset and how far away it is. An error in EXPR is shown with a
+caret under the field that is wrong.
+
+Options:
+  --tz ZONE     the zone the fields are read in: an IANA name such as
+                Europe/Berlin, UTC, or local (default: the machine's)
+  -n N          how many fire times (default 5)
+  --from TIME   start from TIME (ISO 8601, read in ZONE; default now)
+  -h, --help    show this help
+]]
+
+local function cmd_next(args)
+  -- "-n 3" is the one short option; make it a long one for parse().
+  for i, a in ipairs(args) do
+    if a == "-n" then args[i] = "--n" end
+  end
+  local opts, rest = parse(args, { tz = true, timezone = true, n = true,
+    from = true })
+  if not opts then return fail(rest .. "\n" .. NEXT_USAGE) end
+  if opts.help then
+    io.stdout:write(NEXT_USAGE)
+    return 0
+  end
+  if #rest ~= 1 then
+    return fail("next takes one expression (quote it)\n" .. NEXT_USAGE)
+  end
+  local n = 5
+  if opts.n then
+    n = math.tointeger(tonumber(opts.n))
+    if not n or n < 1 or n > 10000 then
+      return fail(("-n: expected a count from 1 to 10000, got '%s'"):format(opts.n))
+    end
+  end
+  local zone = opts.tz or opts.timezone or "local"
+  local from
+  if opts.from then
+    local ok, err = core.timezone_ok(zone)
+    if not ok then return fail(err) end
+    from, err = core.parse_time(opts.from, zone)
+    if not from then return fail("--from: " .. err) end
+  end
+  local lines, errors = require("mb.next").preview(rest[1],
+    { zone = zone, n = n, from = from })
+  if not lines then
+    io.stderr:write("moonbeat: ", table.concat(errors, "\n"), "\n")
+    return 1
+  end
+  io.stdout:write(table.concat(lines, "\n"), "\n")
+  return 0
+end
+
 local function cmd_lua(args)
   local script = args[1]
   if not script then return fail("lua needs a script file") end
@@ -229,6 +286,7 @@ return function(args)
   local rest = table.move(args, 2, #args, 1, {})
   if command == "run" then return cmd_run(rest) end
   if command == "lua" then return cmd_lua(rest) end
+  if command == "next" then return cmd_next(rest) end
   if command == "version" or command == "--version" then
     io.stdout:write("moonbeat ", VERSION, "\n")
     return 0
@@ -237,6 +295,8 @@ return function(args)
     or command == "-h" then
     if rest[1] == "run" then
       io.stdout:write(RUN_USAGE)
+    elseif rest[1] == "next" then
+      io.stdout:write(NEXT_USAGE)
     else
       io.stdout:write(USAGE)
     end
