@@ -728,44 +728,84 @@ static int32_t offset_at(const mb_tz *tz, int64_t t, int64_t *next) {
   return off;
 }
 
-/* Walk real time one stretch of constant offset at a time; within a
- * stretch, a match at local second L is the instant L - offset. At a
- * change to a larger offset, local times in the jump never happen: a
- * fixed-hour schedule fires at the change instead (its 02:30 run comes
- * at 03:00), a wildcard-hour one skips them. At a change to a smaller
- * offset, the wall clock repeats: a wildcard-hour schedule follows real
- * time and fires again, a fixed-hour one fires only the first time. */
+/* Walk real time one stretch of constant offset at a time: [from, to)
+ * with offset off, entered from offset prev. Within a stretch, a match
+ * at local second L is the instant L - off. Where the offset grows, the
+ * local times it jumps over never happen: a fixed-hour schedule fires
+ * at the change instead (its 02:30 run comes at 03:00) unless told to
+ * skip them, and a wildcard-hour one skips them. Where it shrinks, the
+ * wall clock repeats: a wildcard-hour schedule follows real time and
+ * fires again, a fixed-hour one fires at the first, the second or both
+ * occurrences as c->dst_repeat says. */
 mb_time mb_cron_next(const mb_cron *c, mb_time after, const mb_tz *tz) {
   int64_t t = floor_div(after, MB_SEC) + 1;
   if (t > (mb_days_from_civil(MAX_YEAR + 1, 1, 1) + 2) * DAY)
     return MB_TIME_NONE;
-  int64_t next;
-  int32_t off = offset_at(tz, t, &next);
-  int64_t ls = t + off;
+  /* Room for the look two days back below; nothing cron matches lies
+   * that close to the start of time anyway. */
+  if (t < INT64_MIN / MB_SEC + 2 * DAY) t = INT64_MIN / MB_SEC + 2 * DAY;
+  bool fixed = !c->real_time;
+  int repeat = c->dst_repeat, gap = c->dst_gap;
+
+  /* Find the change that began t's stretch, so that a search starting
+   * in a repeated hour knows which occurrence it is in. UTC offsets
+   * differ by less than two days, so a change further back cannot have
+   * repeated any local time after t. */
+  int64_t from = t - 2 * DAY, to, nx;
+  int32_t off = offset_at(tz, from, &to), prev = off;
+  for (int steps = 0; to <= t; steps++) {
+    if (steps == 1000) {
+      /* Not a real zone; read t's stretch as if nothing preceded it. */
+      from = t;
+      prev = off = offset_at(tz, t, &to);
+      break;
+    }
+    int32_t off2 = offset_at(tz, to, &nx);
+    prev = off;
+    off = off2;
+    from = to;
+    to = nx;
+  }
+  /* Starting right at a jump: its skipped local times are still due. */
+  if (fixed && gap == MB_DST_GAP_RUN && t == from && prev < off &&
+      search(c, from + prev) < from + off)
+    return from * MB_SEC;
+
   int64_t memo_from = 0, memo = 0; /* no match in [memo_from, memo) */
   bool have_memo = false;
   for (int guard = 0; guard < 100000; guard++) {
+    int32_t off2 = off;
+    nx = NOT_FOUND;
+    if (to != NOT_FOUND) off2 = offset_at(tz, to, &nx);
+    /* The local seconds [lo, hi) that may fire in this stretch. */
+    int64_t lo = (t > from ? t : from) + off;
+    int64_t hi = to == NOT_FOUND ? NOT_FOUND : to + off;
+    if (fixed && prev > off && repeat == MB_DST_REPEAT_FIRST &&
+        lo < from + prev)
+      lo = from + prev; /* these already happened before the change */
+    if (fixed && off2 < off && repeat == MB_DST_REPEAT_LAST)
+      hi = to + off2; /* these will happen again after the change */
     int64_t l;
-    if (have_memo && memo_from <= ls && ls <= memo) {
+    if (have_memo && memo_from <= lo && lo <= memo) {
       l = memo;
     } else {
-      l = search(c, ls);
-      memo_from = ls;
+      l = search(c, lo);
+      memo_from = lo;
       memo = l;
       have_memo = true;
     }
-    if (next == NOT_FOUND)
-      return l == NOT_FOUND ? MB_TIME_NONE : (l - off) * MB_SEC;
-    if (l < next + off) return (l - off) * MB_SEC;
-    int64_t next2;
-    int32_t off2 = offset_at(tz, next, &next2);
-    if (off2 > off && l < next + off2 && !c->real_time) return next * MB_SEC;
-    if (off2 < off && !c->real_time) ls = next + off;
-    else ls = next + off2;
-    if (l == NOT_FOUND && ls >= memo_from) return MB_TIME_NONE;
-    t = next;
-    next = next2;
+    if (l < hi) return (l - off) * MB_SEC;
+    if (to == NOT_FOUND) return MB_TIME_NONE;
+    /* No match in [lo, to + off): l is the first one from the jump on. */
+    if (fixed && gap == MB_DST_GAP_RUN && off2 > off && l < to + off2)
+      return to * MB_SEC;
+    /* Nothing matches from memo_from on and the next stretch starts
+     * past it: stop rather than walk the zone's changes to MAX_YEAR. */
+    if (l == NOT_FOUND && to + off2 >= memo_from) return MB_TIME_NONE;
+    prev = off;
     off = off2;
+    from = to;
+    to = nx;
   }
   return MB_TIME_NONE;
 }

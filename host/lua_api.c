@@ -42,6 +42,7 @@ typedef struct host {
   mb_time shutdown_timeout;
   uv_signal_t signals[2];
   int stop_signal;
+  int signals_received;
   struct host *prev_current;
 } host;
 
@@ -49,6 +50,13 @@ typedef struct host {
 
 static size_t lua_mem_used;
 static size_t lua_mem_limit = (size_t)1 << 30;
+/* > 0 while the host calls into Lua (events, listeners, retry_on, the
+ * log sink): that is not the job's memory to refuse, and not a moment
+ * to close a scheduler in. */
+static int host_work;
+
+void mb_host_work_begin(void) { host_work++; }
+void mb_host_work_end(void) { host_work--; }
 
 /* Growth is refused only while a run's code executes, so a greedy job
  * fails alone and the host itself never meets a failed allocation. */
@@ -60,7 +68,7 @@ static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lua_mem_used -= old;
     return NULL;
   }
-  if (nsize > old && lua_mem_limit && mb_run_executing() &&
+  if (nsize > old && lua_mem_limit && mb_run_executing() && !host_work &&
       lua_mem_used + (nsize - old) > lua_mem_limit)
     return NULL;
   void *p = realloc(ptr, nsize);
@@ -151,6 +159,7 @@ static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
   mb_event_log(ev);
   if (h->event_ref == LUA_NOREF || h->closed) return;
   lua_State *L = h->L;
+  mb_host_work_begin();
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->event_ref);
   push_event(L, ev);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -158,6 +167,7 @@ static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
     mb_log(MB_LOG_ERROR, "event handler failed", f, 1);
     lua_pop(L, 1);
   }
+  mb_host_work_end();
 }
 
 /* ---- scheduler userdata ---- */
@@ -271,6 +281,8 @@ static void host_close(host *h) {
 static const char *close_refused(const host *h) {
   if (mb_run_executing())
     return "close: not from inside a job's run; use scheduler.shutdown";
+  if (host_work)
+    return "close: not from inside a listener or callback";
   if (h->running || mb_clock_busy(h->clock))
     return "close: the scheduler is running; shut it down first";
   return NULL;
@@ -567,6 +579,7 @@ static int sched_add_job(lua_State *L) {
     return 2;
   }
   push_job(L, 1, job);
+  mb_job_unref(job);
   return 1;
 }
 
@@ -758,8 +771,11 @@ static void begin_shutdown(host *h, bool wait, mb_time timeout,
     return;
   }
   mb_runner_on_empty(h->runner, on_runs_drained, h);
-  h->shutdown_timer.cb = on_shutdown_timeout;
-  mb_timer_start(h->clock, &h->shutdown_timer, timeout);
+  /* Asking again does not push the deadline back. */
+  if (!mb_timer_active(&h->shutdown_timer)) {
+    h->shutdown_timer.cb = on_shutdown_timeout;
+    mb_timer_start(h->clock, &h->shutdown_timer, timeout);
+  }
 }
 
 /* sched:shutdown{wait = true, timeout = seconds} */
@@ -899,7 +915,7 @@ static int sched_jump(lua_State *L) {
 static void on_signal(uv_signal_t *sig, int signum) {
   host *h = sig->data;
   const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
-  if (h->state != RUNNING) {
+  if (++h->signals_received > 1) {
     /* A second signal: the operator does not want to wait. */
     mb_log_field f[] = {MB_LS("signal", name),
                         MB_LI("runs", mb_runner_active(h->runner))};
@@ -1139,6 +1155,7 @@ static void lua_sink(int level, const char *msg, const mb_log_field *f,
   (void)data;
   lua_State *L = log_sink_L;
   if (!L || log_sink_ref == LUA_NOREF) return;
+  mb_host_work_begin();
   lua_rawgeti(L, LUA_REGISTRYINDEX, log_sink_ref);
   lua_pushstring(L, mb_log_level_name(level));
   lua_pushstring(L, msg);
@@ -1157,6 +1174,7 @@ static void lua_sink(int level, const char *msg, const mb_log_field *f,
     lua_setfield(L, -2, f[i].key);
   }
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+  mb_host_work_end();
 }
 
 /* core.set_log_sink(fn | nil): fn(level, msg, fields) sees every line. */

@@ -19,6 +19,11 @@ int luaopen_moonbeat_core(lua_State *L);
 /* A Lua state whose allocator refuses job code more than the memory
  * limit (core.set_memory_limit; 1 GiB by default). */
 lua_State *mb_lua_newstate(void);
+/* Bracket host code that calls into Lua (events, listeners, retry_on):
+ * the memory limit does not apply, and no scheduler may close. */
+void mb_host_work_begin(void);
+void mb_host_work_end(void);
+
 /* The error a run gets when it hits the limit. */
 void mb_lua_memory_message(char *buf, size_t n);
 

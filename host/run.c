@@ -34,9 +34,12 @@ struct mb_run {
   mb_timer deadline_timer;
   mb_wait_cancel cancel;     /* non-NULL while the run waits */
   void *wait;
+  mb_time timeout;           /* the policy's, fixed at start; 0: none */
   bool timed_out;            /* the hook is unwinding it */
+  bool closing;              /* its to-be-closed handlers are running */
+  bool busy;                 /* its C caller will look at it again */
   bool ending;
-  bool cancel_requested;     /* cancelled while its code was executing */
+  bool cancel_requested;     /* cancelled while busy: ends when not */
   const char *cancel_reason;
   mb_run *next, **prevp;
 };
@@ -114,6 +117,9 @@ static mb_time retry_delay(mb_sched *s, const mb_job_policy *p, int attempt) {
     d *= 1.0 + p->retry_jitter * (2.0 * mb_sched_random(s) - 1.0);
   if (p->retry_max_delay > 0 && d > (double)p->retry_max_delay)
     d = (double)p->retry_max_delay;
+  /* No delay beyond a thousand years: the sum with now stays exact. */
+  double cap = 1000.0 * 366 * 86400 * 1e6;
+  if (!(d < cap)) d = cap;
   return d > 0 ? (mb_time)d : 0;
 }
 
@@ -123,11 +129,13 @@ static bool retry_wanted(mb_runner *r, mb_job *job, const char *kind,
                          int attempt) {
   lua_State *L = r->L;
   if (job->lua_ref == LUA_NOREF) return false;
+  mb_host_work_begin();
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
   if (lua_getfield(L, -1, "retry") != LUA_TTABLE ||
       lua_getfield(L, -1, "retry_on") != LUA_TFUNCTION) {
     lua_settop(L, top);
+    mb_host_work_end();
     return true;
   }
   lua_createtable(L, 0, 4);
@@ -150,6 +158,7 @@ static bool retry_wanted(mb_runner *r, mb_job *job, const char *kind,
     mb_log(MB_LOG_ERROR, "retry_on failed; not retrying", f, 2);
   }
   lua_settop(L, top);
+  mb_host_work_end();
   return wanted;
 }
 
@@ -185,16 +194,52 @@ static void after_failure(mb_run *run, const char *kind, const char *error,
 
 /* ---- ending ---- */
 
+static void on_count_hook(lua_State *L, lua_Debug *ar);
+
+/* Which job the outermost end_run is draining the buffer of, and how
+ * deep end_run calls are nested (a buffered run that ends at once ends
+ * inside the one that started it). */
+static mb_job *draining;
+static int end_depth;
+
+static void drain_buffer(mb_runner *r, mb_job *job) {
+  while (job->nbuffered && !job->removed && !mb_sched_stopped(r->sched) &&
+         job->running < job->policy.max_instances) {
+    mb_fire next = job->buffer[0];
+    memmove(job->buffer, job->buffer + 1,
+            --job->nbuffered * sizeof *job->buffer);
+    mb_runner_fire(r, job, &next);
+  }
+}
+
+/* Run the job's pending to-be-closed handlers. With a timeout they get
+ * one more timeout's worth of real time, then each is interrupted. */
+static void close_thread(mb_run *run) {
+  mb_run *was = executing;
+  if (run->timeout > 0) {
+    run->closing = true;
+    run->slice_start = real_mono();
+    executing = run;
+    lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, HOOK_INSTRUCTIONS);
+  }
+  *extra(run->co) = NULL;
+  lua_resetthread(run->co);
+  lua_sethook(run->co, NULL, 0, 0);
+  executing = was;
+}
+
 static void end_run(mb_run *run, int how, const char *error,
                     const char *traceback, const char *reason) {
   if (run->ending) return;
-  if (run == executing) {
-    /* Its C caller is inside lua_resume: resume() ends it on return. */
+  if (run->busy) {
+    /* Its C caller (inside lua_resume, or announcing its start) ends it
+     * once it is back. */
     run->cancel_requested = true;
     run->cancel_reason = reason;
     return;
   }
   run->ending = true;
+  end_depth++;
   mb_runner *r = run->runner;
   mb_job *job = run->job;
   mb_clock *clock = mb_sched_clock(r->sched);
@@ -229,50 +274,73 @@ static void end_run(mb_run *run, int how, const char *error,
 
   /* Closing the thread runs the job's pending to-be-closed variables;
    * error and traceback live on its stack, so this comes after. */
-  *extra(run->co) = NULL;
-  lua_resetthread(run->co);
+  close_thread(run);
   mb_unref(r->L, run->co_ref);
+  free(run);
 
   /* The freed slot goes to the oldest buffered fire before any new fire
-   * can take it; from under another run's code, on the next turn. */
+   * can take it. The outermost end_run drains in a loop, so a long
+   * buffer of quick runs does not nest one call per run; from under a
+   * job's code, or for another job, it waits for the next turn. */
   if (job->nbuffered && !job->removed && !mb_sched_stopped(r->sched)) {
-    mb_fire next = job->buffer[0];
-    memmove(job->buffer, job->buffer + 1,
-            --job->nbuffered * sizeof *job->buffer);
-    if (executing)
+    if (end_depth == 1 && !executing) {
+      mb_job *outer = draining;
+      draining = job;
+      drain_buffer(r, job);
+      draining = outer;
+    } else if (job != draining) {
+      mb_fire next = job->buffer[0];
+      memmove(job->buffer, job->buffer + 1,
+              --job->nbuffered * sizeof *job->buffer);
       mb_sched_fire_soon(r->sched, job, &next);
-    else
-      mb_runner_fire(r, job, &next);
+    }
   }
   mb_sched_run_ended(r->sched, job);
   mb_job_unref(job);
-  free(run);
+  end_depth--;
   if (r->active == 0 && r->on_empty) r->on_empty(r->on_empty_data);
 }
 
 static void on_count_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   mb_run *run = executing;
-  if (!run) return;
+  /* A coroutine made by a job inherits its hook and may outlive it, or
+   * be resumed by a run without a timeout: nothing to check there. */
+  if (!run || run->timeout <= 0) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (run->closing) {
+    if (real_mono() - run->slice_start >= run->timeout)
+      luaL_error(L, "a to-be-closed handler ran past the job's timeout");
+    return;
+  }
   if (!run->timed_out) {
-    mb_time limit = run->job->policy.timeout;
     bool past_deadline = run->deadline_mono != MB_TIME_NONE &&
                          mb_clock_mono(mb_run_clock(run)) >= run->deadline_mono;
-    if (!past_deadline && real_mono() - run->slice_start < limit) return;
+    if (!past_deadline && real_mono() - run->slice_start < run->timeout)
+      return;
     /* From now on, every instruction tries to unwind the run. */
     run->timed_out = true;
     lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, 1);
     if (L != run->co) lua_sethook(L, on_count_hook, LUA_MASKCOUNT, 1);
   }
-  /* Inside a metamethod or callback called from C a yield is not
-   * allowed; the next instruction tries again. */
-  if (lua_isyieldable(L)) lua_yield(L, 0);
+  /* In a hook, lua_yield marks the thread and returns; the VM yields
+   * once the hook is back. */
+  if (lua_isyieldable(L)) {
+    lua_yield(L, 0);
+    return;
+  }
+  /* Inside a metamethod or a callback called from C (a sort comparator)
+   * no yield is allowed: an error leaves it, and the next instruction
+   * that can yield does. */
+  luaL_error(L, "the job's timeout passed");
 }
 
 static const char *timeout_text(mb_run *run, char *buf, size_t n) {
   char d[32];
   snprintf(buf, n, "timed out after %s",
-           mb_duration_format(run->job->policy.timeout, d, sizeof d));
+           mb_duration_format(run->timeout, d, sizeof d));
   return buf;
 }
 
@@ -280,13 +348,23 @@ static void resume(mb_run *run, int nargs) {
   lua_State *co = run->co;
   int nres = 0;
   run->slice_start = real_mono();
+  mb_run *was = executing;
   executing = run;
+  run->busy = true;
   int rc = lua_resume(co, NULL, nargs, &nres);
-  executing = NULL;
+  run->busy = false;
+  executing = was;
   char text[160];
   if (run->cancel_requested) {
     if (rc == LUA_YIELD || rc == LUA_OK) lua_pop(co, nres);
     end_run(run, ENDED_CANCELLED, NULL, NULL, run->cancel_reason);
+    return;
+  }
+  /* The hook may have had to raise instead of yield (no yield allowed
+   * where it struck), and the error left the job: still a timeout. */
+  if (run->timed_out && rc != LUA_YIELD && rc != LUA_OK) {
+    end_run(run, ENDED_TIMEOUT, timeout_text(run, text, sizeof text), NULL,
+            NULL);
     return;
   }
   if (rc == LUA_YIELD) {
@@ -460,8 +538,7 @@ static void push_ctx(lua_State *co, mb_run *run) {
   lua_pushinteger(co, run->fire.attempt);
   lua_setfield(co, -2, "attempt");
   if (run->deadline_mono != MB_TIME_NONE) {
-    mb_time timeout = run->job->policy.timeout;
-    lua_pushnumber(co, (double)(run->started + timeout) / 1e6);
+    lua_pushnumber(co, (double)(run->started + run->timeout) / 1e6);
     lua_setfield(co, -2, "deadline");
   }
   if (luaL_newmetatable(co, "moonbeat.ctx")) {
@@ -497,9 +574,10 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   if (r->runs) r->runs->prevp = &run->next;
   r->runs = run;
   r->active++;
-  if (job->policy.timeout > 0) {
-    run->deadline_mono = run->started_mono + job->policy.timeout;
-    mb_timer_start(clock, &run->deadline_timer, job->policy.timeout);
+  run->timeout = job->policy.timeout;
+  if (run->timeout > 0) {
+    run->deadline_mono = run->started_mono + run->timeout;
+    mb_timer_start(clock, &run->deadline_timer, run->timeout);
     lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, HOOK_INSTRUCTIONS);
   }
 
@@ -532,7 +610,15 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   ev.scheduled_time = fire->scheduled;
   ev.start_time = run->started;
   ev.attempt = fire->attempt;
+  /* A listener may cancel the run it hears of: end it, do not start it. */
+  run->busy = true;
   mb_sched_emit(r->sched, &ev);
+  run->busy = false;
+  if (run->cancel_requested) {
+    lua_settop(co, 0);
+    end_run(run, ENDED_CANCELLED, NULL, NULL, run->cancel_reason);
+    return;
+  }
   resume(run, nargs);
 }
 
@@ -564,6 +650,7 @@ static mb_run *oldest_run(mb_runner *r, mb_job *job) {
 
 void mb_runner_fire(mb_runner *r, mb_job *job, const mb_fire *fire) {
   const mb_job_policy *p = &job->policy;
+  if (job->removed || mb_sched_stopped(r->sched)) return;
   if (p->overlap != MB_OVERLAP_ALLOW_ALL && job->running >= p->max_instances) {
     char reason[96];
     snprintf(reason, sizeof reason, "max_instances (%u) reached",
@@ -593,6 +680,8 @@ void mb_runner_fire(mb_runner *r, mb_job *job, const mb_fire *fire) {
       if (old) {
         end_run(old, ENDED_CANCELLED, NULL, NULL,
                 "replaced by a newer fire (overlap = cancel_other)");
+        /* Its listeners may have removed the job or shut down. */
+        if (job->removed || mb_sched_stopped(r->sched)) return;
         /* A run whose code is executing ends only when it returns. */
         if (job->running >= p->max_instances) {
           overlap_event(r, job, fire, MB_EV_SKIPPED, reason);

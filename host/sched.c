@@ -280,7 +280,7 @@ static void fire_job(mb_sched *s, mb_job *j, mb_time now) {
     fire_or_miss(s, j, latest, now, steps + 1);
   } else {
     fire_or_miss(s, j, first, now, 1);
-    for (size_t i = 0; i < n && !j->removed; i++)
+    for (size_t i = 0; i < n && !j->removed && !j->paused && !s->stopped; i++)
       fire_or_miss(s, j, overdue[i], now, 1);
   }
   free(overdue);
@@ -455,8 +455,12 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   table_insert(s, j);
   queue(s, j);
   rearm(s);
-  if (out) *out = j;
+  mb_job_ref(j);
   emit_job(s, MB_EV_ADDED, j);
+  if (out)
+    *out = j;
+  else
+    mb_job_unref(j);
   return 0;
 }
 

@@ -108,7 +108,9 @@ double mb_sched_random(mb_sched *s);
 /* Add a job; the trigger passes to the scheduler on success and is
  * freed on failure. An existing id is MB_EEXIST unless replace, which
  * removes the old job first (its runs in flight finish). lua_ref becomes
- * the job's (the caller's to release on failure). */
+ * the job's (the caller's to release on failure). On success *out holds
+ * a reference for the caller to release (listeners of the added event
+ * may already have removed the job). */
 int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                      const char *file, mb_trigger *trigger,
                      const mb_job_policy *policy, bool replace, bool paused,

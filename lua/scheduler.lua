@@ -24,7 +24,8 @@ local function state(sched)
 end
 
 local function dispatch(st, ev)
-  for _, l in ipairs(st.listeners) do
+  -- A copy: a listener may add or remove listeners, itself included.
+  for _, l in ipairs(table.move(st.listeners, 1, #st.listeners, 1, {})) do
     if l.kinds[ev.kind] then
       local ok, err = pcall(l.fn, ev)
       if not ok then

@@ -379,6 +379,8 @@ local function check_retry(retry, out)
     return nil, ("retry.attempts: expected an integer from 1 to 1000, got %s")
       :format(describe(attempts))
   end
+  -- A retry table replaces the whole retry policy.
+  out.retry_delay, out.retry_max_delay, out.retry_jitter = nil, nil, nil
   out.retry_attempts = attempts
   local backoff = retry.backoff or "exponential"
   if not one_of(backoff, BACKOFFS) then
@@ -553,7 +555,11 @@ function M.job(sched, spec, opts)
   norm.policy, err = policy_of(spec, opts.defaults, jitter)
   if not norm.policy then return nil, err end
   -- Kept for the runner, which asks retry.retry_on(err).
-  norm.retry = spec.retry or (opts.defaults and opts.defaults.retry) or nil
+  if spec.retry ~= nil then
+    norm.retry = spec.retry or nil
+  else
+    norm.retry = opts.defaults and opts.defaults.retry or nil
+  end
   return norm
 end
 

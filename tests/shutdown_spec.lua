@@ -112,6 +112,20 @@ scheduler.add_job { id = "busy", trigger = { "date", delay = 0 },
     assert.is_nil(out:find("job removed", 1, true))
   end)
 
+  it("treats the first signal after a shutdown from Lua as the first", function()
+    dir = support.tempdir {
+      ["busy.lua"] = job(3600),
+      ["stopper.lua"] = [[
+scheduler.add_job { id = "stopper", trigger = { "date", delay = 0.1 },
+  run = function() scheduler.shutdown() end }
+]],
+    }
+    local out, code = support.run_until("run --shutdown-timeout 0.5 " .. dir, "scheduler stopping", "TERM")
+    assert.equal(0, code)
+    assert.is_nil(out:find("second signal", 1, true))
+    assert.matches("scheduler stopped", out, 1, true)
+  end)
+
   it("exits at once, non-zero, on a second signal", function()
     dir = support.tempdir { ["busy.lua"] = job(3600) }
     local out, code = support.run_until("run " .. dir, "run started", { "TERM", "INT" })
