@@ -19,7 +19,9 @@ typedef int64_t mb_time;
   X(ENEVER, -5004, "trigger can never fire")                   \
   X(ECANCELED, -5005, "canceled")                              \
   X(ELUA, -5006, "error in Lua code")                          \
-  X(ESTATE, -5007, "wrong state for this operation")
+  X(ESTATE, -5007, "wrong state for this operation")         \
+  X(EBUSY, -5008, "in use by another process")                 \
+  X(ESTORE, -5009, "the store failed")
 
 enum {
 #define MB_ERR_ENUM(name, code, text) MB_##name = (code),

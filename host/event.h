@@ -44,6 +44,7 @@ typedef struct mb_event {
   mb_time next_time;       /* added, resumed, retry: when it fires next */
   const char *reason;      /* missed, skipped, buffered, cancelled: why */
   const char *detail;      /* added, modified: the trigger described */
+  const char *log_tail;    /* a run's end: the last lines it logged */
 } mb_event;
 
 /* An event of kind about job_id with every optional field unset. */

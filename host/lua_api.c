@@ -18,6 +18,7 @@
 #include "loop.h"
 #include "run.h"
 #include "sched.h"
+#include "store.h"
 #include "trigger.h"
 #include "tz.h"
 
@@ -43,6 +44,17 @@ typedef struct host {
   uv_signal_t signals[2];
   int stop_signal;
   int signals_received;
+  /* The store, when there is one. */
+  mb_store *store;
+  uv_check_t flush_check;    /* commits once per loop turn (real clock) */
+  bool flush_check_open;
+  mb_job **dirty;            /* jobs whose state is to be saved */
+  size_t ndirty, dirty_cap;
+  mb_retention retention;
+  mb_time last_age_prune;
+  char last_store_error[256];
+  int state_ref;             /* Lua function serialising ctx.state */
+  char hostname[256];
   struct host *prev_current;
 } host;
 
@@ -153,10 +165,203 @@ static void push_event(lua_State *L, const mb_event *ev) {
   set_string_field(L, "trigger", ev->detail);
 }
 
+/* ---- the store: what events leave behind ---- */
+
+static void mark_dirty(host *h, mb_job *job) {
+  if (job->rec.dirty || job->removed) return;
+  job->rec.dirty = true;
+  if (h->ndirty == h->dirty_cap) {
+    h->dirty_cap = h->dirty_cap ? 2 * h->dirty_cap : 64;
+    h->dirty = mb_xrealloc(h->dirty, h->dirty_cap * sizeof *h->dirty);
+  }
+  mb_job_ref(job);
+  h->dirty[h->ndirty++] = job;
+}
+
+/* A trigger's identity across restarts: its description and zone. */
+static void trigger_identity(const mb_job *job, char *buf, size_t n) {
+  char desc[512];
+  mb_trigger_describe(job->trigger, desc, sizeof desc);
+  snprintf(buf, n, "%s@%s", desc, mb_tz_name(mb_trigger_tz(job->trigger)));
+}
+
+static void save_job(host *h, mb_job *job) {
+  char trigger[600];
+  trigger_identity(job, trigger, sizeof trigger);
+  const struct mb_job_record *rec = &job->rec;
+  mb_job_state st = {
+    .job_id = job->id,
+    .trigger = trigger,
+    .next_fire = job->next_fire,
+    .last_fire = job->last_fire,
+    .paused = job->paused,
+    .pause_note = rec->pause_note,
+    .retry_due = job->retry_due,
+    .retry_attempt = job->retry_fire.attempt,
+    .retry_scheduled = job->retry_fire.scheduled,
+    .ok = rec->ok, .failed = rec->failed, .timed_out = rec->timed_out,
+    .missed = rec->missed, .skipped = rec->skipped,
+    .cancelled = rec->cancelled,
+    .last_status = rec->last_status,
+    .last_start = rec->last_start,
+    .last_duration = rec->last_duration,
+    .last_error = rec->last_error,
+    .state = rec->state,
+  };
+  mb_store_save_job(h->store, &st);
+}
+
+static void set_string(char **slot, const char *v) {
+  free(*slot);
+  *slot = v ? mb_xstrdup(v) : NULL;
+}
+
+static const char *status_name(int kind) {
+  switch (kind) {
+  case MB_EV_EXECUTED: return "success";
+  case MB_EV_ERROR: return "error";
+  case MB_EV_TIMEOUT: return "timeout";
+  case MB_EV_CANCELLED: return "cancelled";
+  case MB_EV_MISSED: return "missed";
+  case MB_EV_SKIPPED: return "skipped";
+  default: return NULL;
+  }
+}
+
+static void record_event(host *h, const mb_event *ev) {
+  mb_job *job = mb_sched_get_job(h->sched, ev->job_id);
+  if (ev->kind == MB_EV_REMOVED) {
+    mb_store_delete_job(h->store, ev->job_id);
+    return;
+  }
+  const char *status = status_name(ev->kind);
+  if (ev->kind == MB_EV_STARTED || status) {
+    mb_run_record run = {
+      .run_id = ev->run_id ? (long long)ev->run_id
+                           : (long long)mb_runner_take_id(h->runner),
+      .job_id = ev->job_id,
+      .scheduled = ev->scheduled_time,
+      .started = ev->start_time,
+      .finished = ev->start_time != MB_TIME_NONE && ev->duration >= 0
+                      ? ev->start_time + ev->duration
+                      : MB_TIME_NONE,
+      .attempt = ev->attempt ? ev->attempt : 1,
+      .status = status ? status : "running",
+      .error = ev->kind == MB_EV_ERROR || ev->kind == MB_EV_TIMEOUT
+                   ? ev->error
+                   : ev->reason,
+      .traceback = ev->traceback,
+      .log_tail = ev->log_tail,
+      .host = h->hostname,
+      .pid = (long long)getpid(),
+    };
+    mb_store_save_run(h->store, &run);
+  }
+  if (!job) return;
+  struct mb_job_record *rec = &job->rec;
+  switch (ev->kind) {
+  case MB_EV_EXECUTED: rec->ok++; break;
+  case MB_EV_ERROR: rec->failed++; break;
+  case MB_EV_TIMEOUT: rec->timed_out++; break;
+  case MB_EV_CANCELLED: rec->cancelled++; break;
+  case MB_EV_MISSED: rec->missed++; break;
+  case MB_EV_SKIPPED: rec->skipped++; break;
+  default: break;
+  }
+  if (status && ev->run_id) {
+    set_string(&rec->last_status, status);
+    rec->last_start = ev->start_time;
+    rec->last_duration = ev->duration;
+    set_string(&rec->last_error, ev->error);
+  }
+  mark_dirty(h, job);
+}
+
+static void report_store_error(host *h, const mb_err *err) {
+  /* Once per distinct failure: a full disk fails every turn. */
+  if (strcmp(h->last_store_error, err->msg) == 0) return;
+  snprintf(h->last_store_error, sizeof h->last_store_error, "%s", err->msg);
+  mb_log_field f[] = {MB_LS("error", err->msg)};
+  mb_log(MB_LOG_ERROR, "store write failed; retrying", f, 1);
+}
+
+/* Commit what this turn wrote, then prune a little. */
+static void host_flush(host *h) {
+  if (!h->store) return;
+  size_t n = h->ndirty;
+  for (size_t i = 0; i < n; i++) {
+    mb_job *job = h->dirty[i];
+    job->rec.dirty = false;
+    if (!job->removed) save_job(h, job);
+  }
+  if (!mb_store_pending(h->store)) goto done;
+  mb_err err = {0};
+  if (mb_store_flush(h->store, &err) < 0) {
+    report_store_error(h, &err);
+  } else if (h->last_store_error[0]) {
+    h->last_store_error[0] = '\0';
+    mb_log(MB_LOG_INFO, "store writes resumed", NULL, 0);
+  }
+  /* History beyond retention goes in small steps, for the jobs that
+   * just ran; history of removed jobs ages out hourly. */
+  for (size_t i = 0; i < n; i++) {
+    mb_job *job = h->dirty[i];
+    if (job->removed) continue;
+    mb_retention r = h->retention;
+    if (job->policy.keep_runs > 0) r.keep_runs = job->policy.keep_runs;
+    if (job->policy.keep_for > 0) r.max_age = job->policy.keep_for;
+    mb_store_prune(h->store, job->id, &r, mb_clock_now(h->clock), 500, NULL);
+  }
+  mb_time now = mb_clock_now(h->clock);
+  if (h->retention.max_age > 0 && now - h->last_age_prune > 3600 * MB_SEC) {
+    h->last_age_prune = now;
+    mb_store_prune(h->store, NULL, &h->retention, now, 2000, NULL);
+  }
+done:
+  for (size_t i = 0; i < n; i++) mb_job_unref(h->dirty[i]);
+  memmove(h->dirty, h->dirty + n, (h->ndirty - n) * sizeof *h->dirty);
+  h->ndirty -= n;
+}
+
+static void on_flush_check(uv_check_t *c) { host_flush(c->data); }
+
+/* The runner's question after each run: keep ctx.state. */
+static const char *save_state(mb_job *job, void *data) {
+  host *h = data;
+  static char error[256];
+  if (h->state_ref == LUA_NOREF || job->lua_ref == LUA_NOREF) return NULL;
+  lua_State *L = h->L;
+  mb_host_work_begin();
+  const char *result = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->state_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  lua_getfield(L, -1, "state");
+  lua_remove(L, -2);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+    snprintf(error, sizeof error, "ctx.state: %s", lua_tostring(L, -1));
+    result = error;
+    lua_pop(L, 1);
+  } else if (lua_isnil(L, -2)) {
+    snprintf(error, sizeof error, "%s", lua_tostring(L, -1));
+    result = error;
+    lua_pop(L, 2);
+  } else {
+    const char *text = lua_tostring(L, -2);
+    if (!job->rec.state || strcmp(job->rec.state, text) != 0) {
+      set_string(&job->rec.state, text);
+      mark_dirty(h, job);
+    }
+    lua_pop(L, 2);
+  }
+  mb_host_work_end();
+  return result;
+}
+
 static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
   (void)s;
   host *h = data;
   mb_event_log(ev);
+  if (h->store) record_event(h, ev);
   if (h->event_ref == LUA_NOREF || h->closed) return;
   lua_State *L = h->L;
   mb_host_work_begin();
@@ -198,6 +403,16 @@ static int core_new(lua_State *L) {
       mb_tz_get(luaL_checkstring(L, -1), &default_tz, &tz_err) < 0)
     return luaL_error(L, "%s", tz_err.msg);
   lua_pop(L, 3);
+  mb_store *store = NULL;
+  if (lua_getfield(L, 1, "db") == LUA_TSTRING) {
+    mb_err store_err = {0};
+    if (mb_store_open(lua_tostring(L, -1), &store, &store_err) < 0) {
+      lua_pushnil(L);
+      lua_pushstring(L, store_err.msg);
+      return 2;
+    }
+  }
+  lua_pop(L, 1);
 
   host *h = mb_xcalloc(1, sizeof *h);
   /* Runs are made from the main thread: the caller may be a coroutine
@@ -235,6 +450,21 @@ static int core_new(lua_State *L) {
   lua_pop(L, 1);
   h->runner = mb_runner_new(h->L, h->sched);
   mb_timer_init(&h->shutdown_timer, NULL, h);
+  h->state_ref = LUA_NOREF;
+  h->retention = (mb_retention){1000, 30 * 86400 * MB_SEC};
+  gethostname(h->hostname, sizeof h->hostname - 1);
+  h->store = store;
+  if (store) {
+    mb_runner_set_last_id(h->runner, (uint64_t)mb_store_last_run_id(store));
+    mb_runner_on_state(h->runner, save_state, h);
+    if (!h->own_loop) {
+      uv_check_init(h->loop, &h->flush_check);
+      h->flush_check.data = h;
+      uv_check_start(&h->flush_check, on_flush_check);
+      uv_unref((uv_handle_t *)&h->flush_check);
+      h->flush_check_open = true;
+    }
+  }
   h->prev_current = current;
   current = h;
   mb_log_set_clock(host_now, h);
@@ -254,7 +484,15 @@ static void host_close(host *h) {
   h->event_ref = LUA_NOREF;
   mb_timer_stop(h->clock, &h->shutdown_timer);
   mb_runner_free(h->runner);
+  host_flush(h);
+  mb_unref(h->L, h->state_ref);
+  h->state_ref = LUA_NOREF;
+  if (h->flush_check_open)
+    uv_close((uv_handle_t *)&h->flush_check, on_handle_closed);
   mb_sched_free(h->sched);
+  mb_store_close(h->store);
+  h->store = NULL;
+  free(h->dirty);
   mb_clock_close(h->clock);
   if (h->own_loop) {
     uv_run(h->loop, UV_RUN_NOWAIT);
@@ -543,6 +781,8 @@ static void read_policy(lua_State *L, int idx, mb_job_policy *p) {
   lua_getfield(L, idx, "retry_jitter");
   p->retry_jitter = lua_tonumber(L, -1);
   lua_pop(L, 1);
+  p->keep_runs = (int)opt_int(L, idx, "keep_runs", 0);
+  p->keep_for = opt_duration(L, idx, "keep_for", 0);
 }
 
 /* sched:add_job(spec): spec is validated and normalised by lua/, with
@@ -608,6 +848,7 @@ static int sched_pause_job(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
+  set_string(&job->rec.pause_note, luaL_optstring(L, 3, NULL));
   mb_sched_pause_job(h->sched, job);
   lua_pushboolean(L, 1);
   return 1;
@@ -617,6 +858,7 @@ static int sched_resume_job(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
+  set_string(&job->rec.pause_note, NULL);
   mb_sched_resume_job(h->sched, job);
   lua_pushboolean(L, 1);
   return 1;
@@ -688,6 +930,200 @@ static int sched_rename_job(lua_State *L) {
   if (!job) return no_job(L, 2);
   mb_sched_rename_job(job, luaL_checkstring(L, 3));
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- the store from Lua ---- */
+
+static void push_run(lua_State *L, const mb_run_record *r) {
+  lua_createtable(L, 0, 12);
+  lua_pushinteger(L, r->run_id);
+  lua_setfield(L, -2, "run_id");
+  set_string_field(L, "job_id", r->job_id);
+  set_time_field(L, "scheduled_time", r->scheduled);
+  set_time_field(L, "start_time", r->started);
+  set_time_field(L, "end_time", r->finished);
+  if (r->started != MB_TIME_NONE && r->finished != MB_TIME_NONE) {
+    lua_pushnumber(L, to_seconds(r->finished - r->started));
+    lua_setfield(L, -2, "duration");
+  }
+  lua_pushinteger(L, r->attempt);
+  lua_setfield(L, -2, "attempt");
+  set_string_field(L, "status", r->status);
+  set_string_field(L, "error", r->error);
+  set_string_field(L, "traceback", r->traceback);
+  set_string_field(L, "log", r->log_tail);
+  set_string_field(L, "host", r->host);
+  lua_pushinteger(L, r->pid);
+  lua_setfield(L, -2, "pid");
+}
+
+typedef struct run_list {
+  lua_State *L;
+  lua_Integer n;
+} run_list;
+
+static void collect_run(const mb_run_record *r, void *data) {
+  run_list *list = data;
+  push_run(list->L, r);
+  lua_rawseti(list->L, -2, ++list->n);
+}
+
+/* sched:get_runs{job_id, status, since, limit} -> runs, newest first */
+static int sched_get_runs(lua_State *L) {
+  host *h = check_host(L, 1);
+  if (!h->store) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "get_runs: this scheduler keeps no history (no store)");
+    return 2;
+  }
+  mb_run_filter f = {NULL, NULL, MB_TIME_NONE, 100};
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "job_id");
+    f.job_id = lua_tostring(L, -1);
+    lua_getfield(L, 2, "status");
+    f.status = lua_tostring(L, -1);
+    lua_getfield(L, 2, "since");
+    if (lua_isnumber(L, -1)) f.since = to_usec(lua_tonumber(L, -1));
+    lua_getfield(L, 2, "limit");
+    if (lua_isinteger(L, -1)) f.limit = (int)lua_tointeger(L, -1);
+  }
+  /* What this turn wrote is part of the history asked for. */
+  host_flush(h);
+  lua_newtable(L);
+  run_list list = {L, 0};
+  mb_err err = {0};
+  if (mb_store_query_runs(h->store, &f, collect_run, &list, &err) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  return 1;
+}
+
+typedef struct restore_ctx {
+  host *h;
+  bool keep_missing;
+  int restored, removed, interrupted;
+} restore_ctx;
+
+static void restore_one(const mb_job_state *st, void *data) {
+  restore_ctx *c = data;
+  host *h = c->h;
+  mb_job *job = mb_sched_get_job(h->sched, st->job_id);
+  if (!job) {
+    /* No file declares it any more: it goes, its history stays. Unless
+     * a file failed to load: it may be the one that declares it. */
+    if (!c->keep_missing) {
+      mb_store_delete_job(h->store, st->job_id);
+      c->removed++;
+    }
+    return;
+  }
+  struct mb_job_record *rec = &job->rec;
+  rec->ok = st->ok;
+  rec->failed = st->failed;
+  rec->timed_out = st->timed_out;
+  rec->missed = st->missed;
+  rec->skipped = st->skipped;
+  rec->cancelled = st->cancelled;
+  set_string(&rec->last_status, st->last_status);
+  rec->last_start = st->last_start;
+  rec->last_duration = st->last_duration;
+  set_string(&rec->last_error, st->last_error);
+  set_string(&rec->state, st->state);
+  char trigger[600];
+  trigger_identity(job, trigger, sizeof trigger);
+  mb_job_ref(job);
+  if (st->paused) {
+    set_string(&rec->pause_note, st->pause_note);
+    mb_sched_pause_job(h->sched, job);
+  }
+  /* The same trigger: the schedule carries over, overdue fires and all;
+   * a changed one keeps the next fire just computed. */
+  if (st->trigger && strcmp(st->trigger, trigger) == 0)
+    mb_sched_restore_job(h->sched, job, st->next_fire, st->last_fire);
+  if (st->retry_due != MB_TIME_NONE && !job->removed) {
+    mb_fire fire = {st->retry_scheduled, st->retry_attempt};
+    mb_sched_retry(h->sched, job, st->retry_due, &fire);
+  }
+  mark_dirty(h, job);
+  mb_job_unref(job);
+  c->restored++;
+}
+
+static void interrupted_one(const mb_run_record *r, void *data) {
+  restore_ctx *c = data;
+  host *h = c->h;
+  c->interrupted++;
+  mb_log_field f[] = {MB_LS("job", r->job_id), MB_LI("run", r->run_id),
+                      MB_LI("pid", r->pid)};
+  mb_log(MB_LOG_WARN, "run interrupted by a stop of its process", f, 3);
+  mb_job *job = mb_sched_get_job(h->sched, r->job_id);
+  if (!job) return;
+  job->rec.failed++;
+  set_string(&job->rec.last_status, "interrupted");
+  mark_dirty(h, job);
+  mb_fire fire = {r->scheduled, r->attempt};
+  mb_runner_interrupted(h->runner, job, &fire,
+                        "the process running it stopped before it finished");
+}
+
+/* sched:restore{keep_missing} -> {restored, removed, interrupted}:
+ * after the job files are loaded, take back what the store kept. */
+static int sched_restore(lua_State *L) {
+  host *h = check_host(L, 1);
+  restore_ctx c = {h, false, 0, 0, 0};
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "keep_missing");
+    c.keep_missing = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (h->store) {
+    mb_err err = {0};
+    if (mb_store_load_jobs(h->store, restore_one, &c, &err) < 0 ||
+        mb_store_interrupted(h->store, interrupted_one, &c, &err) < 0) {
+      lua_pushnil(L);
+      lua_pushstring(L, err.msg);
+      return 2;
+    }
+    host_flush(h);
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, c.restored);
+  lua_setfield(L, -2, "restored");
+  lua_pushinteger(L, c.removed);
+  lua_setfield(L, -2, "removed");
+  lua_pushinteger(L, c.interrupted);
+  lua_setfield(L, -2, "interrupted");
+  return 1;
+}
+
+/* sched:set_state_codec(fn): fn(state) -> text | nil, message */
+static int sched_set_state_codec(lua_State *L) {
+  host *h = check_host(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  mb_unref(L, h->state_ref);
+  h->state_ref = mb_ref(L);
+  mb_runner_on_state(h->runner, save_state, h);
+  return 0;
+}
+
+/* sched:set_retention{runs = N, age = seconds} (0: no limit) */
+static int sched_set_retention(lua_State *L) {
+  host *h = check_host(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "runs");
+  if (lua_isinteger(L, -1)) h->retention.keep_runs = (int)lua_tointeger(L, -1);
+  lua_getfield(L, 2, "age");
+  if (lua_isnumber(L, -1)) h->retention.max_age = to_usec(lua_tonumber(L, -1));
+  return 0;
+}
+
+static int sched_has_store(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_pushboolean(L, h->store != NULL);
   return 1;
 }
 
@@ -827,6 +1263,36 @@ static int job_index(lua_State *L) {
     lua_pushstring(L, job->file);
   } else if (strcmp(key, "next_run_time") == 0) {
     push_time(L, job->next_fire);
+  } else if (strcmp(key, "pause_note") == 0) {
+    lua_pushstring(L, job->rec.pause_note);
+  } else if (strcmp(key, "saved_state") == 0) {
+    lua_pushstring(L, job->rec.state);
+  } else if (strcmp(key, "counts") == 0) {
+    const struct mb_job_record *r = &job->rec;
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, r->ok);
+    lua_setfield(L, -2, "ok");
+    lua_pushinteger(L, r->failed);
+    lua_setfield(L, -2, "failed");
+    lua_pushinteger(L, r->timed_out);
+    lua_setfield(L, -2, "timed_out");
+    lua_pushinteger(L, r->missed);
+    lua_setfield(L, -2, "missed");
+    lua_pushinteger(L, r->skipped);
+    lua_setfield(L, -2, "skipped");
+    lua_pushinteger(L, r->cancelled);
+    lua_setfield(L, -2, "cancelled");
+  } else if (strcmp(key, "last_run") == 0) {
+    const struct mb_job_record *r = &job->rec;
+    if (!r->last_status) return lua_pushnil(L), 1;
+    lua_createtable(L, 0, 4);
+    set_string_field(L, "status", r->last_status);
+    set_time_field(L, "start_time", r->last_start);
+    if (r->last_duration != MB_TIME_NONE) {
+      lua_pushnumber(L, to_seconds(r->last_duration));
+      lua_setfield(L, -2, "duration");
+    }
+    set_string_field(L, "error", r->last_error);
   } else if (strcmp(key, "next_retry_time") == 0) {
     push_time(L, job->retry_due);
   } else if (strcmp(key, "paused") == 0) {
@@ -893,6 +1359,7 @@ static int sched_advance(lua_State *L) {
     return luaL_error(L, "advance: a job's run cannot advance the clock");
   if (mb_clock_advance(h->clock, to_usec(secs)) < 0)
     return luaL_error(L, "advance: the clock is already advancing");
+  host_flush(h);
   return 0;
 }
 
@@ -1240,6 +1707,11 @@ static const luaL_Reg sched_methods[] = {
   {"job_spec", sched_job_spec},
   {"rename_job", sched_rename_job},
   {"modified", sched_modified},
+  {"get_runs", sched_get_runs},
+  {"restore", sched_restore},
+  {"set_state_codec", sched_set_state_codec},
+  {"set_retention", sched_set_retention},
+  {"has_store", sched_has_store},
   {"set_policy", sched_set_policy},
   {"set_event_handler", sched_set_event_handler},
   {"shutdown", sched_shutdown},

@@ -41,10 +41,18 @@ struct mb_run {
   bool ending;
   bool cancel_requested;     /* cancelled while busy: ends when not */
   const char *cancel_reason;
+  char *tail;                /* the last lines it logged, or NULL */
+  size_t tail_len;
   mb_run *next, **prevp;
 };
 
+/* The last lines a run logged, kept with its history. */
+#define TAIL_BYTES 4096
+
 struct mb_runner {
+  uint64_t last_id;
+  const char *(*save_state)(mb_job *job, void *data);
+  void *state_data;
   lua_State *L;
   mb_sched *sched;
   mb_run *runs;
@@ -91,6 +99,39 @@ mb_runner *mb_runner_new(lua_State *L, mb_sched *sched) {
 }
 
 size_t mb_runner_active(const mb_runner *r) { return r->active; }
+
+void mb_runner_on_state(mb_runner *r,
+                        const char *(*save_state)(mb_job *job, void *data),
+                        void *data) {
+  r->save_state = save_state;
+  r->state_data = data;
+}
+
+void mb_runner_set_last_id(mb_runner *r, uint64_t last) {
+  if (last > r->last_id) r->last_id = last;
+}
+
+uint64_t mb_runner_take_id(mb_runner *r) { return ++r->last_id; }
+
+/* Keep the newest TAIL_BYTES of what a run logged, whole lines. */
+static void tail_append(mb_run *run, const char *line, size_t n) {
+  if (n >= TAIL_BYTES) {
+    line += n - (TAIL_BYTES - 1);
+    n = TAIL_BYTES - 1;
+  }
+  if (!run->tail) run->tail = mb_xmalloc(TAIL_BYTES + 1);
+  if (run->tail_len + n + 1 > TAIL_BYTES) {
+    size_t drop = run->tail_len + n + 1 - TAIL_BYTES;
+    const char *nl = memchr(run->tail + drop, '\n', run->tail_len - drop);
+    drop = nl ? (size_t)(nl - run->tail) + 1 : run->tail_len;
+    memmove(run->tail, run->tail + drop, run->tail_len - drop);
+    run->tail_len -= drop;
+  }
+  memcpy(run->tail + run->tail_len, line, n);
+  run->tail_len += n;
+  run->tail[run->tail_len++] = '\n';
+  run->tail[run->tail_len] = '\0';
+}
 
 void mb_runner_on_empty(mb_runner *r, void (*cb)(void *data), void *data) {
   r->on_empty = cb;
@@ -162,34 +203,44 @@ static bool retry_wanted(mb_runner *r, mb_job *job, const char *kind,
   return wanted;
 }
 
-static void after_failure(mb_run *run, const char *kind, const char *error,
-                          const char *traceback) {
-  mb_runner *r = run->runner;
-  mb_job *job = run->job;
+static void retry_policy(mb_runner *r, mb_job *job, const mb_fire *fire,
+                         uint64_t run_id, const char *kind,
+                         const char *error, const char *traceback) {
   const mb_job_policy *p = &job->policy;
   if (p->retry_attempts <= 1 || job->removed || mb_sched_stopped(r->sched))
     return;
-  int attempt = run->fire.attempt;
+  int attempt = fire->attempt;
   if (attempt >= p->retry_attempts) {
     mb_event ev = mb_event_make(MB_EV_RETRIES_EXHAUSTED, job->id);
-    ev.run_id = run->id;
-    ev.scheduled_time = run->fire.scheduled;
+    ev.run_id = run_id;
+    ev.scheduled_time = fire->scheduled;
     ev.attempt = attempt;
     ev.error = error;
     mb_sched_emit(r->sched, &ev);
     return;
   }
   if (!retry_wanted(r, job, kind, error, traceback, attempt)) return;
-  mb_fire next = {run->fire.scheduled, attempt + 1};
+  mb_fire next = {fire->scheduled, attempt + 1};
   mb_time due = mb_sched_now(r->sched) + retry_delay(r->sched, p, attempt);
   if (mb_sched_retry(r->sched, job, due, &next) < 0) return;
   mb_event ev = mb_event_make(MB_EV_RETRY, job->id);
-  ev.run_id = run->id;
-  ev.scheduled_time = run->fire.scheduled;
+  ev.run_id = run_id;
+  ev.scheduled_time = fire->scheduled;
   ev.attempt = attempt + 1;
   ev.next_time = due;
   ev.error = error;
   mb_sched_emit(r->sched, &ev);
+}
+
+static void after_failure(mb_run *run, const char *kind, const char *error,
+                          const char *traceback) {
+  retry_policy(run->runner, run->job, &run->fire, run->id, kind, error,
+               traceback);
+}
+
+void mb_runner_interrupted(mb_runner *r, mb_job *job, const mb_fire *fire,
+                           const char *error) {
+  retry_policy(r, job, fire, 0, "interrupted", error, NULL);
 }
 
 /* ---- ending ---- */
@@ -256,9 +307,19 @@ static void end_run(mb_run *run, int how, const char *error,
   r->active--;
   job->running--;
 
+  /* ctx.state is saved after every run; state that cannot be saved
+   * fails a run that had otherwise succeeded. */
+  if (r->save_state && job->lua_ref != LUA_NOREF) {
+    const char *state_error = r->save_state(job, r->state_data);
+    if (state_error && how == ENDED_OK) {
+      how = ENDED_ERROR;
+      error = state_error;
+    }
+  }
   static const int kinds[] = {MB_EV_EXECUTED, MB_EV_ERROR, MB_EV_TIMEOUT,
                               MB_EV_CANCELLED};
   mb_event ev = mb_event_make(kinds[how], job->id);
+  ev.log_tail = run->tail;
   ev.run_id = run->id;
   ev.scheduled_time = run->fire.scheduled;
   ev.start_time = run->started;
@@ -276,6 +337,7 @@ static void end_run(mb_run *run, int how, const char *error,
    * error and traceback live on its stack, so this comes after. */
   close_thread(run);
   mb_unref(r->L, run->co_ref);
+  free(run->tail);
   free(run);
 
   /* The freed slot goes to the oldest buffered fire before any new fire
@@ -495,6 +557,36 @@ void mb_lua_log(lua_State *L, int level, const char *job_id,
   }
   qsort(f + nfixed, n, sizeof *f, by_key);
   mb_log(level, msg, f, n + nfixed);
+  if (executing && run_id && (uint64_t)run_id == executing->id) {
+    static const char *const tags[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, tags[level]);
+    luaL_addchar(&b, ' ');
+    luaL_addstring(&b, msg);
+    for (size_t i = nfixed; i < n + nfixed; i++) {
+      char num[64];
+      luaL_addchar(&b, ' ');
+      luaL_addstring(&b, f[i].key);
+      luaL_addchar(&b, '=');
+      switch (f[i].type) {
+      case MB_LF_STR: luaL_addstring(&b, f[i].s ? f[i].s : ""); break;
+      case MB_LF_BOOL: luaL_addstring(&b, f[i].i ? "true" : "false"); break;
+      case MB_LF_NUM:
+        snprintf(num, sizeof num, "%.14g", f[i].n);
+        luaL_addstring(&b, num);
+        break;
+      default:
+        snprintf(num, sizeof num, "%lld", f[i].i);
+        luaL_addstring(&b, num);
+      }
+    }
+    luaL_pushresult(&b);
+    size_t len;
+    const char *line = lua_tolstring(L, -1, &len);
+    tail_append(executing, line, len);
+    lua_pop(L, 1);
+  }
   free(f);
   lua_settop(L, 2);
 }
@@ -551,13 +643,12 @@ static void push_ctx(lua_State *co, mb_run *run) {
 /* ---- starting ---- */
 
 static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
-  static uint64_t next_id = 1;
   lua_State *L = r->L;
   mb_clock *clock = mb_sched_clock(r->sched);
   mb_run *run = mb_xcalloc(1, sizeof *run);
   run->runner = r;
   run->job = job;
-  run->id = next_id++;
+  run->id = mb_runner_take_id(r);
   run->fire = *fire;
   run->started = mb_clock_now(clock);
   run->started_mono = mb_clock_mono(clock);
@@ -585,6 +676,14 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, job->lua_ref);
   lua_getfield(co, -1, "run");
   push_ctx(co, run);
+  /* ctx.state: one table per job, kept in its spec between runs. */
+  if (lua_getfield(co, -3, "state") != LUA_TTABLE) {
+    lua_pop(co, 1);
+    lua_newtable(co);
+    lua_pushvalue(co, -1);
+    lua_setfield(co, -5, "state");
+  }
+  lua_setfield(co, -2, "state");
   int nargs = 1;
   if (lua_getfield(co, -3, "args") == LUA_TTABLE) {
     lua_getfield(co, -1, "n");

@@ -14,9 +14,23 @@ typedef struct mb_run mb_run;
 typedef struct mb_runner mb_runner;
 
 /* Runs of jobs whose lua_ref is a registry ref to a table with `run`
- * (function), `args` (list with n), `kwargs` (table or nil) and `retry`
- * (table with retry_on, or nil). */
+ * (function), `args` (list with n), `kwargs` (table or nil), `retry`
+ * (table with retry_on, or nil) and `state` (ctx.state, made when
+ * missing). */
 mb_runner *mb_runner_new(lua_State *L, mb_sched *sched);
+/* After each run, save_state(job) is asked to keep ctx.state; it returns
+ * NULL, or why the state cannot be saved (the run then fails with it). */
+void mb_runner_on_state(mb_runner *r,
+                        const char *(*save_state)(mb_job *job, void *data),
+                        void *data);
+/* Run ids count on from last (the store's highest). */
+void mb_runner_set_last_id(mb_runner *r, uint64_t last);
+/* A fresh run id, for fires recorded without a run (missed, skipped). */
+uint64_t mb_runner_take_id(mb_runner *r);
+/* A run of job for fire died with the process that ran it: apply the
+ * retry policy as for a failure of kind "interrupted". */
+void mb_runner_interrupted(mb_runner *r, mb_job *job, const mb_fire *fire,
+                           const char *error);
 /* Cancel every run in flight (recorded as cancelled) and free. */
 void mb_runner_free(mb_runner *r);
 

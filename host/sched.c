@@ -395,6 +395,10 @@ void mb_job_unref(mb_job *j) {
   if (--j->refs > 0) return;
   mb_trigger_free(j->trigger);
   free(j->buffer);
+  free(j->rec.last_status);
+  free(j->rec.last_error);
+  free(j->rec.pause_note);
+  free(j->rec.state);
   free(j->id);
   free(j->name);
   free(j->file);
@@ -442,6 +446,8 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   else
     mb_job_policy_default(&j->policy);
   j->last_fire = j->retry_due = MB_TIME_NONE;
+  j->rec.last_start = MB_TIME_NONE;
+  j->rec.last_duration = MB_TIME_NONE;
   j->lua_ref = lua_ref;
   j->refs = 1;
   j->slot = SIZE_MAX;
@@ -555,6 +561,19 @@ int mb_sched_set_next_fire(mb_sched *s, mb_job *j, mb_time next) {
   rearm(s);
   if (was_paused) emit_job(s, MB_EV_RESUMED, j);
   return 0;
+}
+
+void mb_sched_restore_job(mb_sched *s, mb_job *j, mb_time next,
+                          mb_time last) {
+  if (j->removed) return;
+  j->last_fire = last;
+  if (j->paused) return;
+  j->next_fire = j->next_base = next;
+  queue(s, j);
+  rearm(s);
+  mb_job_ref(j);
+  drop_if_done(s, j);
+  mb_job_unref(j);
 }
 
 void mb_sched_set_policy(mb_sched *s, mb_job *j, const mb_job_policy *p) {

@@ -40,6 +40,8 @@ typedef struct mb_job_policy {
   int retry_backoff;       /* MB_BACKOFF_* */
   mb_time retry_delay, retry_max_delay;  /* max 0: no cap */
   double retry_jitter;     /* the delay varies by +- this fraction */
+  int keep_runs;           /* history kept: runs; 0: the scheduler's */
+  mb_time keep_for;        /* history kept: age; 0: the scheduler's */
 } mb_job_policy;
 
 /* The defaults: no timeout, one instance, skip, buffer of 100, no grace
@@ -72,6 +74,17 @@ struct mb_job {
   unsigned running;      /* runs in flight */
   mb_fire *buffer;       /* fires waiting for a free instance */
   unsigned nbuffered, buffer_cap;
+  /* Kept by the host: what the store keeps besides the schedule. Strings
+   * are owned and freed with the job. */
+  struct mb_job_record {
+    long long ok, failed, timed_out, missed, skipped, cancelled;
+    char *last_status;
+    mb_time last_start, last_duration;
+    char *last_error;
+    char *pause_note;
+    char *state;         /* ctx.state, serialised */
+    bool dirty;          /* to be saved at the next flush */
+  } rec;
   /* Private. */
   int refs;
   size_t slot;
@@ -135,6 +148,12 @@ int mb_sched_set_next_fire(mb_sched *s, mb_job *job, mb_time next);
 void mb_sched_set_policy(mb_sched *s, mb_job *job,
                          const mb_job_policy *policy);
 void mb_sched_rename_job(mb_job *job, const char *name);
+
+/* Put back a job's schedule as a store kept it: next (MB_TIME_NONE: no
+ * fire left) and the scheduled time of its last fire. A job with nothing
+ * left goes, as after its last fire. */
+void mb_sched_restore_job(mb_sched *s, mb_job *job, mb_time next,
+                          mb_time last);
 
 /* Fire job on the next loop turn, outside its schedule (fire NULL: a
  * first attempt due now). */

@@ -41,6 +41,10 @@ Options:
                        second signal exits at once
   --memory-limit SIZE  Lua memory all job code may use together, such
                        as 512MiB or 2GiB (default 1GiB; 0: no limit)
+  --db PATH            the sqlite store of job state and run history
+                       (default moonbeat.db; :memory: keeps nothing)
+  --keep-runs N        runs of history kept per job (default 1000)
+  --keep-for D         history younger than D is kept (default 30d)
 
 Job defaults (a job's own field wins; see the README):
   --timeout D          stop a run after D (default: none)
@@ -57,9 +61,9 @@ D is a duration: seconds, or a string such as 90s, 5m, 1h30m.
   -h, --help           show this help
 ]]
 
-local function fail(msg)
+local function fail(msg, code)
   io.stderr:write("moonbeat: ", msg, "\n")
-  return 2
+  return code or 2
 end
 
 -- Split args into positionals and --options (with values).
@@ -145,7 +149,8 @@ local function cmd_run(args)
     ["log-format"] = true, ["log-level"] = true, timezone = true,
     ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
     ["max-instances"] = true, overlap = true, ["misfire-grace-time"] = true,
-    ["no-coalesce"] = false, retries = true,
+    ["no-coalesce"] = false, retries = true, db = true,
+    ["keep-runs"] = true, ["keep-for"] = true,
   })
   if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
   if opts.help then
@@ -184,9 +189,17 @@ local function cmd_run(args)
     core.set_memory_limit(bytes)
   end
 
-  local sched = core.new { clock = "real", timezone = zone }
+  -- A directory that cannot be read is reported before a store is made.
+  local listed, lerr = core.listdir(dir)
+  if not listed then return fail("cannot read the job directory " .. lerr) end
+  local db = opts.db or "moonbeat.db"
+  local sched, dberr = core.new { clock = "real", timezone = zone, db = db }
+  if not sched then return fail(dberr, 1) end
   local api = require("mb.scheduler").new(sched)
-  local ok, cerr = pcall(api.configure, { job_defaults = defaults })
+  local settings = { job_defaults = defaults }
+  if opts["keep-runs"] then settings.keep_runs = math.tointeger(tonumber(opts["keep-runs"])) or opts["keep-runs"] end
+  if opts["keep-for"] then settings.keep_for = opts["keep-for"] end
+  local ok, cerr = pcall(api.configure, settings)
   if not ok then
     sched:close()
     -- Name the flag the user typed, not the setting it became.
@@ -203,9 +216,16 @@ local function cmd_run(args)
     sched:close()
     return fail("cannot read the job directory " .. err)
   end
+  local restored
+  ok, restored = pcall(api.restore, { keep_missing = summary.failed > 0 })
+  if not ok then
+    sched:close()
+    return fail(restored, 1)
+  end
   core.log("info", "scheduler started", {
     dir = dir, files = summary.files, failed = summary.failed,
-    jobs = summary.jobs,
+    jobs = summary.jobs, db = db, restored = restored.restored,
+    interrupted = restored.interrupted,
   })
   sched:run { shutdown_timeout = shutdown_timeout }
   sched:close()

@@ -6,6 +6,7 @@
 -- file that declared them.
 
 local core = require "moonbeat.core"
+local state_codec = require "mb.state"
 local validate = require "mb.validate"
 
 local M = {}
@@ -81,6 +82,9 @@ function M.new(sched, opts)
     local norm, err = validate.job(sched, spec,
       { file = opts.file, defaults = st.defaults })
     if not norm then error(err, 2) end
+    -- A replaced job keeps its ctx.state.
+    local old = norm.replace_existing and sched:get_job(norm.id)
+    if old then norm.state = sched:job_spec(old).state end
     local job
     job, err = sched:add_job(norm)
     if not job then error(err, 2) end
@@ -99,9 +103,60 @@ function M.new(sched, opts)
     return sched:get_jobs()
   end
 
-  function api.pause_job(job)
-    local ok = checked(sched:pause_job(job_ref(job)))
+  -- opts.note: why it is paused, kept with the job across restarts.
+  function api.pause_job(job, how)
+    local note
+    if how ~= nil then
+      if type(how) ~= "table" or (how.note ~= nil and type(how.note) ~= "string") then
+        error("pause_job: expected { note = \"text\" } as the second argument", 2)
+      end
+      note = how.note
+    end
+    local ok = checked(sched:pause_job(job_ref(job), note))
     return ok
+  end
+
+  -- Run history, newest first: { job_id =, status =, since =, limit = }.
+  function api.get_runs(filter)
+    filter = filter or {}
+    if type(filter) ~= "table" then
+      error(("get_runs: expected a table, got %s"):format(type(filter)), 2)
+    end
+    for k, v in pairs(filter) do
+      local want = ({ job_id = "string", status = "string", since = "number",
+        limit = "number" })[k]
+      if not want then
+        error(("get_runs: %s: unknown filter (expected job_id, status, "
+          .. "since or limit)"):format(tostring(k)), 2)
+      end
+      if type(v) ~= want and not (k == "since" and type(v) == "string") then
+        error(("get_runs: %s: expected a %s, got %s"):format(k, want, type(v)), 2)
+      end
+    end
+    local f = {}
+    for k, v in pairs(filter) do f[k] = v end
+    if type(f.since) == "string" then
+      local t, err = core.parse_time(f.since, sched:timezone())
+      if not t then error("get_runs: since: " .. err, 2) end
+      f.since = t
+    end
+    local runs, err = sched:get_runs(f)
+    if not runs then error(err, 2) end
+    return runs
+  end
+
+  -- After the job files are loaded: take back what the store kept.
+  function api.restore(how)
+    local summary, err = sched:restore(how)
+    if not summary then error(err, 2) end
+    for _, job in ipairs(sched:get_jobs()) do
+      local text = job.saved_state
+      if text then
+        local value = state_codec.deserialize(text)
+        if value then sched:job_spec(job).state = value end
+      end
+    end
+    return summary
   end
 
   function api.resume_job(job)
@@ -167,11 +222,26 @@ function M.new(sched, opts)
       error(("configure: expected a table, got %s"):format(type(settings)), 2)
     end
     for k in pairs(settings) do
-      if k ~= "job_defaults" then
-        error(("configure: %s: unknown setting (expected job_defaults)")
-          :format(tostring(k)), 2)
+      if k ~= "job_defaults" and k ~= "keep_runs" and k ~= "keep_for" then
+        error(("configure: %s: unknown setting (expected job_defaults, "
+          .. "keep_runs or keep_for)"):format(tostring(k)), 2)
       end
     end
+    local retention = {}
+    if settings.keep_runs ~= nil then
+      local n = settings.keep_runs
+      if math.type(n) ~= "integer" or n < 0 then
+        error(("configure: keep_runs: expected an integer >= 0 (0: keep all), "
+          .. "got %s"):format(tostring(n)), 2)
+      end
+      retention.runs = n
+    end
+    if settings.keep_for ~= nil then
+      local d, err = require("mb.duration").parse(settings.keep_for)
+      if not d then error("configure: keep_for: " .. err, 2) end
+      retention.age = d
+    end
+    if next(retention) then sched:set_retention(retention) end
     if settings.job_defaults ~= nil then
       local defaults, err = validate.job_defaults(settings.job_defaults)
       if not defaults then error("configure: " .. err, 2) end
@@ -229,7 +299,10 @@ function M.new(sched, opts)
     return built:next_fires(n or 5, after or sched:now())
   end
 
-  if not opts.file then sched:set_api(api) end
+  if not opts.file then
+    sched:set_api(api)
+    sched:set_state_codec(state_codec.serialize)
+  end
   return api
 end
 

@@ -12,7 +12,7 @@ local M = {}
 -- modify_job.
 local POLICY_FIELDS = {
   "timeout", "retry", "max_instances", "overlap", "max_buffered",
-  "misfire_grace_time", "coalesce",
+  "misfire_grace_time", "coalesce", "keep_runs", "keep_for",
 }
 
 local JOB_FIELDS = {
@@ -450,6 +450,20 @@ local POLICY_CHECKS = {
     local d, err = duration.parse(v)
     if not d then return nil, "misfire_grace_time: " .. err end
     out.misfire_grace_time = d
+    return true
+  end,
+  keep_runs = function(v, out)
+    if not whole(v, 1, 100000000) then
+      return nil, ("keep_runs: expected an integer >= 1, got %s"):format(describe(v))
+    end
+    out.keep_runs = v
+    return true
+  end,
+  keep_for = function(v, out)
+    local d, err = duration.parse(v)
+    if not d then return nil, "keep_for: " .. err end
+    if d <= 0 then return nil, "keep_for: must be more than 0" end
+    out.keep_for = d
     return true
   end,
   coalesce = function(v, out)

@@ -19,7 +19,7 @@ scheduler.add_job {
 
   it("runs the jobs of a directory and stops cleanly on SIGINT", function()
     dir = support.tempdir { ["now.lua"] = NOW_JOB }
-    local out, code = support.run_until("run " .. dir, "run finished", "INT")
+    local out, code = support.run_until("run --db " .. dir .. "/m.db " .. dir, "run finished", "INT")
     assert.equal(0, code)
     assert.matches("job added job=now", out, 1, true)
     assert.matches("hello from the job job=now run=%d+ answer=42", out)
@@ -30,14 +30,14 @@ scheduler.add_job {
 
   it("stops cleanly on SIGTERM", function()
     dir = support.tempdir { ["now.lua"] = NOW_JOB }
-    local out, code = support.run_until("run " .. dir, "run finished", "TERM")
+    local out, code = support.run_until("run --db " .. dir .. "/m.db " .. dir, "run finished", "TERM")
     assert.equal(0, code)
     assert.matches("signal=SIGTERM", out, 1, true)
   end)
 
   it("writes one JSON object per line with --log-format json", function()
     dir = support.tempdir { ["now.lua"] = NOW_JOB }
-    local out, code = support.run_until("run --log-format json " .. dir, "run finished", "INT")
+    local out, code = support.run_until("run --db :memory: --log-format json " .. dir, "run finished", "INT")
     assert.equal(0, code)
     for line in out:gmatch("[^\n]+") do
       assert.matches('^{"time":"[%d%-T:%.]+%+00:00","level":"%a+","msg":"[^"]+".*}$', line)
@@ -51,12 +51,12 @@ scheduler.add_job {
       ["broken.lua"] = "scheduler.add_job {\n  id = 'broken',\n  trigger = { 'cron', hour = 25 },\n"
         .. "  run = function() end,\n}\n",
     }
-    local out, code = support.run_until("run " .. dir, "run finished", "INT")
+    local out, code = support.run_until("run --db " .. dir .. "/m.db " .. dir, "run finished", "INT")
     assert.equal(0, code)
     assert.matches("ERROR job file failed to load error=\"" .. dir
       .. "/broken.lua:1: trigger.hour: 25 is out of range 0-23\" file=" .. dir
       .. "/broken.lua\n", out, 1, true)
-    assert.matches("failed=1 files=2 jobs=1", out, 1, true)
+    assert.matches("failed=1 files=2 interrupted=0 jobs=1", out, 1, true)
   end)
 
   it("logs a failing job's error with its traceback and keeps running", function()
@@ -65,7 +65,7 @@ scheduler.add_job {
         .. "  run = function() error('disk full') end }\n",
       ["z-after.lua"] = NOW_JOB:gsub('delay = 0', 'delay = 0.2'),
     }
-    local out, code = support.run_until("run " .. dir, "hello from the job", "INT")
+    local out, code = support.run_until("run --db " .. dir .. "/m.db " .. dir, "hello from the job", "INT")
     assert.equal(0, code)
     assert.matches("run failed job=fail run=%d+ status=error duration=%S+ error=\"[^\"]*fail.lua:2: disk full\"", out)
     assert.matches("\n    stack traceback:\n", out, 1, true)

@@ -29,10 +29,13 @@ function harness.new(opts)
   local self = setmetatable({ start = start, logs = {} }, H)
   collectgarbage()
   self.refs_before = core.live_refs()
-  self.core = core.new {
+  local err
+  self.core, err = core.new {
     clock = opts.clock or "virtual", start = start,
     timezone = opts.timezone or "UTC", seed = opts.seed or 1,
+    db = opts.db == nil and ":memory:" or opts.db or nil,
   }
+  assert(self.core, err)
   self.scheduler = scheduler.new(self.core)
   core.configure_log { stream = "none", level = "debug" }
   core.set_log_sink(function(level, msg, fields)

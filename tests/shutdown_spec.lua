@@ -95,7 +95,7 @@ scheduler.add_job { id = "busy", trigger = { "date", delay = 0 },
 
   it("lets a run in flight finish, then exits 0", function()
     dir = support.tempdir { ["busy.lua"] = job(0.5) }
-    local out, code = support.run_until("run " .. dir, "run started", "TERM")
+    local out, code = support.run_until("run --db " .. dir .. "/m.db " .. dir, "run started", "TERM")
     assert.equal(0, code)
     assert.matches("scheduler stopping runs=1 wait=30s signal=SIGTERM", out, 1, true)
     assert.matches("run finished job=busy run=%d+ status=success", out)
@@ -104,7 +104,7 @@ scheduler.add_job { id = "busy", trigger = { "date", delay = 0 },
 
   it("cancels runs still going after --shutdown-timeout and exits 0", function()
     dir = support.tempdir { ["busy.lua"] = job(3600) }
-    local out, code = support.run_until("run --shutdown-timeout 0.2 " .. dir, "run started", "INT")
+    local out, code = support.run_until("run --db :memory: --shutdown-timeout 0.2 " .. dir, "run started", "INT")
     assert.equal(0, code)
     assert.matches('run cancelled job=busy run=%d+ status=cancelled duration=%S+ reason="the shutdown timeout passed"', out)
     assert.matches("scheduler stopped", out, 1, true)
@@ -120,7 +120,7 @@ scheduler.add_job { id = "stopper", trigger = { "date", delay = 0.1 },
   run = function() scheduler.shutdown() end }
 ]],
     }
-    local out, code = support.run_until("run --shutdown-timeout 0.5 " .. dir, "scheduler stopping", "TERM")
+    local out, code = support.run_until("run --db :memory: --shutdown-timeout 0.5 " .. dir, "scheduler stopping", "TERM")
     assert.equal(0, code)
     assert.is_nil(out:find("second signal", 1, true))
     assert.matches("scheduler stopped", out, 1, true)
@@ -128,7 +128,7 @@ scheduler.add_job { id = "stopper", trigger = { "date", delay = 0.1 },
 
   it("exits at once, non-zero, on a second signal", function()
     dir = support.tempdir { ["busy.lua"] = job(3600) }
-    local out, code = support.run_until("run " .. dir, "run started", { "TERM", "INT" })
+    local out, code = support.run_until("run --db " .. dir .. "/m.db " .. dir, "run started", { "TERM", "INT" })
     assert.equal(1, code)
     assert.matches("second signal: exiting at once signal=SIGINT runs=1", out, 1, true)
     assert.is_nil(out:find("scheduler stopped", 1, true))

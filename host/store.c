@@ -1,0 +1,570 @@
+/* store.c: the sqlite store. WAL, synchronous=NORMAL, prepared
+ * statements only, a versioned schema migrated forward, a lock file that
+ * names its holder, and a write queue committed once per loop turn. */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The schema this build writes; each entry migrates from the previous
+ * version to the next. */
+static const char *const migrations[] = {
+  /* 0 -> 1 */
+  "CREATE TABLE jobs ("
+  "  id TEXT PRIMARY KEY, trigger TEXT, next_fire INTEGER,"
+  "  last_fire INTEGER, paused INTEGER NOT NULL DEFAULT 0, pause_note TEXT,"
+  "  retry_due INTEGER, retry_attempt INTEGER, retry_scheduled INTEGER,"
+  "  ok INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
+  "  timed_out INTEGER NOT NULL DEFAULT 0, missed INTEGER NOT NULL DEFAULT 0,"
+  "  skipped INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0,"
+  "  last_status TEXT, last_start INTEGER, last_duration INTEGER,"
+  "  last_error TEXT, state TEXT);"
+  "CREATE TABLE runs ("
+  "  id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, scheduled INTEGER,"
+  "  started INTEGER, finished INTEGER, attempt INTEGER NOT NULL,"
+  "  status TEXT NOT NULL, error TEXT, traceback TEXT, log_tail TEXT,"
+  "  host TEXT, pid INTEGER);"
+  "CREATE INDEX runs_by_job ON runs (job_id, id);"
+  "CREATE INDEX runs_running ON runs (status) WHERE status = 'running';",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* A batch this large is committed in several transactions, so that one
+ * turn never holds the loop for long. */
+#define MAX_ROWS_PER_COMMIT 20000
+
+#define RUN_COLUMNS \
+  "SELECT id, job_id, scheduled, started, finished, attempt, status, error," \
+  " traceback, log_tail, host, pid FROM runs"
+
+enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN };
+
+typedef struct op {
+  int kind;
+  union {
+    mb_job_state job;
+    mb_run_record run;
+    char *job_id;
+  } u;
+} op;
+
+enum {
+  ST_SAVE_JOB,
+  ST_DELETE_JOB,
+  ST_SAVE_RUN,
+  ST_LOAD_JOBS,
+  ST_RUNNING,
+  ST_MARK_INTERRUPTED,
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_COUNT
+};
+
+static const char *const statements[ST_COUNT] = {
+  [ST_SAVE_JOB] =
+    "INSERT INTO jobs (id, trigger, next_fire, last_fire, paused, pause_note,"
+    " retry_due, retry_attempt, retry_scheduled, ok, failed, timed_out,"
+    " missed, skipped, cancelled, last_status, last_start, last_duration,"
+    " last_error, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+    " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+    " ON CONFLICT (id) DO UPDATE SET trigger = ?2, next_fire = ?3,"
+    " last_fire = ?4, paused = ?5, pause_note = ?6, retry_due = ?7,"
+    " retry_attempt = ?8, retry_scheduled = ?9, ok = ?10, failed = ?11,"
+    " timed_out = ?12, missed = ?13, skipped = ?14, cancelled = ?15,"
+    " last_status = ?16, last_start = ?17, last_duration = ?18,"
+    " last_error = ?19, state = ?20",
+  [ST_DELETE_JOB] = "DELETE FROM jobs WHERE id = ?1",
+  [ST_SAVE_RUN] =
+    "INSERT INTO runs (id, job_id, scheduled, started, finished, attempt,"
+    " status, error, traceback, log_tail, host, pid) VALUES (?1, ?2, ?3,"
+    " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO UPDATE SET"
+    " finished = ?5, status = ?7, error = ?8, traceback = ?9,"
+    " log_tail = ?10",
+  [ST_LOAD_JOBS] =
+    "SELECT id, trigger, next_fire, last_fire, paused, pause_note, retry_due,"
+    " retry_attempt, retry_scheduled, ok, failed, timed_out, missed,"
+    " skipped, cancelled, last_status, last_start, last_duration,"
+    " last_error, state FROM jobs",
+  [ST_RUNNING] = RUN_COLUMNS " WHERE status = 'running'",
+  [ST_MARK_INTERRUPTED] =
+    "UPDATE runs SET status = 'interrupted', error = 'the process running "
+    "it stopped before it finished' WHERE status = 'running'",
+  [ST_BEGIN] = "BEGIN IMMEDIATE",
+  [ST_COMMIT] = "COMMIT",
+  [ST_ROLLBACK] = "ROLLBACK",
+};
+
+struct mb_store {
+  sqlite3 *db;
+  sqlite3_stmt *st[ST_COUNT];
+  char *path;
+  int lock_fd;
+  op *queue;
+  size_t len, cap;
+};
+
+/* ---- errors ---- */
+
+static int db_error(mb_store *s, mb_err *err, const char *what) {
+  return mb_err_set(err, MB_ESTORE, "%s: %s: %s", s->path, what,
+                    sqlite3_errmsg(s->db));
+}
+
+/* ---- the lock ---- */
+
+/* One scheduler per database: an fcntl lock on PATH.lock, which the
+ * kernel drops when the holder dies, so a crash never leaves it stale. */
+static int take_lock(mb_store *s, mb_err *err) {
+  char lock_path[4096];
+  snprintf(lock_path, sizeof lock_path, "%s.lock", s->path);
+  int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return mb_err_set(err, -errno, "%s: cannot open the lock file: %s",
+                      lock_path, strerror(errno));
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  if (fcntl(fd, F_SETLK, &fl) < 0) {
+    int e = errno;
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    bool known = (e == EAGAIN || e == EACCES) &&
+                 fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
+    close(fd);
+    if (known)
+      return mb_err_set(err, MB_EBUSY, "%s is in use by process %ld; only "
+                        "one scheduler may use a database at a time",
+                        s->path, (long)who.l_pid);
+    return mb_err_set(err, MB_EBUSY, "%s: cannot lock it: %s", s->path,
+                      strerror(e));
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) == 0 && write(fd, pid, (size_t)n) < 0) {
+    /* The pid in the file is for people; the lock is what counts. */
+  }
+  s->lock_fd = fd;
+  return 0;
+}
+
+/* ---- opening ---- */
+
+static int exec_sql(mb_store *s, const char *sql, mb_err *err) {
+  char *msg = NULL;
+  if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    mb_err_set(err, MB_ESTORE, "%s: %s", s->path,
+               msg ? msg : sqlite3_errmsg(s->db));
+    sqlite3_free(msg);
+    return MB_ESTORE;
+  }
+  return 0;
+}
+
+static int schema_version(mb_store *s, int *version, mb_err *err) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) !=
+      SQLITE_OK)
+    return db_error(s, err, "cannot read the schema version");
+  int rc = sqlite3_step(st);
+  *version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW) return db_error(s, err, "cannot read the schema version");
+  return 0;
+}
+
+static int migrate(mb_store *s, mb_err *err) {
+  int version;
+  int rc = schema_version(s, &version, err);
+  if (rc < 0) return rc;
+  if (version > SCHEMA_VERSION)
+    return mb_err_set(err, MB_ESTORE, "%s was written by a newer moonbeat "
+                      "(schema version %d; this one knows up to %d)",
+                      s->path, version, SCHEMA_VERSION);
+  for (; version < SCHEMA_VERSION; version++) {
+    char bump[64];
+    snprintf(bump, sizeof bump, "PRAGMA user_version = %d", version + 1);
+    if ((rc = exec_sql(s, "BEGIN IMMEDIATE", err)) < 0) return rc;
+    if ((rc = exec_sql(s, migrations[version], err)) < 0 ||
+        (rc = exec_sql(s, bump, err)) < 0) {
+      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+      return rc;
+    }
+    if ((rc = exec_sql(s, "COMMIT", err)) < 0) return rc;
+  }
+  return 0;
+}
+
+int mb_store_open(const char *path, mb_store **out, mb_err *err) {
+  mb_store *s = mb_xcalloc(1, sizeof *s);
+  s->path = mb_xstrdup(path);
+  s->lock_fd = -1;
+  bool memory = strcmp(path, ":memory:") == 0;
+  int rc;
+  if (!memory && (rc = take_lock(s, err)) < 0) goto fail;
+  if (sqlite3_open_v2(path, &s->db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                          SQLITE_OPEN_NOMUTEX,
+                      NULL) != SQLITE_OK) {
+    rc = db_error(s, err, "cannot open it");
+    goto fail;
+  }
+  sqlite3_busy_timeout(s->db, 2000);
+  sqlite3_extended_result_codes(s->db, 1);
+  /* WAL: readers (the CLI, backups) never block the scheduler. */
+  if ((rc = exec_sql(s, memory ? "PRAGMA synchronous = OFF"
+                               : "PRAGMA journal_mode = WAL;"
+                                 "PRAGMA synchronous = NORMAL", err)) < 0)
+    goto fail;
+  if ((rc = migrate(s, err)) < 0) goto fail;
+  for (int i = 0; i < ST_COUNT; i++) {
+    if (sqlite3_prepare_v3(s->db, statements[i], -1, SQLITE_PREPARE_PERSISTENT,
+                           &s->st[i], NULL) != SQLITE_OK) {
+      rc = db_error(s, err, "cannot prepare a statement");
+      goto fail;
+    }
+  }
+  *out = s;
+  return 0;
+fail:
+  mb_store_close(s);
+  return rc;
+}
+
+/* ---- the write queue ---- */
+
+static char *dup_or_null(const char *p) { return p ? mb_xstrdup(p) : NULL; }
+
+static op *push(mb_store *s, int kind) {
+  if (s->len == s->cap) {
+    s->cap = s->cap ? 2 * s->cap : 64;
+    s->queue = mb_xrealloc(s->queue, s->cap * sizeof *s->queue);
+  }
+  op *o = &s->queue[s->len++];
+  memset(o, 0, sizeof *o);
+  o->kind = kind;
+  return o;
+}
+
+void mb_store_save_job(mb_store *s, const mb_job_state *st) {
+  mb_job_state *j = &push(s, OP_SAVE_JOB)->u.job;
+  *j = *st;
+  j->job_id = mb_xstrdup(st->job_id);
+  j->trigger = dup_or_null(st->trigger);
+  j->pause_note = dup_or_null(st->pause_note);
+  j->last_status = dup_or_null(st->last_status);
+  j->last_error = dup_or_null(st->last_error);
+  j->state = dup_or_null(st->state);
+}
+
+void mb_store_delete_job(mb_store *s, const char *job_id) {
+  push(s, OP_DELETE_JOB)->u.job_id = mb_xstrdup(job_id);
+}
+
+void mb_store_save_run(mb_store *s, const mb_run_record *run) {
+  mb_run_record *r = &push(s, OP_SAVE_RUN)->u.run;
+  *r = *run;
+  r->job_id = mb_xstrdup(run->job_id);
+  r->status = mb_xstrdup(run->status);
+  r->error = dup_or_null(run->error);
+  r->traceback = dup_or_null(run->traceback);
+  r->log_tail = dup_or_null(run->log_tail);
+  r->host = dup_or_null(run->host);
+}
+
+static void free_op(op *o) {
+  switch (o->kind) {
+  case OP_SAVE_JOB:
+    free((char *)o->u.job.job_id);
+    free((char *)o->u.job.trigger);
+    free((char *)o->u.job.pause_note);
+    free((char *)o->u.job.last_status);
+    free((char *)o->u.job.last_error);
+    free((char *)o->u.job.state);
+    break;
+  case OP_DELETE_JOB:
+    free(o->u.job_id);
+    break;
+  default:
+    free((char *)o->u.run.job_id);
+    free((char *)o->u.run.status);
+    free((char *)o->u.run.error);
+    free((char *)o->u.run.traceback);
+    free((char *)o->u.run.log_tail);
+    free((char *)o->u.run.host);
+  }
+}
+
+bool mb_store_pending(const mb_store *s) { return s && s->len > 0; }
+
+static void bind_time(sqlite3_stmt *st, int i, mb_time t) {
+  if (t == MB_TIME_NONE)
+    sqlite3_bind_null(st, i);
+  else
+    sqlite3_bind_int64(st, i, t);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v) {
+  if (v)
+    sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, i);
+}
+
+static int run_op(mb_store *s, const op *o) {
+  sqlite3_stmt *st;
+  if (o->kind == OP_SAVE_JOB) {
+    const mb_job_state *j = &o->u.job;
+    st = s->st[ST_SAVE_JOB];
+    bind_text(st, 1, j->job_id);
+    bind_text(st, 2, j->trigger);
+    bind_time(st, 3, j->next_fire);
+    bind_time(st, 4, j->last_fire);
+    sqlite3_bind_int(st, 5, j->paused);
+    bind_text(st, 6, j->pause_note);
+    bind_time(st, 7, j->retry_due);
+    sqlite3_bind_int(st, 8, j->retry_attempt);
+    bind_time(st, 9, j->retry_scheduled);
+    sqlite3_bind_int64(st, 10, j->ok);
+    sqlite3_bind_int64(st, 11, j->failed);
+    sqlite3_bind_int64(st, 12, j->timed_out);
+    sqlite3_bind_int64(st, 13, j->missed);
+    sqlite3_bind_int64(st, 14, j->skipped);
+    sqlite3_bind_int64(st, 15, j->cancelled);
+    bind_text(st, 16, j->last_status);
+    bind_time(st, 17, j->last_start);
+    bind_time(st, 18, j->last_duration);
+    bind_text(st, 19, j->last_error);
+    bind_text(st, 20, j->state);
+  } else if (o->kind == OP_DELETE_JOB) {
+    st = s->st[ST_DELETE_JOB];
+    bind_text(st, 1, o->u.job_id);
+  } else {
+    const mb_run_record *r = &o->u.run;
+    st = s->st[ST_SAVE_RUN];
+    sqlite3_bind_int64(st, 1, r->run_id);
+    bind_text(st, 2, r->job_id);
+    bind_time(st, 3, r->scheduled);
+    bind_time(st, 4, r->started);
+    bind_time(st, 5, r->finished);
+    sqlite3_bind_int(st, 6, r->attempt);
+    bind_text(st, 7, r->status);
+    bind_text(st, 8, r->error);
+    bind_text(st, 9, r->traceback);
+    bind_text(st, 10, r->log_tail);
+    bind_text(st, 11, r->host);
+    sqlite3_bind_int64(st, 12, r->pid);
+  }
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? 0 : rc;
+}
+
+static int step_simple(mb_store *s, int which) {
+  int rc = sqlite3_step(s->st[which]);
+  sqlite3_reset(s->st[which]);
+  return rc == SQLITE_DONE ? 0 : rc;
+}
+
+int mb_store_flush(mb_store *s, mb_err *err) {
+  if (!s || s->len == 0) return 0;
+  size_t done = 0;
+  while (done < s->len) {
+    size_t end = s->len - done > MAX_ROWS_PER_COMMIT ? done + MAX_ROWS_PER_COMMIT
+                                                     : s->len;
+    if (step_simple(s, ST_BEGIN) != 0) goto failed;
+    for (size_t i = done; i < end; i++) {
+      if (run_op(s, &s->queue[i]) != 0) {
+        db_error(s, err, "cannot write");
+        step_simple(s, ST_ROLLBACK);
+        goto keep;
+      }
+    }
+    if (step_simple(s, ST_COMMIT) != 0) {
+      db_error(s, err, "cannot commit");
+      step_simple(s, ST_ROLLBACK);
+      goto keep;
+    }
+    for (size_t i = done; i < end; i++) free_op(&s->queue[i]);
+    done = end;
+  }
+  s->len = 0;
+  return (int)done;
+failed:
+  db_error(s, err, "cannot begin a transaction");
+keep:
+  /* What was committed goes; the rest waits for the next try. */
+  memmove(s->queue, s->queue + done, (s->len - done) * sizeof *s->queue);
+  s->len -= done;
+  return MB_ESTORE;
+}
+
+/* ---- reading ---- */
+
+static mb_time col_time(sqlite3_stmt *st, int i) {
+  return sqlite3_column_type(st, i) == SQLITE_NULL ? MB_TIME_NONE
+                                                   : sqlite3_column_int64(st, i);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i) {
+  return (const char *)sqlite3_column_text(st, i);
+}
+
+int mb_store_load_jobs(mb_store *s,
+                       void (*cb)(const mb_job_state *st, void *data),
+                       void *data, mb_err *err) {
+  sqlite3_stmt *st = s->st[ST_LOAD_JOBS];
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    mb_job_state j = {
+      .job_id = col_text(st, 0),
+      .trigger = col_text(st, 1),
+      .next_fire = col_time(st, 2),
+      .last_fire = col_time(st, 3),
+      .paused = sqlite3_column_int(st, 4) != 0,
+      .pause_note = col_text(st, 5),
+      .retry_due = col_time(st, 6),
+      .retry_attempt = sqlite3_column_int(st, 7),
+      .retry_scheduled = col_time(st, 8),
+      .ok = sqlite3_column_int64(st, 9),
+      .failed = sqlite3_column_int64(st, 10),
+      .timed_out = sqlite3_column_int64(st, 11),
+      .missed = sqlite3_column_int64(st, 12),
+      .skipped = sqlite3_column_int64(st, 13),
+      .cancelled = sqlite3_column_int64(st, 14),
+      .last_status = col_text(st, 15),
+      .last_start = col_time(st, 16),
+      .last_duration = col_time(st, 17),
+      .last_error = col_text(st, 18),
+      .state = col_text(st, 19),
+    };
+    cb(&j, data);
+  }
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot read jobs");
+}
+
+static void read_run(sqlite3_stmt *st, mb_run_record *r) {
+  *r = (mb_run_record){
+    .run_id = sqlite3_column_int64(st, 0),
+    .job_id = col_text(st, 1),
+    .scheduled = col_time(st, 2),
+    .started = col_time(st, 3),
+    .finished = col_time(st, 4),
+    .attempt = sqlite3_column_int(st, 5),
+    .status = col_text(st, 6),
+    .error = col_text(st, 7),
+    .traceback = col_text(st, 8),
+    .log_tail = col_text(st, 9),
+    .host = col_text(st, 10),
+    .pid = sqlite3_column_int64(st, 11),
+  };
+}
+
+int mb_store_interrupted(mb_store *s,
+                         void (*cb)(const mb_run_record *run, void *data),
+                         void *data, mb_err *err) {
+  sqlite3_stmt *st = s->st[ST_RUNNING];
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    mb_run_record r;
+    read_run(st, &r);
+    cb(&r, data);
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return db_error(s, err, "cannot read runs");
+  if (step_simple(s, ST_MARK_INTERRUPTED) != 0)
+    return db_error(s, err, "cannot mark interrupted runs");
+  return 0;
+}
+
+long long mb_store_last_run_id(mb_store *s) {
+  sqlite3_stmt *st;
+  long long id = 0;
+  if (sqlite3_prepare_v2(s->db, "SELECT max(id) FROM runs", -1, &st, NULL) ==
+      SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  return id;
+}
+
+int mb_store_query_runs(mb_store *s, const mb_run_filter *f,
+                        void (*cb)(const mb_run_record *run, void *data),
+                        void *data, mb_err *err) {
+  /* The filters are fixed clauses with bound values: no SQL is built
+   * from what the caller passed. */
+  sqlite3_stmt *st;
+  const char *sql =
+    RUN_COLUMNS " WHERE (?1 IS NULL OR job_id = ?1)"
+    " AND (?2 IS NULL OR status = ?2)"
+    " AND (?3 IS NULL OR coalesce(started, scheduled) >= ?3)"
+    " ORDER BY id DESC LIMIT ?4";
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    return db_error(s, err, "cannot query runs");
+  bind_text(st, 1, f->job_id);
+  bind_text(st, 2, f->status);
+  bind_time(st, 3, f->since);
+  sqlite3_bind_int(st, 4, f->limit > 0 ? f->limit : 100);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    mb_run_record r;
+    read_run(st, &r);
+    cb(&r, data);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot query runs");
+}
+
+int mb_store_prune(mb_store *s, const char *job_id, const mb_retention *r,
+                   mb_time now, int max_rows, mb_err *err) {
+  int deleted = 0;
+  sqlite3_stmt *st;
+  if (job_id && r->keep_runs > 0) {
+    const char *sql =
+      "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1"
+      " AND status <> 'running' ORDER BY id DESC LIMIT ?3 OFFSET ?2)";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+      return db_error(s, err, "cannot prune");
+    bind_text(st, 1, job_id);
+    sqlite3_bind_int(st, 2, r->keep_runs);
+    sqlite3_bind_int(st, 3, max_rows);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return db_error(s, err, "cannot prune");
+    deleted += sqlite3_changes(s->db);
+  }
+  if (r->max_age > 0) {
+    const char *sql =
+      "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE"
+      " (?1 IS NULL OR job_id = ?1) AND status <> 'running'"
+      " AND coalesce(finished, started, scheduled) < ?2 LIMIT ?3)";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+      return db_error(s, err, "cannot prune");
+    bind_text(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, now - r->max_age);
+    sqlite3_bind_int(st, 3, max_rows);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return db_error(s, err, "cannot prune");
+    deleted += sqlite3_changes(s->db);
+  }
+  return deleted;
+}
+
+void mb_store_close(mb_store *s) {
+  if (!s) return;
+  if (s->db) {
+    mb_store_flush(s, NULL);
+    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db);
+  }
+  for (size_t i = 0; i < s->len; i++) free_op(&s->queue[i]);
+  free(s->queue);
+  if (s->lock_fd >= 0) close(s->lock_fd);
+  free(s->path);
+  free(s);
+}

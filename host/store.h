@@ -1,0 +1,109 @@
+/* store.h: what survives a restart. A store keeps each job's runtime
+ * state and the history of every run attempt. The interface is a table
+ * of operations so that a shared network store can implement it later;
+ * store_sqlite.c is the one implementation today.
+ *
+ * Writes are queued and committed together once per loop turn
+ * (mb_store_flush), so a burst of runs costs one transaction, not one
+ * per row. Reads (load, query) are synchronous and meant for start-up,
+ * the API and the CLI. Strings passed in are copied; strings handed to
+ * callbacks live until the callback returns. */
+#ifndef MB_STORE_H
+#define MB_STORE_H
+
+#include <stdbool.h>
+
+#include "common.h"
+
+typedef struct mb_store mb_store;
+
+/* A job's runtime state. */
+typedef struct mb_job_state {
+  const char *job_id;
+  const char *trigger;      /* the trigger's identity: a changed trigger
+                               means recompute the next fire */
+  mb_time next_fire;        /* MB_TIME_NONE: none */
+  mb_time last_fire;
+  bool paused;
+  const char *pause_note;   /* may be NULL */
+  mb_time retry_due;        /* MB_TIME_NONE: no pending retry */
+  int retry_attempt;
+  mb_time retry_scheduled;
+  long long ok, failed, timed_out, missed, skipped, cancelled;
+  const char *last_status;  /* NULL: never ran */
+  mb_time last_start;
+  mb_time last_duration;
+  const char *last_error;
+  const char *state;        /* ctx.state, serialised; NULL: none */
+} mb_job_state;
+
+/* One run attempt. */
+typedef struct mb_run_record {
+  long long run_id;
+  const char *job_id;
+  mb_time scheduled, started, finished;  /* MB_TIME_NONE: not yet / n.a. */
+  int attempt;
+  const char *status;  /* running success error timeout cancelled
+                          interrupted missed skipped */
+  const char *error;
+  const char *traceback;
+  const char *log_tail;  /* the last lines the run logged */
+  const char *host;
+  long long pid;
+} mb_run_record;
+
+typedef struct mb_run_filter {
+  const char *job_id;  /* NULL: every job */
+  const char *status;  /* NULL: any */
+  mb_time since;       /* MB_TIME_NONE: any; else started (or scheduled) >= */
+  int limit;           /* newest first; <= 0: 100 */
+} mb_run_filter;
+
+typedef struct mb_retention {
+  int keep_runs;       /* per job; <= 0: no limit */
+  mb_time max_age;     /* <= 0: no limit */
+} mb_retention;
+
+/* Open (creating when missing) the store at path; ":memory:" keeps it
+ * in memory. Takes an exclusive lock: a second process gets MB_EBUSY
+ * with a message naming the process that holds it. Migrates an older
+ * schema forward; refuses a newer one. */
+int mb_store_open(const char *path, mb_store **out, mb_err *err);
+/* Commit what is queued and close. NULL is fine. */
+void mb_store_close(mb_store *s);
+
+/* The highest run id ever recorded (new runs count on from it). */
+long long mb_store_last_run_id(mb_store *s);
+
+/* Call cb for every stored job state. */
+int mb_store_load_jobs(mb_store *s,
+                       void (*cb)(const mb_job_state *st, void *data),
+                       void *data, mb_err *err);
+/* Mark runs left "running" by a process that died as "interrupted" and
+ * call cb for each (before the mark is written). */
+int mb_store_interrupted(mb_store *s,
+                         void (*cb)(const mb_run_record *run, void *data),
+                         void *data, mb_err *err);
+
+/* Queue writes. */
+void mb_store_save_job(mb_store *s, const mb_job_state *st);
+void mb_store_delete_job(mb_store *s, const char *job_id);
+void mb_store_save_run(mb_store *s, const mb_run_record *run);
+
+/* Commit the queue in one transaction (bounded: a very large queue is
+ * committed in several). On failure the queue is kept for the next try
+ * and err says why. Returns the number of rows written or < 0. */
+int mb_store_flush(mb_store *s, mb_err *err);
+bool mb_store_pending(const mb_store *s);
+
+/* Runs matching filter, newest first. */
+int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
+                        void (*cb)(const mb_run_record *run, void *data),
+                        void *data, mb_err *err);
+
+/* Delete, in one small step, history beyond the retention of job_id
+ * (NULL: the global age limit for every job). Returns rows deleted. */
+int mb_store_prune(mb_store *s, const char *job_id, const mb_retention *r,
+                   mb_time now, int max_rows, mb_err *err);
+
+#endif
