@@ -4,7 +4,8 @@
 # root. Safe to run again: with everything present it does nothing.
 set -eu
 
-PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libsqlite3-dev lua-busted"
+PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libsqlite3-dev lua-busted
+  python3-apscheduler"
 
 missing=""
 for pkg in $PACKAGES; do
