@@ -121,9 +121,14 @@ static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
   mb_runner_fire(h->runner, job, fire);
 }
 
+static void save_job(host *h, mb_job *job);
+
 static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   (void)s;
   host *h = data;
+  /* A job that is done stays on record, so a restart does not run its
+   * date again. */
+  if (job->done && h->store) save_job(h, job);
   mb_unref(h->L, job->lua_ref);
   job->lua_ref = LUA_NOREF;
 }
@@ -231,7 +236,9 @@ static const char *status_name(int kind) {
 static void record_event(host *h, const mb_event *ev) {
   mb_job *job = mb_sched_get_job(h->sched, ev->job_id);
   if (ev->kind == MB_EV_REMOVED) {
-    mb_store_delete_job(h->store, ev->job_id);
+    /* A job that is done stays on record as done, so that a restart
+     * does not run its date again; a replaced one is saved anew. */
+    if (!ev->reason) mb_store_delete_job(h->store, ev->job_id);
     return;
   }
   const char *status = status_name(ev->kind);
@@ -319,7 +326,9 @@ static void host_flush(host *h) {
   }
 done:
   for (size_t i = 0; i < n; i++) mb_job_unref(h->dirty[i]);
-  memmove(h->dirty, h->dirty + n, (h->ndirty - n) * sizeof *h->dirty);
+  /* Jobs marked while this flush ran (listeners) wait for the next. */
+  if (n && h->ndirty > n)
+    memmove(h->dirty, h->dirty + n, (h->ndirty - n) * sizeof *h->dirty);
   h->ndirty -= n;
 }
 
@@ -1039,14 +1048,14 @@ static void restore_one(const mb_job_state *st, void *data) {
     set_string(&rec->pause_note, st->pause_note);
     mb_sched_pause_job(h->sched, job);
   }
+  if (st->retry_due != MB_TIME_NONE) {
+    mb_fire fire = {st->retry_scheduled, st->retry_attempt};
+    mb_sched_retry(h->sched, job, st->retry_due, &fire);
+  }
   /* The same trigger: the schedule carries over, overdue fires and all;
    * a changed one keeps the next fire just computed. */
   if (st->trigger && strcmp(st->trigger, trigger) == 0)
     mb_sched_restore_job(h->sched, job, st->next_fire, st->last_fire);
-  if (st->retry_due != MB_TIME_NONE && !job->removed) {
-    mb_fire fire = {st->retry_scheduled, st->retry_attempt};
-    mb_sched_retry(h->sched, job, st->retry_due, &fire);
-  }
   mark_dirty(h, job);
   mb_job_unref(job);
   c->restored++;
@@ -1119,6 +1128,25 @@ static int sched_set_retention(lua_State *L) {
   lua_getfield(L, 2, "age");
   if (lua_isnumber(L, -1)) h->retention.max_age = to_usec(lua_tonumber(L, -1));
   return 0;
+}
+
+/* sched:store_stats() -> {commits, rows, integrity} */
+static int sched_store_stats(lua_State *L) {
+  host *h = check_host(L, 1);
+  if (!h->store) return 0;
+  host_flush(h);
+  long long commits, rows;
+  mb_store_counts(h->store, &commits, &rows);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, commits);
+  lua_setfield(L, -2, "commits");
+  lua_pushinteger(L, rows);
+  lua_setfield(L, -2, "rows");
+  char *check = mb_store_check(h->store);
+  lua_pushstring(L, check);
+  free(check);
+  lua_setfield(L, -2, "integrity");
+  return 1;
 }
 
 static int sched_has_store(lua_State *L) {
@@ -1712,6 +1740,7 @@ static const luaL_Reg sched_methods[] = {
   {"set_state_codec", sched_set_state_codec},
   {"set_retention", sched_set_retention},
   {"has_store", sched_has_store},
+  {"store_stats", sched_store_stats},
   {"set_policy", sched_set_policy},
   {"set_event_handler", sched_set_event_handler},
   {"shutdown", sched_shutdown},

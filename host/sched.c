@@ -217,7 +217,7 @@ static void emit_job(mb_sched *s, int kind, mb_job *j) {
 
 /* ---- firing ---- */
 
-static void drop(mb_sched *s, mb_job *j);
+static void drop(mb_sched *s, mb_job *j, const char *reason);
 
 /* A job whose trigger has no fire left goes once nothing of it is
  * pending: no run in flight (it may fail and retry), no retry. */
@@ -225,8 +225,10 @@ static void drop_if_done(mb_sched *s, mb_job *j) {
   /* After a shutdown nothing changes: the job is as it was stopped. */
   if (!s->stopped && !j->removed && !j->paused && j->next_fire == MB_TIME_NONE &&
       j->retry_due == MB_TIME_NONE && j->running == 0 && j->nbuffered == 0 &&
-      j->pending_fires == 0)
-    drop(s, j);
+      j->pending_fires == 0) {
+    j->done = true;
+    drop(s, j, "done");
+  }
 }
 
 static void fire_or_miss(mb_sched *s, mb_job *j, mb_time scheduled,
@@ -406,7 +408,9 @@ void mb_job_unref(mb_job *j) {
 }
 
 /* Take j out of the scheduler; its memory lives while referenced. */
-static void drop(mb_sched *s, mb_job *j) {
+/* reason: "done" when its trigger has no fire left, "replaced", or NULL
+ * when it was removed. */
+static void drop(mb_sched *s, mb_job *j, const char *reason) {
   cancel_pending(s, j);
   mb_timer_stop(s->clock, &j->retry_timer);
   j->retry_due = MB_TIME_NONE;
@@ -415,7 +419,11 @@ static void drop(mb_sched *s, mb_job *j) {
   table_remove(s, j);
   j->removed = true;
   j->next_fire = j->next_base = MB_TIME_NONE;
-  if (!s->closing) emit_job(s, MB_EV_REMOVED, j);
+  if (!s->closing) {
+    mb_event ev = mb_event_make(MB_EV_REMOVED, j->id);
+    ev.reason = reason;
+    mb_sched_emit(s, &ev);
+  }
   s->hooks.removed(s, j, s->data);
   mb_job_unref(j);
   rearm(s);
@@ -435,7 +443,7 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
     return mb_err_set(err, MB_EEXIST, "job id '%s' already exists; pass "
                       "replace_existing = true to replace it", id);
   }
-  if (old) drop(s, old);
+  if (old) drop(s, old, "replaced");
   mb_job *j = mb_xcalloc(1, sizeof *j);
   j->id = mb_xstrdup(id);
   j->name = mb_xstrdup(name ? name : id);
@@ -522,13 +530,13 @@ int mb_sched_resume_job(mb_sched *s, mb_job *j) {
 
 int mb_sched_remove_job(mb_sched *s, mb_job *j) {
   if (j->removed) return MB_ENOTFOUND;
-  drop(s, j);
+  drop(s, j, NULL);
   return 0;
 }
 
 void mb_sched_remove_all_jobs(mb_sched *s) {
   for (size_t i = 0; i < s->nbuckets; i++)
-    while (s->buckets[i]) drop(s, s->buckets[i]);
+    while (s->buckets[i]) drop(s, s->buckets[i], NULL);
 }
 
 int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {

@@ -68,6 +68,7 @@ struct mb_job {
   mb_fire retry_fire;
   bool paused;
   bool removed;          /* no longer in the scheduler */
+  bool done;             /* removed because its trigger had no fire left */
   int lua_ref;           /* the hooks' handle on the Lua side */
   mb_sched *sched;       /* the scheduler it belongs (or belonged) to */
   /* Kept by the runner. */

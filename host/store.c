@@ -107,6 +107,7 @@ struct mb_store {
   int lock_fd;
   op *queue;
   size_t len, cap;
+  long long commits, rows;
 };
 
 /* ---- errors ---- */
@@ -389,6 +390,8 @@ int mb_store_flush(mb_store *s, mb_err *err) {
       goto keep;
     }
     for (size_t i = done; i < end; i++) free_op(&s->queue[i]);
+    s->commits++;
+    s->rows += (long long)(end - done);
     done = end;
   }
   s->len = 0;
@@ -567,4 +570,23 @@ void mb_store_close(mb_store *s) {
   if (s->lock_fd >= 0) close(s->lock_fd);
   free(s->path);
   free(s);
+}
+
+void mb_store_counts(const mb_store *s, long long *commits, long long *rows) {
+  *commits = s->commits;
+  *rows = s->rows;
+}
+
+char *mb_store_check(mb_store *s) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL) !=
+      SQLITE_OK)
+    return mb_xstrdup(sqlite3_errmsg(s->db));
+  char *result = NULL;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    result = mb_xstrdup((const char *)sqlite3_column_text(st, 0));
+  else
+    result = mb_xstrdup(sqlite3_errmsg(s->db));
+  sqlite3_finalize(st);
+  return result;
 }

@@ -101,6 +101,11 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
                         void (*cb)(const mb_run_record *run, void *data),
                         void *data, mb_err *err);
 
+/* Commits and rows written since open: a check that writes batch. */
+void mb_store_counts(const mb_store *s, long long *commits, long long *rows);
+/* sqlite's integrity check: "ok" or what is wrong. Caller frees. */
+char *mb_store_check(mb_store *s);
+
 /* Delete, in one small step, history beyond the retention of job_id
  * (NULL: the global age limit for every job). Returns rows deleted. */
 int mb_store_prune(mb_store *s, const char *job_id, const mb_retention *r,

@@ -1,0 +1,313 @@
+-- The store: run history, job state and ctx.state, kept across restarts.
+local harness = require "tests.harness"
+local support = require "tests.support"
+local time = require "moonbeat.time"
+
+local HOUR, DAY = 3600, 86400
+
+describe("run history", function()
+  local h, s
+  before_each(function()
+    h = harness.new()
+    s = h.scheduler
+  end)
+  after_each(function() h:close() end)
+
+  it("records every attempt with its status, times, error and log lines", function()
+    s.add_job { id = "ok", trigger = { "date", delay = 10 }, run = function(ctx)
+      ctx.log.info("copied", { files = 3 })
+      time.sleep(2)
+    end }
+    s.add_job { id = "bad", trigger = { "date", delay = 10 }, run = function() error("disk full") end }
+    h:advance("20s")
+    local runs = s.get_runs()
+    assert.equal(2, #runs)
+    local ok = s.get_runs { job_id = "ok" }[1]
+    assert.equal("success", ok.status)
+    assert.equal(h.start + 10, ok.scheduled_time)
+    assert.equal(h.start + 10, ok.start_time)
+    assert.equal(h.start + 12, ok.end_time)
+    assert.equal(2, ok.duration)
+    assert.equal(1, ok.attempt)
+    assert.equal("INFO copied files=3\n", ok.log)
+    assert.is_string(ok.host)
+    assert.is_number(ok.pid)
+    local bad = s.get_runs { status = "error" }[1]
+    assert.equal("bad", bad.job_id)
+    assert.matches("disk full", bad.error)
+    assert.matches("stack traceback", bad.traceback)
+  end)
+
+  it("records timeouts, missed and skipped fires and retries as attempts", function()
+    s.add_job { id = "slow", trigger = { "date", delay = 1 }, timeout = 5,
+      retry = { attempts = 2, delay = 1 }, run = function() time.sleep(60) end }
+    s.add_job { id = "busy", trigger = { "interval", seconds = 10 },
+      run = function() time.sleep(15) end }
+    s.add_job { id = "strict", trigger = { "date", delay = 1 }, misfire_grace_time = 1,
+      run = function() end }
+    h:stall("3s")
+    h:advance("25s")
+    local statuses = {}
+    for _, run in ipairs(s.get_runs { limit = 50 }) do
+      statuses[#statuses + 1] = run.job_id .. ":" .. run.status .. ":" .. run.attempt
+    end
+    table.sort(statuses)
+    -- busy: the run of 10 s lasts till 25 s, so the fire of 20 s is skipped.
+    assert.same({ "busy:skipped:1", "busy:success:1", "slow:timeout:1",
+      "slow:timeout:2", "strict:missed:1" }, statuses)
+  end)
+
+  it("filters by job, status, time and count, newest first", function()
+    h:record("a", { "interval", seconds = 10 })
+    h:record("b", { "interval", seconds = 15 })
+    h:advance("1m")
+    local a = s.get_runs { job_id = "a" }
+    assert.equal(6, #a)
+    assert.equal(h.start + 60, a[1].scheduled_time)
+    assert.equal(h.start + 10, a[6].scheduled_time)
+    assert.equal(2, #s.get_runs { job_id = "a", limit = 2 })
+    -- a at 40, 50, 60 and b at 45, 60.
+    assert.equal(5, #s.get_runs { since = h.start + 31 })
+    assert.equal(0, #s.get_runs { status = "error" })
+    local ok, err = pcall(s.get_runs, { jobid = "a" })
+    assert.is_false(ok)
+    assert.matches("get_runs: jobid: unknown filter", err)
+  end)
+
+  it("writes a burst of fires in one transaction per loop turn", function()
+    for i = 1, 500 do h:record("burst-" .. i, { "date", delay = 5 }) end
+    local before = h.core:store_stats()
+    h:advance("5s")
+    local after = h.core:store_stats()
+    assert.equal(1, after.commits - before.commits)
+    assert.is_true(after.rows - before.rows >= 1000)
+    assert.equal("ok", after.integrity)
+  end)
+
+  it("keeps the last keep_runs runs of a job", function()
+    h:record("chatty", { "interval", seconds = 1 }, { keep_runs = 3 })
+    h:advance("10s")
+    local runs = s.get_runs { job_id = "chatty" }
+    assert.equal(3, #runs)
+    assert.equal(h.start + 10, runs[1].scheduled_time)
+  end)
+
+  it("drops runs older than keep_for", function()
+    h:record("aging", { "interval", hours = 1 }, { keep_for = "3h" })
+    h:advance("10h")
+    local runs = s.get_runs { job_id = "aging" }
+    -- At 10 h, runs of 7 h to 10 h are within 3 h.
+    assert.equal(4, #runs)
+    assert.equal(h.start + 7 * HOUR, runs[4].scheduled_time)
+  end)
+
+  it("counts outcomes and keeps the last run on the job", function()
+    s.add_job { id = "mixed", trigger = { "interval", seconds = 10 }, run = function(ctx)
+      if ctx.scheduled_time - h.start == 20 then error("second fails") end
+    end }
+    h:advance("30s")
+    local job = s.get_job("mixed")
+    assert.same({ ok = 2, failed = 1, timed_out = 0, missed = 0, skipped = 0, cancelled = 0 }, job.counts)
+    assert.equal("success", job.last_run.status)
+    assert.equal(h.start + 30, job.last_run.start_time)
+  end)
+end)
+
+describe("ctx.state", function()
+  local h, s
+  before_each(function()
+    h = harness.new()
+    s = h.scheduler
+  end)
+  after_each(function() h:close() end)
+
+  it("persists between runs", function()
+    local seen = {}
+    s.add_job { id = "counter", trigger = { "interval", seconds = 10 }, run = function(ctx)
+      ctx.state.count = (ctx.state.count or 0) + 1
+      ctx.state.history = ctx.state.history or {}
+      table.insert(ctx.state.history, ctx.state.count)
+      seen[#seen + 1] = ctx.state.count
+    end }
+    h:advance("30s")
+    assert.same({ 1, 2, 3 }, seen)
+    assert.equal("{[\"count\"]=3,[\"history\"]={[1]=1,[2]=2,[3]=3,},}", s.get_job("counter").saved_state)
+  end)
+
+  it("fails a run whose state holds a function, naming the key path", function()
+    s.add_job { id = "fn", trigger = { "date", delay = 1 }, run = function(ctx)
+      ctx.state.cache = { handler = print }
+    end }
+    h:advance("1s")
+    local run = s.get_runs { job_id = "fn" }[1]
+    assert.equal("error", run.status)
+    assert.equal("ctx.state.cache.handler: a function cannot be saved", run.error)
+  end)
+
+  it("refuses a cycle, naming where it leads back to", function()
+    s.add_job { id = "cyc", trigger = { "date", delay = 1 }, run = function(ctx)
+      ctx.state.a = { b = {} }
+      ctx.state.a.b.back = ctx.state.a
+    end }
+    h:advance("1s")
+    assert.equal("ctx.state.a.b.back: a cycle cannot be saved (it leads back to ctx.state.a)",
+      s.get_runs { job_id = "cyc" }[1].error)
+  end)
+
+  it("keeps integers, floats, booleans and odd keys exactly", function()
+    local codec = require "mb.state"
+    local value = { 1, 2.5, 1e300, -0.0, true, ["key with space"] = "x\n\"y\"", [10] = false,
+      nested = { deep = { math.huge } } }
+    local back = codec.deserialize(assert(codec.serialize(value)))
+    assert.same(value, back)
+    assert.equal(math.type(back[1]), "integer")
+    assert.equal(math.type(back[2]), "float")
+  end)
+end)
+
+describe("restarting", function()
+  local dir, db
+  before_each(function()
+    dir = support.tempdir()
+    db = dir .. "/m.db"
+  end)
+  after_each(function() support.remove_tree(dir) end)
+
+  -- A scheduler on db at start, with the given jobs added as a job file
+  -- would add them, and restored.
+  local function boot(start, add)
+    local h = harness.new { db = db, start = start }
+    add(h.scheduler)
+    local summary = h.scheduler.restore()
+    return h, summary
+  end
+
+  it("carries the schedule, counters and state over when the trigger is unchanged", function()
+    local function add(s)
+      s.add_job { id = "tick", trigger = { "interval", minutes = 10 }, run = function(ctx)
+        ctx.state.n = (ctx.state.n or 0) + 1
+      end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("35m")
+    h:close()
+    local summary
+    h, summary = boot("2026-01-01T00:37:00Z", add)
+    assert.equal(1, summary.restored)
+    local job = h.scheduler.get_job("tick")
+    -- The old grid, not "ten minutes after this start".
+    assert.equal(harness.time("2026-01-01 00:40"), job.next_run_time)
+    assert.equal(3, job.counts.ok)
+    h:advance("3m")
+    assert.equal(4, h.scheduler.get_job("tick").counts.ok)
+    assert.equal('{["n"]=4,}', h.scheduler.get_job("tick").saved_state)
+    h:close()
+  end)
+
+  it("recomputes the next fire when the trigger changed", function()
+    local h = boot("2026-01-01T00:00:00Z", function(s)
+      s.add_job { id = "j", trigger = { "cron", hour = 5 }, run = function() end }
+    end)
+    h:close()
+    h = boot("2026-01-01T01:00:00Z", function(s)
+      s.add_job { id = "j", trigger = { "cron", hour = 3 }, run = function() end }
+    end)
+    assert.equal(harness.time("2026-01-01 03:00"), h.scheduler.get_job("j").next_run_time)
+    h:close()
+  end)
+
+  it("runs a daily fire missed during a short outage once on start", function()
+    local fires = {}
+    local function add(s)
+      s.add_job { id = "daily", trigger = { "cron", hour = 2 }, misfire_grace_time = "1h",
+        run = function(ctx) fires[#fires + 1] = ctx.scheduled_time end }
+    end
+    local h = boot("2026-01-01T01:58:00Z", add)
+    h:close()
+    h = boot("2026-01-01T02:03:00Z", add)
+    h:advance(0)
+    assert.same({ harness.time("2026-01-01 02:00") }, fires)
+    local late = h:logged("run started")[1].fields.late
+    assert.equal(180, late)
+    h:close()
+  end)
+
+  it("records a fire missed beyond the grace during an outage as missed", function()
+    local function add(s)
+      s.add_job { id = "daily", trigger = { "cron", hour = 2 }, misfire_grace_time = "1h",
+        run = function() end }
+    end
+    local h = boot("2026-01-01T01:58:00Z", add)
+    h:close()
+    h = boot("2026-01-01T05:00:00Z", add)
+    h:advance(0)
+    assert.equal(1, #h:logged("fire missed"))
+    assert.equal("missed", h.scheduler.get_runs()[1].status)
+    h:close()
+  end)
+
+  it("keeps a paused job paused, with its note", function()
+    local function add(s)
+      s.add_job { id = "p", trigger = { "interval", minutes = 1 }, run = function() end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h.scheduler.pause_job("p", { note = "waiting for the vendor" })
+    h:close()
+    h = boot("2026-01-01T01:00:00Z", add)
+    local job = h.scheduler.get_job("p")
+    assert.is_true(job.paused)
+    assert.equal("waiting for the vendor", job.pause_note)
+    h:advance("10m")
+    assert.equal(0, #h.scheduler.get_runs { status = "success" })
+    h:close()
+  end)
+
+  it("still retries at its time after a restart during the backoff", function()
+    local tries = {}
+    local function add(s)
+      s.add_job { id = "r", trigger = { "date", run_date = "2026-01-01 00:00:10" },
+        retry = { attempts = 3, delay = "5m", backoff = "fixed" },
+        run = function(ctx)
+          tries[#tries + 1] = { ctx.attempt, ctx.scheduled_time }
+          error("flaky")
+        end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("1m")
+    h:close()
+    h = boot("2026-01-01T00:02:00Z", add)
+    assert.equal(harness.time("2026-01-01 00:05:10"), h.scheduler.get_job("r").next_retry_time)
+    h:advance("10m")
+    local t0 = harness.time("2026-01-01 00:00:10")
+    assert.same({ { 1, t0 }, { 2, t0 }, { 3, t0 } }, tries)
+    h:close()
+  end)
+
+  it("removes a job no file declares any more, keeping its history", function()
+    local h = boot("2026-01-01T00:00:00Z", function(s)
+      s.add_job { id = "gone", trigger = { "interval", seconds = 10 }, run = function() end }
+    end)
+    h:advance("30s")
+    h:close()
+    local summary
+    h, summary = boot("2026-01-01T01:00:00Z", function() end)
+    assert.equal(1, summary.removed)
+    assert.equal(3, #h.scheduler.get_runs { job_id = "gone" })
+    h:close()
+  end)
+
+  it("does not run a one-shot job again once it ran", function()
+    local runs = 0
+    local function add(s)
+      s.add_job { id = "once", trigger = { "date", run_date = "2026-01-01 00:00:10" },
+        run = function() runs = runs + 1 end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("1m")
+    h:close()
+    h = boot("2026-01-01T00:05:00Z", add)
+    h:advance("1m")
+    assert.equal(1, runs)
+    h:close()
+  end)
+end)
