@@ -1014,6 +1014,13 @@ typedef struct restore_ctx {
   host *h;
   bool keep_missing;
   int restored, removed, interrupted;
+  /* Schedules to put back once interrupted runs have been retried, so
+   * that a one-shot job waiting on that retry is not taken for done. */
+  struct pending_schedule {
+    mb_job *job;
+    mb_time next, last;
+  } *schedules;
+  size_t nschedules;
 } restore_ctx;
 
 static void restore_one(const mb_job_state *st, void *data) {
@@ -1054,8 +1061,13 @@ static void restore_one(const mb_job_state *st, void *data) {
   }
   /* The same trigger: the schedule carries over, overdue fires and all;
    * a changed one keeps the next fire just computed. */
-  if (st->trigger && strcmp(st->trigger, trigger) == 0)
-    mb_sched_restore_job(h->sched, job, st->next_fire, st->last_fire);
+  if (st->trigger && strcmp(st->trigger, trigger) == 0) {
+    c->schedules = mb_xrealloc(c->schedules,
+                               (c->nschedules + 1) * sizeof *c->schedules);
+    c->schedules[c->nschedules++] =
+      (struct pending_schedule){job, st->next_fire, st->last_fire};
+    mb_job_ref(job);
+  }
   mark_dirty(h, job);
   mb_job_unref(job);
   c->restored++;
@@ -1082,7 +1094,7 @@ static void interrupted_one(const mb_run_record *r, void *data) {
  * after the job files are loaded, take back what the store kept. */
 static int sched_restore(lua_State *L) {
   host *h = check_host(L, 1);
-  restore_ctx c = {h, false, 0, 0, 0};
+  restore_ctx c = {h, false, 0, 0, 0, NULL, 0};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "keep_missing");
     c.keep_missing = lua_toboolean(L, -1);
@@ -1090,8 +1102,15 @@ static int sched_restore(lua_State *L) {
   }
   if (h->store) {
     mb_err err = {0};
-    if (mb_store_load_jobs(h->store, restore_one, &c, &err) < 0 ||
-        mb_store_interrupted(h->store, interrupted_one, &c, &err) < 0) {
+    int rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
+    if (rc == 0) rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
+    for (size_t i = 0; i < c.nschedules; i++) {
+      struct pending_schedule *p = &c.schedules[i];
+      mb_sched_restore_job(h->sched, p->job, p->next, p->last);
+      mb_job_unref(p->job);
+    }
+    free(c.schedules);
+    if (rc < 0) {
       lua_pushnil(L);
       lua_pushstring(L, err.msg);
       return 2;

@@ -1,0 +1,91 @@
+-- The store seen from the process: one scheduler per database, bad
+-- database files, runs interrupted by a kill, and crashes that lose
+-- nothing.
+local support = require "tests.support"
+local core = require "moonbeat.core"
+
+local BIN = support.quote(support.BIN)
+
+-- Read a database the way a later start would, without scheduling.
+local function inspect(db)
+  local sched = assert(core.new { clock = "virtual", db = db })
+  local api = require("mb.scheduler").new(sched)
+  local stats = sched:store_stats()
+  local runs = api.get_runs { limit = 100000 }
+  sched:close()
+  return runs, stats
+end
+
+describe("the store file", function()
+  local dir
+  before_each(function() dir = support.tempdir() end)
+  after_each(function() support.remove_tree(dir) end)
+
+  -- A fixed date in the past: it runs at once, and only once.
+  local SLEEPER = [[
+local time = require "moonbeat.time"
+scheduler.add_job { id = "sleeper", trigger = { "date", run_date = "2026-01-01" },
+  retry = { attempts = 2, delay = 0 },
+  run = function(ctx) if ctx.attempt == 1 then time.sleep(3600) end end }
+]]
+
+  it("lets only one scheduler use a database, naming the one that holds it", function()
+    support.write(dir .. "/sleeper.lua", SLEEPER)
+    local db = dir .. "/m.db"
+    local script = ("%s run --db %s %s >%s/first.log 2>&1 & pid=$!\n"
+      .. "i=0; while [ $i -lt 100 ] && ! grep -q 'run started' %s/first.log; do sleep 0.1; i=$((i+1)); done\n"
+      .. "%s run --db %s %s 2>&1; echo \"second=$? first=$pid\"\n"
+      .. "kill -TERM $pid; wait $pid"):format(BIN, db, dir, dir, dir, BIN, db, dir)
+    local out = support.sh(script)
+    local code, pid = out:match("second=(%d+) first=(%d+)")
+    assert.equal("1", code)
+    assert.matches(("moonbeat: %s is in use by process %s; only one scheduler may use a "
+      .. "database at a time"):format(db, pid):gsub("%p", "%%%0"), out)
+  end)
+
+  it("marks a run killed with its process as interrupted and retries it on the next start", function()
+    support.write(dir .. "/sleeper.lua", SLEEPER)
+    local db = dir .. "/m.db"
+    local _, code = support.run_until(("run --db %s %s"):format(db, dir), "run started", "KILL")
+    assert.equal(137, code)
+    local out
+    out, code = support.run_until(("run --db %s %s"):format(db, dir), "status=success", "TERM")
+    assert.equal(0, code)
+    assert.matches("run interrupted by a stop of its process job=sleeper", out, 1, true)
+    assert.matches("retry scheduled job=sleeper attempt=2", out, 1, true)
+    local runs = inspect(db)
+    assert.equal("success", runs[1].status)
+    assert.equal(2, runs[1].attempt)
+    assert.equal("interrupted", runs[2].status)
+    assert.equal("the process running it stopped before it finished", runs[2].error)
+  end)
+
+  it("refuses a file that is not a database", function()
+    local db = dir .. "/bad.db"
+    support.write(db, ("this is not a database\n"):rep(200))
+    local out, code = support.sh(("%s run --db %s %s"):format(BIN, db, dir))
+    assert.equal(1, code)
+    assert.matches(("moonbeat: %s: "):format(db):gsub("%p", "%%%0") .. ".*file is not a database", out)
+  end)
+
+  it("refuses a database written by a newer moonbeat", function()
+    local db = dir .. "/new.db"
+    inspect(db)
+    -- user_version is the big-endian word at offset 60 of the header.
+    local f = assert(io.open(db, "r+b"))
+    f:seek("set", 60)
+    f:write("\0\0\0\99")
+    f:close()
+    local out, code = support.sh(("%s run --db %s %s"):format(BIN, db, dir))
+    assert.equal(1, code)
+    assert.matches("was written by a newer moonbeat (schema version 99; this one knows up to 1)", out, 1, true)
+  end)
+
+  it("defaults to moonbeat.db in the working directory", function()
+    support.write(dir .. "/jobs.lua", "scheduler.add_job { id = 'x', trigger = { 'date', delay = 0 }, run = function() end }")
+    local out = support.sh(("cd %s && (%s run . & pid=$!; i=0; while [ $i -lt 100 ] && [ ! -e moonbeat.db ]; "
+      .. "do sleep 0.1; i=$((i+1)); done; sleep 0.3; kill -TERM $pid; wait $pid); ls"):format(dir, support.quote(
+      (os.getenv("PWD") or ".") .. "/" .. support.BIN)))
+    assert.matches("moonbeat.db", out, 1, true)
+  end)
+end)
