@@ -212,6 +212,7 @@ static void save_job(host *h, mb_job *job) {
     .last_duration = rec->last_duration,
     .last_error = rec->last_error,
     .state = rec->state,
+    .spec = rec->spec,
   };
   mb_store_save_job(h->store, &st);
 }
@@ -1168,6 +1169,40 @@ static int sched_store_stats(lua_State *L) {
   return 1;
 }
 
+/* sched:set_job_spec(job, text | nil, memory_only) */
+static int sched_set_job_spec(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  set_string(&job->rec.spec, luaL_optstring(L, 3, NULL));
+  job->rec.memory_only = lua_toboolean(L, 4);
+  if (h->store) mark_dirty(h, job);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void collect_spec(const mb_job_state *st, void *data) {
+  lua_State *L = data;
+  if (!st->spec) return;
+  lua_pushstring(L, st->spec);
+  lua_setfield(L, -2, st->job_id);
+}
+
+/* sched:stored_specs() -> {id = text}: jobs added at run time that the
+ * store kept. */
+static int sched_stored_specs(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_newtable(L);
+  if (!h->store) return 1;
+  mb_err err = {0};
+  if (mb_store_load_jobs(h->store, collect_spec, L, &err) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  return 1;
+}
+
 static int sched_has_store(lua_State *L) {
   host *h = check_host(L, 1);
   lua_pushboolean(L, h->store != NULL);
@@ -1312,6 +1347,8 @@ static int job_index(lua_State *L) {
     push_time(L, job->next_fire);
   } else if (strcmp(key, "pause_note") == 0) {
     lua_pushstring(L, job->rec.pause_note);
+  } else if (strcmp(key, "persistent") == 0) {
+    lua_pushboolean(L, !job->rec.memory_only);
   } else if (strcmp(key, "saved_state") == 0) {
     lua_pushstring(L, job->rec.state);
   } else if (strcmp(key, "counts") == 0) {
@@ -1759,6 +1796,8 @@ static const luaL_Reg sched_methods[] = {
   {"set_state_codec", sched_set_state_codec},
   {"set_retention", sched_set_retention},
   {"has_store", sched_has_store},
+  {"set_job_spec", sched_set_job_spec},
+  {"stored_specs", sched_stored_specs},
   {"store_stats", sched_store_stats},
   {"set_policy", sched_set_policy},
   {"set_event_handler", sched_set_event_handler},

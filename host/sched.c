@@ -401,6 +401,7 @@ void mb_job_unref(mb_job *j) {
   free(j->rec.last_error);
   free(j->rec.pause_note);
   free(j->rec.state);
+  free(j->rec.spec);
   free(j->id);
   free(j->name);
   free(j->file);

@@ -84,6 +84,8 @@ struct mb_job {
     char *last_error;
     char *pause_note;
     char *state;         /* ctx.state, serialised */
+    char *spec;          /* added at run time: the definition, serialised */
+    bool memory_only;    /* added at run time with a function: not kept */
     bool dirty;          /* to be saved at the next flush */
   } rec;
   /* Private. */

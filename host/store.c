@@ -31,6 +31,8 @@ static const char *const migrations[] = {
   "  host TEXT, pid INTEGER);"
   "CREATE INDEX runs_by_job ON runs (job_id, id);"
   "CREATE INDEX runs_running ON runs (status) WHERE status = 'running';",
+  /* 1 -> 2: jobs added at run time keep their definition. */
+  "ALTER TABLE jobs ADD COLUMN spec TEXT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -71,14 +73,14 @@ static const char *const statements[ST_COUNT] = {
     "INSERT INTO jobs (id, trigger, next_fire, last_fire, paused, pause_note,"
     " retry_due, retry_attempt, retry_scheduled, ok, failed, timed_out,"
     " missed, skipped, cancelled, last_status, last_start, last_duration,"
-    " last_error, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-    " ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+    " last_error, state, spec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
     " ON CONFLICT (id) DO UPDATE SET trigger = ?2, next_fire = ?3,"
     " last_fire = ?4, paused = ?5, pause_note = ?6, retry_due = ?7,"
     " retry_attempt = ?8, retry_scheduled = ?9, ok = ?10, failed = ?11,"
     " timed_out = ?12, missed = ?13, skipped = ?14, cancelled = ?15,"
     " last_status = ?16, last_start = ?17, last_duration = ?18,"
-    " last_error = ?19, state = ?20",
+    " last_error = ?19, state = ?20, spec = ?21",
   [ST_DELETE_JOB] = "DELETE FROM jobs WHERE id = ?1",
   [ST_SAVE_RUN] =
     "INSERT INTO runs (id, job_id, scheduled, started, finished, attempt,"
@@ -90,7 +92,7 @@ static const char *const statements[ST_COUNT] = {
     "SELECT id, trigger, next_fire, last_fire, paused, pause_note, retry_due,"
     " retry_attempt, retry_scheduled, ok, failed, timed_out, missed,"
     " skipped, cancelled, last_status, last_start, last_duration,"
-    " last_error, state FROM jobs",
+    " last_error, state, spec FROM jobs",
   [ST_RUNNING] = RUN_COLUMNS " WHERE status = 'running'",
   [ST_MARK_INTERRUPTED] =
     "UPDATE runs SET status = 'interrupted', error = 'the process running "
@@ -258,6 +260,7 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st) {
   j->last_status = dup_or_null(st->last_status);
   j->last_error = dup_or_null(st->last_error);
   j->state = dup_or_null(st->state);
+  j->spec = dup_or_null(st->spec);
 }
 
 void mb_store_delete_job(mb_store *s, const char *job_id) {
@@ -284,6 +287,7 @@ static void free_op(op *o) {
     free((char *)o->u.job.last_status);
     free((char *)o->u.job.last_error);
     free((char *)o->u.job.state);
+    free((char *)o->u.job.spec);
     break;
   case OP_DELETE_JOB:
     free(o->u.job_id);
@@ -339,6 +343,7 @@ static int run_op(mb_store *s, const op *o) {
     bind_time(st, 18, j->last_duration);
     bind_text(st, 19, j->last_error);
     bind_text(st, 20, j->state);
+    bind_text(st, 21, j->spec);
   } else if (o->kind == OP_DELETE_JOB) {
     st = s->st[ST_DELETE_JOB];
     bind_text(st, 1, o->u.job_id);
@@ -443,6 +448,7 @@ int mb_store_load_jobs(mb_store *s,
       .last_duration = col_time(st, 17),
       .last_error = col_text(st, 18),
       .state = col_text(st, 19),
+      .spec = col_text(st, 20),
     };
     cb(&j, data);
   }

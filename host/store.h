@@ -35,6 +35,8 @@ typedef struct mb_job_state {
   mb_time last_duration;
   const char *last_error;
   const char *state;        /* ctx.state, serialised; NULL: none */
+  const char *spec;         /* a job added at run time: its definition,
+                               serialised; NULL for jobs files declare */
 } mb_job_state;
 
 /* One run attempt. */

@@ -333,6 +333,12 @@ static bool parse_tzif(const unsigned char *p, size_t len, mb_tz *tz) {
     const unsigned char *types = idx + timecnt;
     for (uint32_t i = 0; i < timecnt; i++)
       if (idx[i] >= typecnt) return false;
+    /* RFC 8536: an offset of -2^31 is invalid (it cannot be negated);
+     * real offsets are within a day anyway. */
+    for (uint32_t i = 0; i < typecnt; i++) {
+      int32_t off = (int32_t)be32(types + 6 * i);
+      if (off <= -86400 * 2 || off >= 86400 * 2) return false;
+    }
     tz->ntrans = (int)timecnt;
     tz->trans = mb_xcalloc(timecnt, sizeof *tz->trans);
     tz->trans_off = mb_xcalloc(timecnt, sizeof *tz->trans_off);
@@ -560,7 +566,10 @@ int mb_tz_from_civil(const mb_tz *tz, const mb_civil *c, mb_time out[2],
   int n = 0;
   for (;;) {
     int64_t cand = local - off;
-    if (cand >= t && cand < next && n < 2) out[n++] = cand * MB_SEC + c->usec;
+    /* The ends of the time range have no whole second to spare. */
+    if (cand >= t && cand < next && n < 2 && cand > INT64_MIN / MB_SEC + 1 &&
+        cand < INT64_MAX / MB_SEC - 1)
+      out[n++] = cand * MB_SEC + c->usec;
     if (next == NO_CHANGE || next > local + 2 * DAY) break;
     int64_t nx;
     int32_t off2 = seg_at(tz, next, &dst, &nx);

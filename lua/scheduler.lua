@@ -24,6 +24,22 @@ local function state(sched)
   return st
 end
 
+-- The data of a spec added at run time with a run reference, as text
+-- the store keeps; nil and why when part of it is not plain data.
+local function persistent_spec(spec)
+  local keep = {}
+  for k, v in pairs(spec) do
+    if k ~= "replace_existing" then keep[k] = v end
+  end
+  local text, err = state_codec.serialize(keep)
+  if not text then
+    return nil, (err:gsub("^ctx%.state%.", "", 1)) .. " (a job whose run "
+      .. "is a reference is kept across restarts, so its fields must be "
+      .. "plain data)"
+  end
+  return text
+end
+
 local function dispatch(st, ev)
   -- A copy: a listener may add or remove listeners, itself included.
   for _, l in ipairs(table.move(st.listeners, 1, #st.listeners, 1, {})) do
@@ -88,6 +104,24 @@ function M.new(sched, opts)
     local job
     job, err = sched:add_job(norm)
     if not job then error(err, 2) end
+    if not opts.file then
+      -- Outside job files, a job lives across restarts only when its run
+      -- is a reference the store can keep; a function stays in memory.
+      local kept
+      if norm.run_ref then
+        kept, err = persistent_spec(spec)
+        if not kept then
+          sched:remove_job(job)
+          error(err, 2)
+        end
+      end
+      sched:set_job_spec(job, kept, not norm.run_ref)
+      if not norm.run_ref then
+        core.log("info", "job kept in memory only", { job = job.id,
+          reason = "its run is a function; pass a \"module.function\" "
+            .. "reference to keep it across restarts" })
+      end
+    end
     if opts.on_add then opts.on_add(job) end
     return job
   end
@@ -147,6 +181,18 @@ function M.new(sched, opts)
 
   -- After the job files are loaded: take back what the store kept.
   function api.restore(how)
+    -- Jobs added at run time with a run reference come back first.
+    local specs = sched:stored_specs()
+    for id, text in pairs(specs) do
+      if not sched:get_job(id) then
+        local spec = state_codec.deserialize(text)
+        local ok, aerr = pcall(api.add_job, spec)
+        if not ok then
+          core.log("error", "stored job could not be added back",
+            { job = id, error = tostring(aerr) })
+        end
+      end
+    end
     local summary, err = sched:restore(how)
     if not summary then error(err, 2) end
     for _, job in ipairs(sched:get_jobs()) do
@@ -204,6 +250,7 @@ function M.new(sched, opts)
       spec.name = ok.name
     end
     if ok.run then spec.run = ok.run end
+    if ok.run_ref then spec.run_ref = ok.run_ref end
     if ok.args then spec.args = ok.args end
     if ok.kwargs then spec.kwargs = ok.kwargs end
     if ok.trigger then checked(sched:reschedule_job(job, ok.trigger)) end

@@ -348,14 +348,43 @@ local function check_name(name)
   return true
 end
 
+-- "module.function" to the function it names (module loaded with
+-- require), or nil and why not.
+function M.resolve_ref(ref)
+  local module, name = ref:match("^([%w_.]+)%.([%a_][%w_]*)$")
+  if not module then
+    return nil, ("run: '%s' is not a reference such as \"module.function\"")
+      :format(ref)
+  end
+  local ok, mod = pcall(require, module)
+  if not ok then
+    local why = tostring(mod):match("^[^\n]*"):gsub(":$", "")
+    return nil, ("run: '%s': %s"):format(ref, why)
+  end
+  local fn = type(mod) == "table" and mod[name]
+  if type(fn) ~= "function" then
+    return nil, ("run: '%s': module '%s' has no function '%s'"):format(ref,
+      module, name)
+  end
+  return fn
+end
+
+-- run is a function, or a "module.function" reference (resolved now);
+-- returns the function and the reference (when one was given).
 local function check_run(run)
   if run == nil then
     return nil, "run: required (the function the job runs)"
   end
-  if type(run) ~= "function" then
-    return nil, ("run: expected a function, got %s"):format(type(run))
+  if type(run) == "string" then
+    local fn, err = M.resolve_ref(run)
+    if not fn then return nil, err end
+    return fn, run
   end
-  return true
+  if type(run) ~= "function" then
+    return nil, ("run: expected a function or a \"module.function\" "
+      .. "reference, got %s"):format(type(run))
+  end
+  return run
 end
 
 local RETRY_SET = set_of(RETRY_FIELDS)
@@ -547,9 +576,10 @@ function M.job(sched, spec, opts)
     if not ok then return nil, err end
   end
   norm.name = spec.name or id
-  local ok, err = check_run(spec.run)
-  if not ok then return nil, err end
-  norm.run = spec.run
+  local fn, ref = check_run(spec.run)
+  if not fn then return nil, ref end
+  norm.run, norm.run_ref = fn, ref
+  local ok, err
   ok, err = check_args(spec, norm)
   if not ok then return nil, err end
   for _, flag in ipairs { "replace_existing", "paused" } do
@@ -602,9 +632,9 @@ function M.changes(sched, changes, current)
     out.name = changes.name
   end
   if changes.run ~= nil then
-    ok, err = check_run(changes.run)
-    if not ok then return nil, err end
-    out.run = changes.run
+    local fn, ref = check_run(changes.run)
+    if not fn then return nil, ref end
+    out.run, out.run_ref = fn, ref
   end
   ok, err = check_args(changes, out)
   if not ok then return nil, err end

@@ -311,3 +311,54 @@ describe("restarting", function()
     h:close()
   end)
 end)
+
+describe("jobs added at run time", function()
+  local dir, db
+  local refjobs = require "tests.fixtures.refjobs"
+  before_each(function()
+    dir = support.tempdir()
+    db = dir .. "/m.db"
+    refjobs.calls = {}
+  end)
+  after_each(function() support.remove_tree(dir) end)
+
+  it("persist when their run is a module.function reference", function()
+    local h = harness.new { db = db }
+    local job = h.scheduler.add_job { id = "ref", trigger = { "interval", minutes = 1 },
+      run = "tests.fixtures.refjobs.count", args = { "hello" } }
+    assert.is_true(job.persistent)
+    h:advance("1m")
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:01:30Z" }
+    h.scheduler.restore()
+    assert.truthy(h.scheduler.get_job("ref"))
+    assert.equal(harness.time("2026-01-01 00:02"), h.scheduler.get_job("ref").next_run_time)
+    h:advance("30s")
+    h:close()
+    assert.same({ { "ref", "hello" }, { "ref", "hello" } }, refjobs.calls)
+  end)
+
+  it("stay in memory only when their run is a function, and say so", function()
+    local h = harness.new { db = db }
+    local job = h.scheduler.add_job { id = "closure", trigger = { "interval", minutes = 1 },
+      run = function() end }
+    assert.is_false(job.persistent)
+    local said = h:logged("job kept in memory only")[1]
+    assert.equal("closure", said.fields.job)
+    h:close()
+    h = harness.new { db = db }
+    h.scheduler.restore()
+    assert.is_nil(h.scheduler.get_job("closure"))
+    h:close()
+  end)
+
+  it("refuse a reference job whose args cannot be kept", function()
+    local h = harness.new { db = db }
+    local ok, err = pcall(h.scheduler.add_job, { id = "bad-args", trigger = "* * * * *",
+      run = "tests.fixtures.refjobs.count", args = { print } })
+    assert.is_false(ok)
+    assert.matches("args%[1%]: a function cannot be saved %(a job whose run is a reference", err)
+    assert.is_nil(h.scheduler.get_job("bad-args"))
+    h:close()
+  end)
+end)
