@@ -68,3 +68,98 @@ test-only:
 
 clean:
 	rm -rf build
+
+# ---- fuzzing and benchmarks ---------------------------------------------
+# Kept apart from the build above: own flags, own outputs under build/fuzz
+# and build/bench, and nothing above depends on them. Both need only the
+# plain-C modules.
+HOST_CORE = host/common.c host/tz.c host/cron.c
+
+# `make fuzz`: libFuzzer targets for cron (fuzz/cron_fuzz.c) and for the
+# TZif reader and time parser (fuzz/tz_fuzz.c), each run FUZZ_SECONDS.
+# A crash, a sanitizer report or a failed check fails the run and leaves
+# the input in build/fuzz/<target>-crash-*. UBSan is told not to recover:
+# otherwise its reports scroll past and the run still passes. The working
+# corpus lives in build/fuzz/corpus (libFuzzer adds to it); fuzz/corpus
+# holds the committed seeds, and real zone files join at run time. TMPDIR
+# points into build/fuzz so that tz_fuzz's zone directory, left behind
+# when a run crashes, goes with `make clean`.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR      = build/fuzz
+FUZZ_TARGETS  = cron tz
+FUZZ_CFLAGS   = -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined -std=c11 \
+                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -iquote host \
+                $(shell pkg-config --cflags libuv)
+FUZZ_LDLIBS   = $(shell pkg-config --libs libuv)
+FUZZ_ZONES    = Europe/Berlin America/New_York Asia/Kolkata
+ZONEINFO     ?= $(or $(TZDIR),/usr/share/zoneinfo)
+
+.PHONY: fuzz fuzz-deps fuzz-build
+fuzz-deps:
+	@./scripts/fuzz-deps.sh
+
+# tz_fuzz keeps each zone it loads (tz.c caches them). libFuzzer takes
+# that for a leak and scans the whole heap after each input, until it
+# gives up after 1000 of them, most of a minute's run; the leak check at
+# exit still runs.
+FUZZ_FLAGS_tz = -detect_leaks=0
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=fuzz-run-%)
+
+fuzz-run-%: $(FUZZ_DIR)/%_fuzz
+	@mkdir -p $(FUZZ_DIR)/tmp $(FUZZ_DIR)/corpus/$*
+	@if [ $* = tz ]; then for z in $(FUZZ_ZONES); do \
+	  cp $(ZONEINFO)/$$z $(FUZZ_DIR)/corpus/tz/zone-$$(echo $$z | tr / -); \
+	done; fi
+	@echo "fuzz: $* for $(FUZZ_SECONDS) s, log in $(FUZZ_DIR)/$*.log"
+	@TMPDIR=$(CURDIR)/$(FUZZ_DIR)/tmp \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(FUZZ_DIR)/$*_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+	  -dict=fuzz/$*.dict -artifact_prefix=$(FUZZ_DIR)/$*- \
+	  -print_final_stats=1 $(FUZZ_FLAGS_$*) \
+	  $(FUZZ_DIR)/corpus/$* fuzz/corpus/$* >$(FUZZ_DIR)/$*.log 2>&1 || { \
+	    tail -n 60 $(FUZZ_DIR)/$*.log; \
+	    echo "fuzz: $* FAILED; the input is in $(FUZZ_DIR)/$*-*" >&2; \
+	    exit 1; }
+	@grep -E '^#[0-9]+[[:space:]]+DONE|^stat::number_of_executed_units' \
+	  $(FUZZ_DIR)/$*.log
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzz)
+
+$(FUZZ_DIR):
+	@mkdir -p $@
+
+$(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c $(HOST_CORE) $(wildcard host/*.h) \
+                    | $(FUZZ_DIR)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(HOST_CORE) $(FUZZ_LDLIBS)
+
+# `make bench`: cron next-fire evaluations per second, built -O2 apart
+# from the main objects (so SANITIZE=1 cannot leak into it), run, and
+# written into BENCHMARKS.md's "Cron next-fire evaluation" section.
+BENCH_DIR     = build/bench
+BENCH_ROUNDS ?= 7
+BENCH_MS     ?= 150
+BENCH_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 \
+                $(WARN) -iquote host $(shell pkg-config --cflags libuv)
+BENCH_RUN     = $(BENCH_DIR)/cron_bench -r $(BENCH_ROUNDS) -t $(BENCH_MS)
+
+.PHONY: bench
+bench: deps
+	@./scripts/fuzz-deps.sh tzdata
+	@$(MAKE) --no-print-directory $(BENCH_DIR)/cron_bench
+	$(BENCH_RUN) >$(BENCH_DIR)/cron.md
+	@cat $(BENCH_DIR)/cron.md
+	@CC="$(CC)" ./bench/write_benchmarks.sh $(BENCH_DIR)/cron.md \
+	  "make bench BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_MS=$(BENCH_MS)" \
+	  "$(BENCH_RUN)"
+	@echo "bench: wrote BENCHMARKS.md"
+
+$(BENCH_DIR):
+	@mkdir -p $@
+
+$(BENCH_DIR)/cron_bench: bench/cron_bench.c $(HOST_CORE) $(wildcard host/*.h) \
+                         | $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(HOST_CORE) $(shell pkg-config --libs libuv)
