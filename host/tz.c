@@ -566,10 +566,12 @@ int mb_tz_from_civil(const mb_tz *tz, const mb_civil *c, mb_time out[2],
   int n = 0;
   for (;;) {
     int64_t cand = local - off;
-    /* The ends of the time range have no whole second to spare. */
-    if (cand >= t && cand < next && n < 2 && cand > INT64_MIN / MB_SEC + 1 &&
-        cand < INT64_MAX / MB_SEC - 1)
-      out[n++] = cand * MB_SEC + c->usec;
+    /* At the very ends of the time range the instant may not fit. */
+    int64_t us;
+    if (cand >= t && cand < next && n < 2 &&
+        !__builtin_mul_overflow(cand, MB_SEC, &us) &&
+        !__builtin_add_overflow(us, (int64_t)c->usec, &us))
+      out[n++] = us;
     if (next == NO_CHANGE || next > local + 2 * DAY) break;
     int64_t nx;
     int32_t off2 = seg_at(tz, next, &dst, &nx);
