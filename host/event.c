@@ -66,6 +66,7 @@ static const char *status_of(int kind) {
 }
 
 void mb_event_log(const mb_event *ev) {
+  if (!mb_log_wanted(level_of(ev->kind))) return;
   mb_log_field f[12];
   size_t n = 0;
   char scheduled[64], next[64];

@@ -158,6 +158,12 @@ static void write_text(FILE *f, int level, const char *msg,
   }
 }
 
+bool mb_log_wanted(int level) {
+  if (log_sink) return true;
+  FILE *f = log_configured ? log_out : stderr;
+  return f && level >= log_min;
+}
+
 void mb_log(int level, const char *msg, const mb_log_field *fields,
             size_t n) {
   if (level < MB_LOG_DEBUG || level > MB_LOG_ERROR) level = MB_LOG_ERROR;

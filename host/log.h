@@ -45,5 +45,8 @@ int mb_log_level_from_name(const char *name);
 const char *mb_log_level_name(int level);
 
 void mb_log(int level, const char *msg, const mb_log_field *fields, size_t n);
+/* Whether a line at level would go anywhere: callers skip building
+ * fields nobody reads. */
+bool mb_log_wanted(int level);
 
 #endif

@@ -240,6 +240,8 @@ fail:
 
 static char *dup_or_null(const char *p) { return p ? mb_xstrdup(p) : NULL; }
 
+static void free_op(op *o);
+
 static op *push(mb_store *s, int kind) {
   if (s->len == s->cap) {
     s->cap = s->cap ? 2 * s->cap : 64;
@@ -268,6 +270,12 @@ void mb_store_delete_job(mb_store *s, const char *job_id) {
 }
 
 void mb_store_save_run(mb_store *s, const mb_run_record *run) {
+  /* A run that ended in the turn it started is written once: its end
+   * replaces its start, still queued right behind it. */
+  if (s->len && s->queue[s->len - 1].kind == OP_SAVE_RUN &&
+      s->queue[s->len - 1].u.run.run_id == run->run_id) {
+    free_op(&s->queue[--s->len]);
+  }
   mb_run_record *r = &push(s, OP_SAVE_RUN)->u.run;
   *r = *run;
   r->job_id = mb_xstrdup(run->job_id);
@@ -375,12 +383,13 @@ static int step_simple(mb_store *s, int which) {
   return rc == SQLITE_DONE ? 0 : rc;
 }
 
-int mb_store_flush(mb_store *s, mb_err *err) {
+int mb_store_flush(mb_store *s, size_t max_rows, mb_err *err) {
   if (!s || s->len == 0) return 0;
   size_t done = 0;
-  while (done < s->len) {
-    size_t end = s->len - done > MAX_ROWS_PER_COMMIT ? done + MAX_ROWS_PER_COMMIT
-                                                     : s->len;
+  size_t limit = max_rows && max_rows < s->len ? max_rows : s->len;
+  while (done < limit) {
+    size_t end = limit - done > MAX_ROWS_PER_COMMIT ? done + MAX_ROWS_PER_COMMIT
+                                                    : limit;
     if (step_simple(s, ST_BEGIN) != 0) goto failed;
     for (size_t i = done; i < end; i++) {
       if (run_op(s, &s->queue[i]) != 0) {
@@ -399,7 +408,8 @@ int mb_store_flush(mb_store *s, mb_err *err) {
     s->rows += (long long)(end - done);
     done = end;
   }
-  s->len = 0;
+  memmove(s->queue, s->queue + done, (s->len - done) * sizeof *s->queue);
+  s->len -= done;
   return (int)done;
 failed:
   db_error(s, err, "cannot begin a transaction");
@@ -567,7 +577,7 @@ int mb_store_prune(mb_store *s, const char *job_id, const mb_retention *r,
 void mb_store_close(mb_store *s) {
   if (!s) return;
   if (s->db) {
-    mb_store_flush(s, NULL);
+    mb_store_flush(s, 0, NULL);
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
   }
