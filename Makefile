@@ -145,6 +145,8 @@ BENCH_MS     ?= 150
 BENCH_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 \
                 $(WARN) -iquote host $(shell pkg-config --cflags libuv)
 BENCH_RUN     = $(BENCH_DIR)/cron_bench -r $(BENCH_ROUNDS) -t $(BENCH_MS)
+STORE_BENCH_RUNS   ?= 100000
+BENCH_STORE_ROUNDS ?= 3
 
 .PHONY: bench
 bench: deps
@@ -155,6 +157,8 @@ bench: deps
 	@CC="$(CC)" ./bench/write_benchmarks.sh $(BENCH_DIR)/cron.md \
 	  "make bench BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_MS=$(BENCH_MS)" \
 	  "$(BENCH_RUN)"
+	@$(MAKE) --no-print-directory all
+	$(BIN) lua bench/store_bench.lua $(STORE_BENCH_RUNS) $(BENCH_STORE_ROUNDS)
 	@echo "bench: wrote BENCHMARKS.md"
 
 $(BENCH_DIR):
