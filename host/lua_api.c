@@ -1919,6 +1919,10 @@ static int load_embedded(lua_State *L) {
 
 void mb_lua_open(lua_State *L) {
   *(void **)lua_getextraspace(L) = NULL;
+  /* Runs make short-lived garbage (a thread and a ctx each) beside a
+   * large, long-lived heap of jobs: what the generational collector is
+   * for. The incremental one walks every job for every cycle. */
+  lua_gc(L, LUA_GCGEN, 0, 0);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonbeat_core);
