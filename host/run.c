@@ -49,7 +49,18 @@ struct mb_run {
 /* The last lines a run logged, kept with its history. */
 #define TAIL_BYTES 4096
 
+/* Threads of ended runs kept for new ones: a run's thread is reset when
+ * it ends, and a reset thread starts afresh. */
+#define SPARE_THREADS 256
+
+typedef struct spare_thread {
+  lua_State *co;
+  int ref;
+} spare_thread;
+
 struct mb_runner {
+  spare_thread spare[SPARE_THREADS];
+  int nspare;
   uint64_t last_id;
   const char *(*save_state)(mb_job *job, void *data);
   void *state_data;
@@ -265,7 +276,7 @@ static void drain_buffer(mb_runner *r, mb_job *job) {
 
 /* Run the job's pending to-be-closed handlers. With a timeout they get
  * one more timeout's worth of real time, then each is interrupted. */
-static void close_thread(mb_run *run) {
+static int close_thread(mb_run *run) {
   mb_run *was = executing;
   if (run->timeout > 0) {
     run->closing = true;
@@ -274,9 +285,10 @@ static void close_thread(mb_run *run) {
     lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, HOOK_INSTRUCTIONS);
   }
   *extra(run->co) = NULL;
-  lua_resetthread(run->co);
+  int status = lua_resetthread(run->co);
   lua_sethook(run->co, NULL, 0, 0);
   executing = was;
+  return status;
 }
 
 static void end_run(mb_run *run, int how, const char *error,
@@ -335,8 +347,13 @@ static void end_run(mb_run *run, int how, const char *error,
 
   /* Closing the thread runs the job's pending to-be-closed variables;
    * error and traceback live on its stack, so this comes after. */
-  close_thread(run);
-  mb_unref(r->L, run->co_ref);
+  int reset = close_thread(run);
+  if (reset == LUA_OK && r->nspare < SPARE_THREADS) {
+    lua_settop(run->co, 0);
+    r->spare[r->nspare++] = (spare_thread){run->co, run->co_ref};
+  } else {
+    mb_unref(r->L, run->co_ref);
+  }
   free(run->tail);
   free(run);
 
@@ -657,8 +674,14 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   mb_timer_init(&run->deadline_timer, on_deadline, run);
   mb_job_ref(job);
   job->running++;
-  run->co = lua_newthread(L);
-  run->co_ref = mb_ref(L);
+  if (r->nspare) {
+    spare_thread t = r->spare[--r->nspare];
+    run->co = t.co;
+    run->co_ref = t.ref;
+  } else {
+    run->co = lua_newthread(L);
+    run->co_ref = mb_ref(L);
+  }
   *extra(run->co) = run;
   run->next = r->runs;
   run->prevp = &r->runs;
@@ -814,5 +837,6 @@ void mb_runner_free(mb_runner *r) {
   if (!r) return;
   r->on_empty = NULL;
   mb_runner_cancel(r, NULL, "the scheduler closed");
+  while (r->nspare) mb_unref(r->L, r->spare[--r->nspare].ref);
   free(r);
 }
