@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages moonbeat needs to build, run and test,
-# and only those that are missing. Non-interactive; uses sudo when not
-# root. Safe to run again: with everything present it does nothing.
+# and only those that are missing. Given package names as arguments it
+# ensures those instead (`make fuzz` asks for clang this way).
+# Non-interactive; uses sudo when not root. Safe to run again: with
+# everything present it does nothing.
 set -eu
 
-PACKAGES="gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libsqlite3-dev lua-busted
-  python3-apscheduler"
+PACKAGES="${*:-gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libsqlite3-dev lua-busted
+  python3-apscheduler}"
 
 missing=""
 for pkg in $PACKAGES; do
