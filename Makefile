@@ -132,9 +132,9 @@ fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzz)
 $(FUZZ_DIR):
 	@mkdir -p $@
 
-$(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c $(HOST_CORE) $(wildcard host/*.h) \
+$(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_util.h $(HOST_CORE) $(wildcard host/*.h) \
                     | $(FUZZ_DIR)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(HOST_CORE) $(FUZZ_LDLIBS)
+	clang $(FUZZ_CFLAGS) -iquote fuzz -o $@ $< $(HOST_CORE) $(FUZZ_LDLIBS)
 
 # `make bench`: cron next-fire evaluations per second, built -O2 apart
 # from the main objects (so SANITIZE=1 cannot leak into it), run, and

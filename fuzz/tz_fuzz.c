@@ -18,6 +18,7 @@
  * Whatever loads or parses is checked against what tz.h promises; a
  * broken promise traps, so libFuzzer keeps the input like any other
  * crash. */
+#include "fuzz_util.h"
 #include "cron.h"
 #include "tz.h"
 
@@ -90,21 +91,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
-/* FNV-1a: turns the input into the instants below, so a saved crash
- * input replays exactly. */
-static uint64_t hash(const uint8_t *p, size_t n) {
-  uint64_t h = UINT64_C(14695981039346656037);
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * UINT64_C(1099511628211);
-  return h;
-}
-
-/* splitmix64: a stream of further numbers from the hash. */
-static uint64_t mix(uint64_t *h) {
-  uint64_t z = (*h += UINT64_C(0x9e3779b97f4a7c15));
-  z = (z ^ z >> 30) * UINT64_C(0xbf58476d1ce4e5b9);
-  z = (z ^ z >> 27) * UINT64_C(0x94d049bb133111eb);
-  return z ^ z >> 31;
-}
 
 /* Mostly 1900-2250 with a random fraction of a second, now and then any
  * 64-bit value, since the lookups promise to work over the whole range. */
