@@ -36,6 +36,12 @@ function harness.new(opts)
     db = opts.db == nil and ":memory:" or opts.db or nil,
   }
   assert(self.core, err)
+  -- memory_headroom: limit job code to what is in use now plus this.
+  if opts.memory_headroom then
+    local used, limit = core.memory()
+    self.memory_limit = limit
+    core.set_memory_limit(used + opts.memory_headroom)
+  end
   self.scheduler = scheduler.new(self.core)
   core.configure_log { stream = "none", level = "debug" }
   core.set_log_sink(function(level, msg, fields)
@@ -106,6 +112,7 @@ end
 
 -- Close the scheduler and check that it left nothing behind.
 function H:close()
+  if self.memory_limit then core.set_memory_limit(self.memory_limit) end
   core.set_log_sink(nil)
   self.core:close()
   self.scheduler = nil

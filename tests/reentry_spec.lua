@@ -150,17 +150,9 @@ describe("the count hook", function()
 end)
 
 describe("the memory limit and host code", function()
-  local h, limit
-  before_each(function()
-    h = harness.new()
-    local used
-    used, limit = core.memory()
-    core.set_memory_limit(used + 16 * 1024 * 1024)
-  end)
-  after_each(function()
-    core.set_memory_limit(limit)
-    h:close()
-  end)
+  local h
+  before_each(function() h = harness.new { memory_headroom = 16 * 1024 * 1024 } end)
+  after_each(function() h:close() end)
 
   it("does not fail the host's events when a job has filled memory", function()
     local s = h.scheduler

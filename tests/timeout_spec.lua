@@ -105,17 +105,9 @@ describe("timeouts", function()
 end)
 
 describe("the memory limit", function()
-  local h, limit
-  before_each(function()
-    h = harness.new()
-    local used
-    used, limit = core.memory()
-    core.set_memory_limit(used + 32 * 1024 * 1024)
-  end)
-  after_each(function()
-    core.set_memory_limit(limit)
-    h:close()
-  end)
+  local h
+  before_each(function() h = harness.new { memory_headroom = 32 * 1024 * 1024 } end)
+  after_each(function() h:close() end)
 
   it("fails a job that allocates without bound, alone", function()
     local fires = h:record("steady", { "interval", seconds = 10 })
