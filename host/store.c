@@ -214,6 +214,13 @@ int mb_store_open(const char *path, mb_store **out, mb_err *err) {
     rc = db_error(s, err, "cannot open it");
     goto fail;
   }
+  /* sqlite falls back to reading only when the file is write-protected;
+   * a scheduler that cannot record must not start. */
+  if (sqlite3_db_readonly(s->db, "main") == 1) {
+    rc = mb_err_set(err, MB_ESTORE, "%s is read-only; the scheduler must be "
+                    "able to write its state", path);
+    goto fail;
+  }
   sqlite3_busy_timeout(s->db, 2000);
   sqlite3_extended_result_codes(s->db, 1);
   /* WAL: readers (the CLI, backups) never block the scheduler. */

@@ -81,6 +81,27 @@ scheduler.add_job { id = "sleeper", trigger = { "date", run_date = "2026-01-01" 
     assert.matches("was written by a newer moonbeat (schema version 99; this one knows up to 2)", out, 1, true)
   end)
 
+  it("refuses a database it cannot write", function()
+    local db = dir .. "/ro.db"
+    inspect(db)
+    os.remove(db .. ".lock")
+    -- Root writes through file modes, so as root the check runs as nobody
+    -- (with a copy of the binary that nobody may run).
+    local p = io.popen("id -u")
+    local root = p:read("l") == "0"
+    p:close()
+    local cmd = ("chmod 755 %s && chmod 444 %s && cp %s %s/mb && chmod 755 %s/mb && "
+      .. "cd %s && ./mb run --db %s %s"):format(dir, db, BIN, dir, dir, dir, db, dir)
+    if root then
+      cmd = ("chmod 755 %s && chmod 444 %s && cp %s %s/mb && chmod 755 %s/mb && "
+        .. "touch %s.lock && chmod 666 %s.lock && cd %s && su nobody -s /bin/sh -c "
+        .. "'./mb run --db %s %s'"):format(dir, db, BIN, dir, dir, db, db, dir, db, dir)
+    end
+    local out, code = support.sh(cmd)
+    assert.equal(1, code)
+    assert.matches(db .. " is read-only; the scheduler must be able to write its state", out, 1, true)
+  end)
+
   it("defaults to moonbeat.db in the working directory", function()
     support.write(dir .. "/jobs.lua", "scheduler.add_job { id = 'x', trigger = { 'date', delay = 0 }, run = function() end }")
     local out = support.sh(("cd %s && (%s run . & pid=$!; i=0; while [ $i -lt 100 ] && [ ! -e moonbeat.db ]; "
