@@ -267,6 +267,7 @@ static void record_event(host *h, const mb_event *ev) {
     mb_store_save_run(h->store, &run);
   }
   if (!job) return;
+  if (status) job->rec.unpruned++;
   struct mb_job_record *rec = &job->rec;
   switch (ev->kind) {
   case MB_EV_EXECUTED: rec->ok++; break;
@@ -324,18 +325,31 @@ static void host_flush(host *h) {
   }
   /* History beyond retention goes in small steps, for the jobs that
    * just ran; history of removed jobs ages out hourly. */
-  for (size_t i = 0; i < n; i++) {
-    mb_job *job = h->dirty[i];
-    if (job->removed) continue;
-    mb_retention r = h->retention;
-    if (job->policy.keep_runs > 0) r.keep_runs = job->policy.keep_runs;
-    if (job->policy.keep_for > 0) r.max_age = job->policy.keep_for;
-    mb_store_prune(h->store, job->id, &r, mb_clock_now(h->clock), 500, NULL);
-  }
-  mb_time now = mb_clock_now(h->clock);
-  if (h->retention.max_age > 0 && now - h->last_age_prune > 3600 * MB_SEC) {
-    h->last_age_prune = now;
-    mb_store_prune(h->store, NULL, &h->retention, now, 2000, NULL);
+  {
+    mb_time now = mb_clock_now(h->clock);
+    mb_prune *items = mb_xmalloc((n + 1) * sizeof *items);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+      mb_job *job = h->dirty[i];
+      mb_retention r = h->retention;
+      if (job->policy.keep_runs > 0) r.keep_runs = job->policy.keep_runs;
+      if (job->policy.keep_for > 0) r.max_age = job->policy.keep_for;
+      /* A job's history is trimmed once a tenth of what it keeps has
+       * come in since the last trim, not after every run. */
+      int every = r.keep_runs > 10 ? r.keep_runs / 10 : 1;
+      bool by_age = r.max_age > 0 && job->rec.unpruned > 0 &&
+                    now - job->rec.pruned_at >= r.max_age / 10;
+      if (job->removed || (job->rec.unpruned < every && !by_age)) continue;
+      job->rec.unpruned = 0;
+      job->rec.pruned_at = now;
+      items[k++] = (mb_prune){job->id, r};
+    }
+    if (h->retention.max_age > 0 && now - h->last_age_prune > 3600 * MB_SEC) {
+      h->last_age_prune = now;
+      items[k++] = (mb_prune){NULL, {0, h->retention.max_age}};
+    }
+    mb_store_prune(h->store, items, k, now, 500, NULL);
+    free(items);
   }
 done:
   if (h->flush_check_open) {

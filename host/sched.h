@@ -87,6 +87,8 @@ struct mb_job {
     char *spec;          /* added at run time: the definition, serialised */
     bool memory_only;    /* added at run time with a function: not kept */
     bool dirty;          /* to be saved at the next flush */
+    int unpruned;        /* runs recorded since its history was pruned */
+    mb_time pruned_at;   /* when it was last pruned */
   } rec;
   /* Private. */
   int refs;

@@ -62,6 +62,8 @@ enum {
   ST_LOAD_JOBS,
   ST_RUNNING,
   ST_MARK_INTERRUPTED,
+  ST_PRUNE_COUNT,
+  ST_PRUNE_AGE,
   ST_BEGIN,
   ST_COMMIT,
   ST_ROLLBACK,
@@ -97,6 +99,13 @@ static const char *const statements[ST_COUNT] = {
   [ST_MARK_INTERRUPTED] =
     "UPDATE runs SET status = 'interrupted', error = 'the process running "
     "it stopped before it finished' WHERE status = 'running'",
+  [ST_PRUNE_COUNT] =
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1"
+    " AND status <> 'running' ORDER BY id DESC LIMIT ?3 OFFSET ?2)",
+  [ST_PRUNE_AGE] =
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE"
+    " (?1 IS NULL OR job_id = ?1) AND status <> 'running'"
+    " AND coalesce(finished, started, scheduled) < ?2 LIMIT ?3)",
   [ST_BEGIN] = "BEGIN IMMEDIATE",
   [ST_COMMIT] = "COMMIT",
   [ST_ROLLBACK] = "ROLLBACK",
@@ -545,38 +554,55 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *f,
   return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot query runs");
 }
 
-int mb_store_prune(mb_store *s, const char *job_id, const mb_retention *r,
-                   mb_time now, int max_rows, mb_err *err) {
+static int prune_one(mb_store *s, const mb_prune *p, mb_time now,
+                     int max_rows) {
   int deleted = 0;
   sqlite3_stmt *st;
-  if (job_id && r->keep_runs > 0) {
-    const char *sql =
-      "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1"
-      " AND status <> 'running' ORDER BY id DESC LIMIT ?3 OFFSET ?2)";
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-      return db_error(s, err, "cannot prune");
-    bind_text(st, 1, job_id);
-    sqlite3_bind_int(st, 2, r->keep_runs);
+  if (p->job_id && p->retention.keep_runs > 0) {
+    st = s->st[ST_PRUNE_COUNT];
+    bind_text(st, 1, p->job_id);
+    sqlite3_bind_int(st, 2, p->retention.keep_runs);
     sqlite3_bind_int(st, 3, max_rows);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return db_error(s, err, "cannot prune");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return -1;
     deleted += sqlite3_changes(s->db);
   }
-  if (r->max_age > 0) {
-    const char *sql =
-      "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE"
-      " (?1 IS NULL OR job_id = ?1) AND status <> 'running'"
-      " AND coalesce(finished, started, scheduled) < ?2 LIMIT ?3)";
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-      return db_error(s, err, "cannot prune");
-    bind_text(st, 1, job_id);
-    sqlite3_bind_int64(st, 2, now - r->max_age);
+  if (p->retention.max_age > 0) {
+    st = s->st[ST_PRUNE_AGE];
+    bind_text(st, 1, p->job_id);
+    sqlite3_bind_int64(st, 2, now - p->retention.max_age);
     sqlite3_bind_int(st, 3, max_rows);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return db_error(s, err, "cannot prune");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return -1;
     deleted += sqlite3_changes(s->db);
+  }
+  return deleted;
+}
+
+int mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
+                   int max_rows, mb_err *err) {
+  if (n == 0) return 0;
+  /* One transaction for the lot: each on its own would be a commit. */
+  if (step_simple(s, ST_BEGIN) != 0)
+    return db_error(s, err, "cannot begin a transaction");
+  int deleted = 0;
+  for (size_t i = 0; i < n; i++) {
+    int d = prune_one(s, &items[i], now, max_rows);
+    if (d < 0) {
+      db_error(s, err, "cannot prune");
+      step_simple(s, ST_ROLLBACK);
+      return MB_ESTORE;
+    }
+    deleted += d;
+  }
+  if (step_simple(s, ST_COMMIT) != 0) {
+    db_error(s, err, "cannot commit");
+    step_simple(s, ST_ROLLBACK);
+    return MB_ESTORE;
   }
   return deleted;
 }

@@ -109,9 +109,16 @@ void mb_store_counts(const mb_store *s, long long *commits, long long *rows);
 /* sqlite's integrity check: "ok" or what is wrong. Caller frees. */
 char *mb_store_check(mb_store *s);
 
-/* Delete, in one small step, history beyond the retention of job_id
- * (NULL: the global age limit for every job). Returns rows deleted. */
-int mb_store_prune(mb_store *s, const char *job_id, const mb_retention *r,
-                   mb_time now, int max_rows, mb_err *err);
+/* What to prune: runs of job_id (NULL: of every job, by age only)
+ * beyond retention. */
+typedef struct mb_prune {
+  const char *job_id;
+  mb_retention retention;
+} mb_prune;
+
+/* Delete, in small steps (max_rows per item) and one transaction,
+ * history beyond retention. Returns the rows deleted or < 0. */
+int mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
+                   int max_rows, mb_err *err);
 
 #endif
