@@ -295,9 +295,10 @@ static void report_store_error(host *h, const mb_err *err) {
   mb_log(MB_LOG_ERROR, "store write failed; retrying", f, 1);
 }
 
-/* Rows committed per loop turn at most: a burst of a hundred thousand
- * fires is written over a few turns, never in one long stall. */
-#define ROWS_PER_TURN 20000
+/* Rows committed per loop turn at most (a few tens of milliseconds at
+ * today's speed): a burst of a hundred thousand fires is written over
+ * many turns, never in one long stall. */
+#define ROWS_PER_TURN 2000
 
 /* The check handle flushes; this only keeps the loop from sleeping
  * while rows wait. */
