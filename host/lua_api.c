@@ -47,7 +47,6 @@ typedef struct host {
   /* The store, when there is one. */
   mb_store *store;
   uv_check_t flush_check;    /* commits once per loop turn (real clock) */
-  uv_idle_t flush_more;      /* keeps turning while a big batch drains */
   bool flush_check_open;
   mb_job **dirty;            /* jobs whose state is to be saved */
   size_t ndirty, dirty_cap;
@@ -295,15 +294,6 @@ static void report_store_error(host *h, const mb_err *err) {
   mb_log(MB_LOG_ERROR, "store write failed; retrying", f, 1);
 }
 
-/* Rows committed per loop turn at most (a few tens of milliseconds at
- * today's speed): a burst of a hundred thousand fires is written over
- * many turns, never in one long stall. */
-#define ROWS_PER_TURN 2000
-
-/* The check handle flushes; this only keeps the loop from sleeping
- * while rows wait. */
-static void on_flush_more(uv_idle_t *idle) { (void)idle; }
-
 /* Commit what this turn wrote, then prune a little. */
 static void host_flush(host *h) {
   if (!h->store) return;
@@ -315,10 +305,10 @@ static void host_flush(host *h) {
   }
   if (!mb_store_pending(h->store)) goto done;
   mb_err err = {0};
-  /* The real loop commits a bounded slice per turn and comes back for
-   * the rest; the virtual one, driven by a spec, takes it all. */
-  size_t slice = h->own_loop ? 0 : ROWS_PER_TURN;
-  if (mb_store_flush(h->store, slice, &err) < 0) {
+  /* All of a turn's writes in one transaction: a run's record and the
+   * job state that says its fire is done must never be apart, or a
+   * crash between them would lose the one or repeat the other. */
+  if (mb_store_flush(h->store, 0, &err) < 0) {
     report_store_error(h, &err);
   } else if (h->last_store_error[0]) {
     h->last_store_error[0] = '\0';
@@ -353,12 +343,6 @@ static void host_flush(host *h) {
     free(items);
   }
 done:
-  if (h->flush_check_open) {
-    if (mb_store_pending(h->store))
-      uv_idle_start(&h->flush_more, on_flush_more);
-    else
-      uv_idle_stop(&h->flush_more);
-  }
   for (size_t i = 0; i < n; i++) mb_job_unref(h->dirty[i]);
   /* Jobs marked while this flush ran (listeners) wait for the next. */
   if (n && h->ndirty > n)
@@ -518,8 +502,6 @@ static int core_new(lua_State *L) {
       h->flush_check.data = h;
       uv_check_start(&h->flush_check, on_flush_check);
       uv_unref((uv_handle_t *)&h->flush_check);
-      uv_idle_init(h->loop, &h->flush_more);
-      uv_unref((uv_handle_t *)&h->flush_more);
       h->flush_check_open = true;
     }
   }
@@ -547,7 +529,6 @@ static void host_close(host *h) {
   h->state_ref = LUA_NOREF;
   if (h->flush_check_open) {
     uv_close((uv_handle_t *)&h->flush_check, on_handle_closed);
-    uv_close((uv_handle_t *)&h->flush_more, on_handle_closed);
   }
   mb_sched_free(h->sched);
   mb_store_close(h->store);

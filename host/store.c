@@ -36,9 +36,6 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
-/* A batch this large is committed in several transactions, so that one
- * turn never holds the loop for long. */
-#define MAX_ROWS_PER_COMMIT 20000
 
 #define RUN_COLUMNS \
   "SELECT id, job_id, scheduled, started, finished, attempt, status, error," \
@@ -404,8 +401,7 @@ int mb_store_flush(mb_store *s, size_t max_rows, mb_err *err) {
   size_t done = 0;
   size_t limit = max_rows && max_rows < s->len ? max_rows : s->len;
   while (done < limit) {
-    size_t end = limit - done > MAX_ROWS_PER_COMMIT ? done + MAX_ROWS_PER_COMMIT
-                                                    : limit;
+    size_t end = limit;
     if (step_simple(s, ST_BEGIN) != 0) goto failed;
     for (size_t i = done; i < end; i++) {
       if (run_op(s, &s->queue[i]) != 0) {
