@@ -1234,6 +1234,17 @@ static int sched_stored_specs(lua_State *L) {
   return 1;
 }
 
+/* sched:store_limit_pages(n): the store behaves as if the disk filled
+ * at n pages (0: lifts it). For specs of what a failed write does. */
+static int sched_store_limit_pages(lua_State *L) {
+  host *h = check_host(L, 1);
+  if (!h->store) return luaL_error(L, "store_limit_pages: no store");
+  mb_err err = {0};
+  if (mb_store_limit_pages(h->store, luaL_checkinteger(L, 2), &err) < 0)
+    return luaL_error(L, "%s", err.msg);
+  return 0;
+}
+
 static int sched_has_store(lua_State *L) {
   host *h = check_host(L, 1);
   lua_pushboolean(L, h->store != NULL);
@@ -1827,6 +1838,7 @@ static const luaL_Reg sched_methods[] = {
   {"set_state_codec", sched_set_state_codec},
   {"set_retention", sched_set_retention},
   {"has_store", sched_has_store},
+  {"store_limit_pages", sched_store_limit_pages},
   {"set_job_spec", sched_set_job_spec},
   {"stored_specs", sched_stored_specs},
   {"store_stats", sched_store_stats},

@@ -635,3 +635,10 @@ char *mb_store_check(mb_store *s) {
   sqlite3_finalize(st);
   return result;
 }
+
+int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err) {
+  char sql[64];
+  snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
+           pages > 0 ? pages : 1073741823LL);
+  return exec_sql(s, sql, err);
+}

@@ -103,6 +103,10 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
                         void (*cb)(const mb_run_record *run, void *data),
                         void *data, mb_err *err);
 
+/* Cap the database at pages pages (0: sqlite's default), as a full disk
+ * would: for testing what a failed write does. */
+int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err);
+
 /* Commits and rows written since open: a check that writes batch. */
 void mb_store_counts(const mb_store *s, long long *commits, long long *rows);
 /* sqlite's integrity check: "ok" or what is wrong. Caller frees. */

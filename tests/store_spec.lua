@@ -362,3 +362,31 @@ describe("jobs added at run time", function()
     h:close()
   end)
 end)
+
+describe("a full disk", function()
+  local dir
+  before_each(function() dir = support.tempdir() end)
+  after_each(function() support.remove_tree(dir) end)
+
+  it("fails writes that are logged once and retried, with nothing dropped", function()
+    local h = harness.new { db = dir .. "/m.db" }
+    local fires = h:record("steady", { "interval", seconds = 1 })
+    h:advance("1s")
+    -- The database may not grow past what it has now.
+    h.core:store_limit_pages(1)
+    h.scheduler.add_job { id = "chatty", trigger = { "interval", seconds = 1 }, run = function(ctx)
+      ctx.log.info(("x"):rep(2000))
+    end }
+    h:advance("20s")
+    assert.equal(21, #fires)
+    local failed = h:logged("store write failed; retrying")
+    assert.equal(1, #failed)
+    assert.matches("database or disk is full", failed[1].fields.error)
+    h.core:store_limit_pages(0)
+    h:advance("1s")
+    assert.equal(1, #h:logged("store writes resumed"))
+    assert.equal(22, #h.scheduler.get_runs { job_id = "steady" })
+    assert.equal(21, #h.scheduler.get_runs { job_id = "chatty" })
+    h:close()
+  end)
+end)
