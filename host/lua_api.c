@@ -183,16 +183,21 @@ static void mark_dirty(host *h, mb_job *job) {
   h->dirty[h->ndirty++] = job;
 }
 
-/* A trigger's identity across restarts: its description and zone. */
-static void trigger_identity(const mb_job *job, char *buf, size_t n) {
-  char desc[512];
-  mb_trigger_describe(job->trigger, desc, sizeof desc);
-  snprintf(buf, n, "%s@%s", desc, mb_tz_name(mb_trigger_tz(job->trigger)));
+/* A trigger's identity across restarts: its description and zone,
+ * worked out once per trigger (every save needs it). */
+static const char *trigger_identity(mb_job *job) {
+  if (!job->rec.trigger_id) {
+    char desc[512], id[600];
+    mb_trigger_describe(job->trigger, desc, sizeof desc);
+    snprintf(id, sizeof id, "%s@%s", desc,
+             mb_tz_name(mb_trigger_tz(job->trigger)));
+    job->rec.trigger_id = mb_xstrdup(id);
+  }
+  return job->rec.trigger_id;
 }
 
 static void save_job(host *h, mb_job *job) {
-  char trigger[600];
-  trigger_identity(job, trigger, sizeof trigger);
+  const char *trigger = trigger_identity(job);
   const struct mb_job_record *rec = &job->rec;
   mb_job_state st = {
     .job_id = job->id,
@@ -1080,8 +1085,7 @@ static void restore_one(const mb_job_state *st, void *data) {
   rec->last_duration = st->last_duration;
   set_string(&rec->last_error, st->last_error);
   set_string(&rec->state, st->state);
-  char trigger[600];
-  trigger_identity(job, trigger, sizeof trigger);
+  const char *trigger = trigger_identity(job);
   mb_job_ref(job);
   if (st->paused) {
     set_string(&rec->pause_note, st->pause_note);
