@@ -313,7 +313,7 @@ static void host_flush(host *h) {
   /* All of a turn's writes in one transaction: a run's record and the
    * job state that says its fire is done must never be apart, or a
    * crash between them would lose the one or repeat the other. */
-  if (mb_store_flush(h->store, 0, &err) < 0) {
+  if (mb_store_flush(h->store, &err) < 0) {
     report_store_error(h, &err);
   } else if (h->last_store_error[0]) {
     h->last_store_error[0] = '\0';
@@ -1249,12 +1249,6 @@ static int sched_store_limit_pages(lua_State *L) {
   return 0;
 }
 
-static int sched_has_store(lua_State *L) {
-  host *h = check_host(L, 1);
-  lua_pushboolean(L, h->store != NULL);
-  return 1;
-}
-
 /* sched:modified(job): tell the log and listeners the job changed. */
 static int sched_modified(lua_State *L) {
   host *h = check_host(L, 1);
@@ -1585,12 +1579,6 @@ static int sched_timezone(lua_State *L) {
   return 1;
 }
 
-static int sched_is_virtual(lua_State *L) {
-  host *h = check_host(L, 1);
-  lua_pushboolean(L, mb_clock_kind(h->clock) == MB_CLOCK_VIRTUAL);
-  return 1;
-}
-
 /* ---- module functions ---- */
 
 static int core_sleep(lua_State *L) {
@@ -1816,11 +1804,6 @@ static int core_live_refs(lua_State *L) {
   return 1;
 }
 
-static int core_in_run(lua_State *L) {
-  lua_pushboolean(L, mb_run_current(L) != NULL);
-  return 1;
-}
-
 static const luaL_Reg sched_methods[] = {
   {"set_api", sched_set_api},
   {"new_trigger", sched_new_trigger},
@@ -1841,7 +1824,6 @@ static const luaL_Reg sched_methods[] = {
   {"restore", sched_restore},
   {"set_state_codec", sched_set_state_codec},
   {"set_retention", sched_set_retention},
-  {"has_store", sched_has_store},
   {"store_limit_pages", sched_store_limit_pages},
   {"set_job_spec", sched_set_job_spec},
   {"stored_specs", sched_stored_specs},
@@ -1857,7 +1839,6 @@ static const luaL_Reg sched_methods[] = {
   {"run", sched_run},
   {"stop", sched_stop},
   {"stats", sched_stats},
-  {"is_virtual", sched_is_virtual},
   {"timezone", sched_timezone},
   {"close", sched_close},
   {NULL, NULL}
@@ -1880,7 +1861,6 @@ static const luaL_Reg core_functions[] = {
   {"live_refs", core_live_refs},
   {"set_memory_limit", core_set_memory_limit},
   {"memory", core_memory},
-  {"in_run", core_in_run},
   {NULL, NULL}
 };
 

@@ -396,40 +396,29 @@ static int step_simple(mb_store *s, int which) {
   return rc == SQLITE_DONE ? 0 : rc;
 }
 
-int mb_store_flush(mb_store *s, size_t max_rows, mb_err *err) {
+int mb_store_flush(mb_store *s, mb_err *err) {
   if (!s || s->len == 0) return 0;
-  size_t done = 0;
-  size_t limit = max_rows && max_rows < s->len ? max_rows : s->len;
-  while (done < limit) {
-    size_t end = limit;
-    if (step_simple(s, ST_BEGIN) != 0) goto failed;
-    for (size_t i = done; i < end; i++) {
-      if (run_op(s, &s->queue[i]) != 0) {
-        db_error(s, err, "cannot write");
-        step_simple(s, ST_ROLLBACK);
-        goto keep;
-      }
-    }
-    if (step_simple(s, ST_COMMIT) != 0) {
-      db_error(s, err, "cannot commit");
+  if (step_simple(s, ST_BEGIN) != 0)
+    return db_error(s, err, "cannot begin a transaction");
+  for (size_t i = 0; i < s->len; i++) {
+    if (run_op(s, &s->queue[i]) != 0) {
+      db_error(s, err, "cannot write");
       step_simple(s, ST_ROLLBACK);
-      goto keep;
+      return MB_ESTORE;
     }
-    for (size_t i = done; i < end; i++) free_op(&s->queue[i]);
-    s->commits++;
-    s->rows += (long long)(end - done);
-    done = end;
   }
-  memmove(s->queue, s->queue + done, (s->len - done) * sizeof *s->queue);
-  s->len -= done;
-  return (int)done;
-failed:
-  db_error(s, err, "cannot begin a transaction");
-keep:
-  /* What was committed goes; the rest waits for the next try. */
-  memmove(s->queue, s->queue + done, (s->len - done) * sizeof *s->queue);
-  s->len -= done;
-  return MB_ESTORE;
+  if (step_simple(s, ST_COMMIT) != 0) {
+    db_error(s, err, "cannot commit");
+    step_simple(s, ST_ROLLBACK);
+    return MB_ESTORE;
+  }
+  /* Kept until committed: a failed try leaves the queue for the next. */
+  for (size_t i = 0; i < s->len; i++) free_op(&s->queue[i]);
+  int written = (int)s->len;
+  s->commits++;
+  s->rows += written;
+  s->len = 0;
+  return written;
 }
 
 /* ---- reading ---- */
@@ -606,7 +595,7 @@ int mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
 void mb_store_close(mb_store *s) {
   if (!s) return;
   if (s->db) {
-    mb_store_flush(s, 0, NULL);
+    mb_store_flush(s, NULL);
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
   }

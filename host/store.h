@@ -92,10 +92,9 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st);
 void mb_store_delete_job(mb_store *s, const char *job_id);
 void mb_store_save_run(mb_store *s, const mb_run_record *run);
 
-/* Commit up to max_rows of the queue (0: all of it) in one transaction;
- * the rest stays queued for the next call. On failure the queue is kept
- * for the next try and err says why. Returns rows written or < 0. */
-int mb_store_flush(mb_store *s, size_t max_rows, mb_err *err);
+/* Commit the queue in one transaction. On failure the queue is kept for
+ * the next try and err says why. Returns rows written or < 0. */
+int mb_store_flush(mb_store *s, mb_err *err);
 bool mb_store_pending(const mb_store *s);
 
 /* Runs matching filter, newest first. */

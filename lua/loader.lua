@@ -18,9 +18,10 @@ end
 function M.load(sched, path, source)
   local added = {}
   local env = setmetatable({}, { __index = _G })
-  env.scheduler = scheduler.for_file(sched, path, function(job)
-    added[#added + 1] = job
-  end)
+  env.scheduler = scheduler.new(sched, {
+    file = path,
+    on_add = function(job) added[#added + 1] = job end,
+  })
   local chunk, err
   if source then
     chunk, err = load(source, "@" .. path, "t", env)

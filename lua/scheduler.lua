@@ -353,10 +353,5 @@ function M.new(sched, opts)
   return api
 end
 
--- A job file's own copy of api: same scheduler, jobs stamped with file.
-function M.for_file(sched, file, on_add)
-  local api = M.new(sched, { file = file, on_add = on_add })
-  return api
-end
 
 return M

@@ -118,7 +118,6 @@ local function time_value(v, zone)
   end
   return core.parse_time(v, zone)
 end
-M.time_value = time_value
 
 local function one_of(value, names)
   for _, n in ipairs(names) do
