@@ -208,7 +208,9 @@ local function cmd_run(args)
       overlap = "--overlap", misfire_grace_time = "--misfire-grace-time",
       ["retry.attempts"] = "--retries",
     }
+    flags.keep_runs, flags.keep_for = "--keep-runs", "--keep-for"
     local field, rest = tostring(cerr):match("job_defaults%.([%w_.]+): (.*)$")
+    if not field then field, rest = tostring(cerr):match("configure: ([%w_]+): (.*)$") end
     return fail(field and flags[field] and (flags[field] .. ": " .. rest) or cerr)
   end
   local summary, err = require("mb.loader").load_dir(sched, dir)
