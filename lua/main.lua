@@ -189,49 +189,12 @@ local function cmd_run(args)
     core.set_memory_limit(bytes)
   end
 
-  -- A directory that cannot be read is reported before a store is made.
-  local listed, lerr = core.listdir(dir)
-  if not listed then return fail("cannot read the job directory " .. lerr) end
-  local db = opts.db or "moonbeat.db"
-  local sched, dberr = core.new { clock = "real", timezone = zone, db = db }
-  if not sched then return fail(dberr, 1) end
-  local api = require("mb.scheduler").new(sched)
-  local settings = { job_defaults = defaults }
-  if opts["keep-runs"] then settings.keep_runs = math.tointeger(tonumber(opts["keep-runs"])) or opts["keep-runs"] end
-  if opts["keep-for"] then settings.keep_for = opts["keep-for"] end
-  local ok, cerr = pcall(api.configure, settings)
-  if not ok then
-    sched:close()
-    -- Name the flag the user typed, not the setting it became.
-    local flags = {
-      timeout = "--timeout", max_instances = "--max-instances",
-      overlap = "--overlap", misfire_grace_time = "--misfire-grace-time",
-      ["retry.attempts"] = "--retries",
-    }
-    flags.keep_runs, flags.keep_for = "--keep-runs", "--keep-for"
-    local field, rest = tostring(cerr):match("job_defaults%.([%w_.]+): (.*)$")
-    if not field then field, rest = tostring(cerr):match("configure: ([%w_]+): (.*)$") end
-    return fail(field and flags[field] and (flags[field] .. ": " .. rest) or cerr)
-  end
-  local summary, err = require("mb.loader").load_dir(sched, dir)
-  if not summary then
-    sched:close()
-    return fail("cannot read the job directory " .. err)
-  end
-  local restored
-  ok, restored = pcall(api.restore, { keep_missing = summary.failed > 0 })
-  if not ok then
-    sched:close()
-    return fail(restored, 1)
-  end
-  core.log("info", "scheduler started", {
-    dir = dir, files = summary.files, failed = summary.failed,
-    jobs = summary.jobs, db = db, restored = restored.restored,
-    interrupted = restored.interrupted,
+  local d, derr, code = require("mb.daemon").open(dir, {
+    zone = zone, db = opts.db, job_defaults = defaults,
+    keep_runs = opts["keep-runs"], keep_for = opts["keep-for"],
   })
-  sched:run { shutdown_timeout = shutdown_timeout }
-  sched:close()
-  core.log("info", "scheduler stopped")
+  if not d then return fail(derr, code) end
+  require("mb.daemon").serve(d, { shutdown_timeout = shutdown_timeout })
   return 0
 end
 

@@ -1,0 +1,80 @@
+-- A scheduler process: open the store, load the job directory, restore
+-- state, then serve until a signal or shutdown. `moonbeat run` is open +
+-- serve; the live-operation pieces (file watching, the control socket,
+-- the REPL) attach to the daemon object between the two.
+
+local core = require "moonbeat.core"
+
+local M = {}
+
+-- Name the command-line flag a configure error is about, not the
+-- setting it became.
+local FLAGS = {
+  timeout = "--timeout", max_instances = "--max-instances",
+  overlap = "--overlap", misfire_grace_time = "--misfire-grace-time",
+  ["retry.attempts"] = "--retries", keep_runs = "--keep-runs",
+  keep_for = "--keep-for",
+}
+
+local function flag_error(err)
+  local field, rest = tostring(err):match("job_defaults%.([%w_.]+): (.*)$")
+  if not field then
+    field, rest = tostring(err):match("configure: ([%w_]+): (.*)$")
+  end
+  return field and FLAGS[field] and (FLAGS[field] .. ": " .. rest)
+    or tostring(err)
+end
+
+-- Open a scheduler on the real clock for the jobs in dir.
+-- opts: zone, db (default moonbeat.db), job_defaults, keep_runs,
+-- keep_for (as typed). Returns the daemon {sched, api, dir, db,
+-- started_at, summary, restored}, or nil, message, exit code.
+function M.open(dir, opts)
+  -- A directory that cannot be read is reported before a store is made.
+  local listed, lerr = core.listdir(dir)
+  if not listed then return nil, "cannot read the job directory " .. lerr, 2 end
+  local db = opts.db or "moonbeat.db"
+  local sched, dberr = core.new { clock = "real", timezone = opts.zone, db = db }
+  if not sched then return nil, dberr, 1 end
+  local api = require("mb.scheduler").new(sched)
+  local settings = { job_defaults = opts.job_defaults or {} }
+  if opts.keep_runs then
+    settings.keep_runs = math.tointeger(tonumber(opts.keep_runs)) or opts.keep_runs
+  end
+  settings.keep_for = opts.keep_for
+  local ok, cerr = pcall(api.configure, settings)
+  if not ok then
+    sched:close()
+    return nil, flag_error(cerr), 2
+  end
+  local summary, err = require("mb.loader").load_dir(sched, dir)
+  if not summary then
+    sched:close()
+    return nil, "cannot read the job directory " .. err, 2
+  end
+  local restored
+  ok, restored = pcall(api.restore, { keep_missing = summary.failed > 0 })
+  if not ok then
+    sched:close()
+    return nil, restored, 1
+  end
+  core.log("info", "scheduler started", {
+    dir = dir, files = summary.files, failed = summary.failed,
+    jobs = summary.jobs, db = db, restored = restored.restored,
+    interrupted = restored.interrupted,
+  })
+  return {
+    sched = sched, api = api, dir = dir, db = db, started_at = core.now(),
+    summary = summary, restored = restored,
+  }
+end
+
+-- Run the loop until a signal or shutdown, then close the scheduler.
+-- opts: shutdown_timeout (seconds).
+function M.serve(d, opts)
+  d.sched:run { shutdown_timeout = opts and opts.shutdown_timeout }
+  d.sched:close()
+  core.log("info", "scheduler stopped")
+end
+
+return M
