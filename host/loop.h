@@ -41,6 +41,9 @@ mb_clock *mb_clock_new(uv_loop_t *loop, int kind, mb_time start, mb_err *err);
 void mb_clock_close(mb_clock *clock);
 
 int mb_clock_kind(const mb_clock *clock);
+/* The loop the clock's timers run on: stdlib waits (processes, sockets,
+ * file requests) put their handles there too. */
+uv_loop_t *mb_clock_loop(const mb_clock *clock);
 
 /* Wall time (UTC instant) and monotonic time, in microseconds. */
 mb_time mb_clock_now(const mb_clock *clock);

@@ -1550,6 +1550,26 @@ static int sched_run(lua_State *L) {
   return 1;
 }
 
+static void on_poll_guard(uv_timer_t *t) { (void)t; }
+
+/* sched:poll(max_seconds): wait, for real, until some I/O the loop watches
+ * is ready (or max_seconds pass), and run its callbacks. Virtual time
+ * stands still: specs use it to let a child process or a socket answer,
+ * never to wait for a schedule. */
+static int sched_poll(lua_State *L) {
+  host *h = check_host(L, 1);
+  double max = luaL_optnumber(L, 2, 1.0);
+  if (h->running) return luaL_error(L, "poll: the scheduler is running");
+  if (mb_run_current(L)) return luaL_error(L, "poll: not from a job's run");
+  uv_timer_t guard;
+  uv_timer_init(h->loop, &guard);
+  uv_timer_start(&guard, on_poll_guard, (uint64_t)(max * 1000), 0);
+  uv_run(h->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(h->loop, UV_RUN_NOWAIT);
+  return 0;
+}
+
 static int sched_stop(lua_State *L) {
   host *h = check_host(L, 1);
   uv_stop(h->loop);
@@ -1838,6 +1858,7 @@ static const luaL_Reg sched_methods[] = {
   {"stall", sched_stall},
   {"run", sched_run},
   {"stop", sched_stop},
+  {"poll", sched_poll},
   {"stats", sched_stats},
   {"timezone", sched_timezone},
   {"close", sched_close},

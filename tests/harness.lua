@@ -61,6 +61,20 @@ function H:stall(d)
   self.core:stall(duration.check(d, "stall"))
 end
 
+-- Let real I/O (a child process, a socket, a file request) happen while
+-- virtual time stands still, until done() is true or `limit` real
+-- seconds pass (default 10). Returns done()'s last result. A safety net
+-- for I/O, not a way to wait for a schedule.
+function H:settle(done, limit)
+  local deadline = os.time() + (limit or 10)
+  local result = done()
+  while not result and os.time() <= deadline do
+    self.core:poll(0.05)
+    result = done()
+  end
+  return result
+end
+
 -- Step the wall clock by seconds (may be negative), as NTP would.
 function H:jump(seconds)
   self.core:jump(seconds)
