@@ -52,6 +52,8 @@ mb_time mb_clock_mono(const mb_clock *c) {
 
 int mb_clock_kind(const mb_clock *c) { return c->kind; }
 
+uv_loop_t *mb_clock_loop(const mb_clock *c) { return c->loop; }
+
 void mb_clock_on_jump(mb_clock *c, mb_clock_jump_cb cb, void *data) {
   c->jump_cb = cb;
   c->jump_data = data;
