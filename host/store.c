@@ -232,7 +232,8 @@ int mb_store_open(const char *path, mb_store **out, mb_err *err) {
   /* WAL: readers (the CLI, backups) never block the scheduler. */
   if ((rc = exec_sql(s, memory ? "PRAGMA synchronous = OFF"
                                : "PRAGMA journal_mode = WAL;"
-                                 "PRAGMA synchronous = NORMAL", err)) < 0)
+                                 "PRAGMA synchronous = NORMAL;"
+                                 "PRAGMA cache_size = -65536", err)) < 0)
     goto fail;
   if ((rc = migrate(s, err)) < 0) goto fail;
   for (int i = 0; i < ST_COUNT; i++) {
