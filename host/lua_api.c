@@ -309,16 +309,6 @@ static void host_flush(host *h) {
     if (!job->removed) save_job(h, job);
   }
   if (!mb_store_pending(h->store)) goto done;
-  mb_err err = {0};
-  /* All of a turn's writes in one transaction: a run's record and the
-   * job state that says its fire is done must never be apart, or a
-   * crash between them would lose the one or repeat the other. */
-  if (mb_store_flush(h->store, &err) < 0) {
-    report_store_error(h, &err);
-  } else if (h->last_store_error[0]) {
-    h->last_store_error[0] = '\0';
-    mb_log(MB_LOG_INFO, "store writes resumed", NULL, 0);
-  }
   /* History beyond retention goes in small steps, for the jobs that
    * just ran; history of removed jobs ages out hourly. */
   {
@@ -344,8 +334,21 @@ static void host_flush(host *h) {
       h->last_age_prune = now;
       items[k++] = (mb_prune){NULL, {0, h->retention.max_age}};
     }
-    mb_store_prune(h->store, items, k, now, 500, NULL);
+    mb_store_prune(h->store, items, k, now, 500);
     free(items);
+  }
+  mb_err err = {0};
+  /* All of a turn's writes in one transaction: a run's record and the
+   * job state that says its fire is done must never be apart, or a
+   * crash between them would lose the one or repeat the other. Under
+   * the virtual clock the flush waits for the writer, so that specs see
+   * a turn's writes (and their failures) when the turn is over. */
+  bool wait = mb_clock_kind(h->clock) == MB_CLOCK_VIRTUAL;
+  if (mb_store_flush(h->store, wait, &err) < 0) {
+    report_store_error(h, &err);
+  } else if (h->last_store_error[0]) {
+    h->last_store_error[0] = '\0';
+    mb_log(MB_LOG_INFO, "store writes resumed", NULL, 0);
   }
 done:
   for (size_t i = 0; i < n; i++) mb_job_unref(h->dirty[i]);
