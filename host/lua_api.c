@@ -668,8 +668,13 @@ static int sched_new_trigger(lua_State *L) {
   lua_getfield(L, 2, "interval");
   spec.interval = to_usec(lua_tonumber(L, -1));
   if (spec.kind == MB_TRIGGER_CRON) {
+    static const char *const gaps[] = {"run", "skip", NULL};
+    static const char *const repeats[] = {"first", "last", "both", NULL};
+    int gap = opt_choice(L, 2, "dst_gap", gaps, MB_DST_GAP_RUN);
+    int repeat = opt_choice(L, 2, "dst_repeat", repeats, MB_DST_REPEAT_FIRST);
     if (lua_getfield(L, 2, "crontab") == LUA_TSTRING) {
-      spec.cron = mb_cron_from_crontab(lua_tostring(L, -1), &err);
+      spec.cron = mb_cron_shared_crontab(lua_tostring(L, -1), gap, repeat,
+                                         &err);
     } else {
       const char *fields[MB_CRON_NFIELDS] = {0};
       lua_getfield(L, 2, "fields");
@@ -678,15 +683,9 @@ static int sched_new_trigger(lua_State *L) {
         fields[i] = lua_tostring(L, -1);  /* kept alive by the table */
         lua_pop(L, 1);
       }
-      spec.cron = mb_cron_from_fields(fields, &err);
+      spec.cron = mb_cron_shared_fields(fields, gap, repeat, &err);
     }
     if (!spec.cron) return fail_split(L, err.msg);
-    static const char *const gaps[] = {"run", "skip", NULL};
-    static const char *const repeats[] = {"first", "last", "both", NULL};
-    mb_cron_set_dst(spec.cron,
-                    opt_choice(L, 2, "dst_gap", gaps, MB_DST_GAP_RUN),
-                    opt_choice(L, 2, "dst_repeat", repeats,
-                               MB_DST_REPEAT_FIRST));
   }
   mb_trigger *t = mb_trigger_new(&spec, mb_clock_now(h->clock), &err);
   if (!t) return fail_split(L, err.msg);
