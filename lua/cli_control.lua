@@ -227,9 +227,9 @@ SPECS.status = {
       { "jobs", ("%d (%d paused, %d running now)"):format(r.jobs, r.paused,
         r.running) },
       { "runs", ("%d (%d failed)"):format(r.runs, r.failures) },
-      { "directory", tostring(r.dir) },
-      { "database", tostring(r.db) },
-      { "socket", tostring(r.socket) },
+      { "directory", tostring(r.dir or "-") },
+      { "database", tostring(r.db or "-") },
+      { "socket", tostring(r.socket or "-") },
     }
     local errors = {}
     if r.last_reload then

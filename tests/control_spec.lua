@@ -40,14 +40,16 @@ describe("the control socket", function()
   -- Start `moonbeat run` on dir with the socket at socket_path, in the
   -- background; wait until the socket answers (a process starting, not
   -- a schedule).
-  local function start(socket_path, extra)
+  -- env: variables to start it with, and then no --socket.
+  local function start(socket_path, env)
     local n = proc and proc.n + 1 or 1
     local p = { n = n, log = ("%s/log%d"):format(dir, n),
       pidfile = ("%s/pid%d"):format(dir, n), rcfile = ("%s/rc%d"):format(dir, n) }
-    os.execute(("(%s run %s --db :memory: --socket %s %s >%s 2>&1 & pid=$!; "
+    os.execute(("(%s %s run %s --db :memory: %s >%s 2>&1 & pid=$!; "
       .. "echo $pid >%s; wait $pid; echo $? >%s) >/dev/null 2>&1 &"):format(
-      BIN, support.quote(dir .. "/jobs"), support.quote(socket_path),
-      extra or "", p.log, p.pidfile, p.rcfile))
+      env or "", BIN, support.quote(dir .. "/jobs"),
+      env and "" or "--socket " .. support.quote(socket_path),
+      p.log, p.pidfile, p.rcfile))
     for _ = 1, 400 do
       local conn = sock.dial(socket_path, 1)
       if conn then
@@ -561,6 +563,29 @@ describe("the control socket", function()
       assert.equal(0, ls_code, err)
       local rc, log = stop(first)
       assert.equal(0, rc, log)
+    end)
+
+    it("is $XDG_RUNTIME_DIR/moonbeat/moonbeat.sock unless --socket says otherwise", function()
+      local runtime = dir .. "/runtime"
+      support.sh("mkdir -m 700 " .. support.quote(runtime))
+      local env = "XDG_RUNTIME_DIR=" .. support.quote(runtime)
+      local p = start(runtime .. "/moonbeat/moonbeat.sock", env)
+      assert.equal("700", mode_of(runtime .. "/moonbeat"))
+      local out, code = support.sh(("%s %s ls"):format(env, BIN))
+      assert.equal(0, code, out)
+      assert.matches("^ID ", out)
+      local rc, log = stop(p)
+      assert.equal(0, rc, log)
+      assert.is_nil(mode_of(runtime .. "/moonbeat/moonbeat.sock"))
+    end)
+
+    it("is /tmp/moonbeat-UID/moonbeat.sock without $XDG_RUNTIME_DIR", function()
+      support.write(dir .. "/where.lua", 'print(require("mb.control").default_path())')
+      local uid = support.sh("id -u"):match("%d+")
+      for _, env in ipairs { "env -u XDG_RUNTIME_DIR", "XDG_RUNTIME_DIR=" } do
+        local out = support.sh(("%s %s lua %s"):format(env, BIN, support.quote(dir .. "/where.lua")))
+        assert.equal(("/tmp/moonbeat-%s/moonbeat.sock\n"):format(uid), out)
+      end
     end)
 
     it("tells a client when no scheduler listens", function()
