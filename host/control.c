@@ -291,6 +291,12 @@ static void take(client *cl, const char *p, size_t n) {
       size_t whole = cl->len;
       cl->len = 0;
       deliver(cl, cl->partial, whole);
+      /* One long request need not hold its buffer for the client's life. */
+      if (cl->cap > READ_CHUNK && !cl->closing) {
+        free(cl->partial);
+        cl->partial = NULL;
+        cl->cap = 0;
+      }
     } else {
       deliver(cl, p, part);
     }

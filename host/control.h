@@ -52,8 +52,8 @@ typedef struct mb_control_opts {
  * MB_EBUSY when a server answers. */
 int mb_control_prepare(const char *path, mb_err *err);
 
-/* Prepare path, then listen on it on loop. Returns NULL and fills err
- * on failure. Close with mb_control_close. */
+/* Prepare path, then listen on it on loop (path and opts are copied).
+ * Returns NULL and fills err on failure. Close with mb_control_close. */
 mb_control *mb_control_listen(uv_loop_t *loop, const char *path,
                               const mb_control_opts *opts, mb_err *err);
 

@@ -19,6 +19,12 @@
 -- per connected client ({client = n}; session.on_close(session), when
 -- set, is called once the client has gone). Commands use only the
 -- public scheduler API (d.api), so any front end can serve them.
+--
+-- The client end, for command-line processes (it blocks):
+--
+--   local client, err = control.connect(path, timeout) -- nil: default path
+--   local result, message, code = client:call("ls", {})
+--   client:close()
 
 local core = require "moonbeat.core"
 local json = require "moonbeat.json"

@@ -403,6 +403,21 @@ describe("the control socket", function()
       conn:close()
     end)
 
+    it("takes a long request that stays within the limit", function()
+      local note = ("n"):rep(1024 * 1024 - 100)
+      local conn = assert(sock.dial(path, 10))
+      local line = json.encode { id = 1, cmd = "pause", args = { id = "far", note = note } }
+      assert.is_true(#line <= 1024 * 1024)
+      assert(conn:write(line .. "\n", 10))
+      local r = json.decode(assert(conn:read_line(10)))
+      assert.is_true(r.ok)
+      assert.equal(#note, #r.result.job.pause_note)
+      -- The same connection goes on with short ones.
+      assert(conn:write('{"id": 2, "cmd": "resume", "args": {"id": "far"}}\n', 10))
+      assert.is_false(json.decode(assert(conn:read_line(10))).result.job.paused)
+      conn:close()
+    end)
+
     it("answers a request line that is too long with an error and hangs up", function()
       local before = resources()
       local conn = assert(sock.dial(path, 10))
