@@ -279,6 +279,8 @@ static void take(client *cl, const char *p, size_t n) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     size_t part = (size_t)((nl ? nl : end) - p);
     if (cl->len + part > max) {
+      mb_log_field f[] = {MB_LI("client", cl->id), MB_LI("max_bytes", max)};
+      mb_log(MB_LOG_WARN, "control request too long; client dropped", f, 2);
       drop(cl, cl->server->too_long_reply);
       return;
     }
@@ -333,6 +335,8 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   if (c->nclients > c->max_clients) {
+    mb_log_field f[] = {MB_LI("max_clients", c->max_clients)};
+    mb_log(MB_LOG_WARN, "too many control clients; one turned away", f, 1);
     drop(cl, c->too_many_reply);
     return;
   }

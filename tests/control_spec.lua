@@ -202,8 +202,17 @@ describe("the control socket", function()
       local out, err, code = cli("trigger far")
       assert.equal(0, code, err)
       assert.equal("triggered far: it runs now\n", out)
+      wait_for_run("far", "success")
+      out, err, code = cli("trigger far --json")
+      assert.equal(0, code, err)
+      assert.equal("far", json.decode(out).job.id)
+      for _ = 1, 200 do
+        if #json.decode((cli("history far --json"))).runs == 2 then break end
+        pause_a_moment()
+      end
       local runs = wait_for_run("far", "success")
-      assert.equal(1, #runs)
+      assert.equal(2, #runs)
+      assert.matches("far ran job=far run=%d+ attempt=1", read(proc.log))
       local ls = json.decode((cli("ls --json")))
       assert.equal("far", ls.jobs[2].id)
       assert.is_true(ls.jobs[2].next_run_time > ls.now + 86400 * 365)
@@ -265,6 +274,9 @@ describe("the control socket", function()
       local out, err, code = cli("rm far")
       assert.equal(0, code, err)
       assert.equal("removed far\n", out)
+      out, err, code = cli("rm boom --json")
+      assert.equal(0, code, err)
+      assert.same({ id = "boom", removed = true }, json.decode(out))
       out = cli("ls")
       assert.is_nil(out:find("\nfar ", 1, true))
       out, err, code = cli("rm far")
@@ -432,6 +444,8 @@ describe("the control socket", function()
       local r = json.decode(assert(conn:read_line(10)))
       assert.same({ id = json.null, ok = false, code = "usage",
         error = "request too long (more than 1048576 bytes)" }, r)
+      assert.matches("WARN  control request too long; client dropped client=%d+ "
+        .. "max_bytes=1048576", read(proc.log))
       -- Hung up: the rest of the line was never read.
       local line, _, code = conn:read_line(10)
       assert.is_nil(line)
@@ -500,6 +514,24 @@ describe("the control socket", function()
         pause_a_moment()
       end
       for i = 2, 128 do conns[i]:close() end
+    end)
+  end)
+
+  describe("the command line", function()
+    it("shows each command's usage with --help, no scheduler needed", function()
+      for _, cmd in ipairs { "ls", "pause", "resume", "trigger", "rm", "history",
+        "status", "reload" } do
+        local out, code = support.sh(("%s %s --help"):format(BIN, cmd))
+        assert.equal(0, code, cmd)
+        assert.equal("usage: moonbeat " .. cmd, out:sub(1, 16 + #cmd))
+        assert.matches("--socket PATH", out, 1, true)
+        assert.matches("Exit codes: 0 ok, 1 failure, 2 usage, 3 no such job.", out, 1, true)
+        local help = support.sh(("%s help %s"):format(BIN, cmd))
+        assert.equal(out, help)
+      end
+      local out = support.sh(BIN .. " help")
+      assert.matches("  ls | pause ID | resume ID | trigger ID | rm ID | history [ID] | status",
+        out, 1, true)
     end)
   end)
 
