@@ -472,6 +472,23 @@ describe("the control socket", function()
       wait_for_run("far", "success")
     end)
 
+    it("answers in order a client that asks a lot before it reads", function()
+      -- Big answers: far carries a 100 KB note, and 100 ls answers are
+      -- far more than the server keeps unwritten for one client.
+      local note = ("n"):rep(100000)
+      assert.is_true(request { id = 1, cmd = "pause", args = { id = "far", note = note } }.ok)
+      local conn = assert(sock.dial(path, 10))
+      local asks = {}
+      for i = 1, 100 do asks[i] = ('{"id": %d, "cmd": "ls"}\n'):format(i) end
+      assert(conn:write(table.concat(asks), 10))
+      for i = 1, 100 do
+        local r = json.decode(assert(conn:read_line(10)))
+        assert.equal(i, r.id)
+        assert.equal(3, #r.result.jobs)
+      end
+      conn:close()
+    end)
+
     it("serves many clients at once, each its own answers in order", function()
       local before = resources()
       local conns = {}
