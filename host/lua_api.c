@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "control_lua.h"
 #include "embedded.h"
 #include "event.h"
 #include "log.h"
@@ -430,6 +431,10 @@ static host *check_host(lua_State *L, int idx) {
   if (!*hp || (*hp)->closed)
     luaL_error(L, "the scheduler is closed");
   return *hp;
+}
+
+uv_loop_t *mb_lua_check_loop(lua_State *L, int idx) {
+  return check_host(L, idx)->loop;
 }
 
 static mb_time host_now(void *data) { return mb_clock_now(((host *)data)->clock); }
@@ -1942,6 +1947,8 @@ void mb_lua_open(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonbeat_core);
   lua_setfield(L, -2, "moonbeat.core");
+  lua_pushcfunction(L, mb_control_luaopen);
+  lua_setfield(L, -2, "mb.control_socket");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, load_embedded, 1);

@@ -69,12 +69,24 @@ function M.open(dir, opts)
   }
 end
 
--- Run the loop until a signal or shutdown, then close the scheduler.
--- opts: shutdown_timeout (seconds).
+-- Listen on the control socket, run the loop until a signal or
+-- shutdown, then close the scheduler. opts: shutdown_timeout (seconds),
+-- socket (path; default: lua/control.lua's). Returns true, or nil, a
+-- message and an exit code when the socket cannot be had (the scheduler
+-- is then closed, having run nothing).
 function M.serve(d, opts)
-  d.sched:run { shutdown_timeout = opts and opts.shutdown_timeout }
+  opts = opts or {}
+  local control = require "mb.control"
+  local listening, lerr = control.listen(d, opts.socket)
+  if not listening then
+    d.sched:close()
+    return nil, lerr, 1
+  end
+  d.sched:run { shutdown_timeout = opts.shutdown_timeout }
+  control.close(d)
   d.sched:close()
   core.log("info", "scheduler stopped")
+  return true
 end
 
 return M

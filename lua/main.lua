@@ -11,6 +11,9 @@ usage: moonbeat <command> [options]
 
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
+  ls | pause ID | resume ID | trigger ID | rm ID | history [ID] | status
+    | reload       control a running scheduler over its socket (see
+                   `moonbeat help ls` and the README)
   next EXPR        the next fire times of a cron expression
   lua FILE [ARG..] run a Lua script with moonbeat's modules (the test
                    suite runs busted this way)
@@ -45,6 +48,9 @@ Options:
                        (default moonbeat.db; :memory: keeps nothing)
   --keep-runs N        runs of history kept per job (default 1000)
   --keep-for D         history younger than D is kept (default 30d)
+  --socket PATH        the control socket (default:
+                       $XDG_RUNTIME_DIR/moonbeat/moonbeat.sock, else
+                       /tmp/moonbeat-UID/moonbeat.sock)
 
 Job defaults (a job's own field wins; see the README):
   --timeout D          stop a run after D (default: none)
@@ -150,7 +156,7 @@ local function cmd_run(args)
     ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
     ["max-instances"] = true, overlap = true, ["misfire-grace-time"] = true,
     ["no-coalesce"] = false, retries = true, db = true,
-    ["keep-runs"] = true, ["keep-for"] = true,
+    ["keep-runs"] = true, ["keep-for"] = true, socket = true,
   })
   if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
   if opts.help then
@@ -194,7 +200,9 @@ local function cmd_run(args)
     keep_runs = opts["keep-runs"], keep_for = opts["keep-for"],
   })
   if not d then return fail(derr, code) end
-  require("mb.daemon").serve(d, { shutdown_timeout = shutdown_timeout })
+  local served, serr, scode = require("mb.daemon").serve(d, {
+    shutdown_timeout = shutdown_timeout, socket = opts.socket })
+  if not served then return fail(serr, scode) end
   return 0
 end
 
@@ -272,6 +280,8 @@ return function(args)
   if command == "run" then return cmd_run(rest) end
   if command == "lua" then return cmd_lua(rest) end
   if command == "next" then return cmd_next(rest) end
+  local cli_control = require "mb.cli_control"
+  if cli_control.commands[command] then return cli_control.run(command, rest) end
   if command == "version" or command == "--version" then
     io.stdout:write("moonbeat ", VERSION, "\n")
     return 0
@@ -282,6 +292,8 @@ return function(args)
       io.stdout:write(RUN_USAGE)
     elseif rest[1] == "next" then
       io.stdout:write(NEXT_USAGE)
+    elseif require("mb.cli_control").commands[rest[1]] then
+      io.stdout:write(require("mb.cli_control").usage(rest[1]))
     else
       io.stdout:write(USAGE)
     end
