@@ -271,9 +271,14 @@ static int exec_spawn(lua_State *L) {
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
   mb_run *run = mb_run_current(L);
-  if (!run)
-    return luaL_error(L, "%s: only a job's run can wait for a command (this "
-                      "code is not running as a job's run function)", name);
+  if (!run) {
+    /* Level 2: the job's line that called exec.run, not exec.lua's. */
+    luaL_where(L, 2);
+    lua_pushfstring(L, "%s: only a job's run can wait for a command (this "
+                    "code is not running as a job's run function)", name);
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
   lua_getfield(L, 3, "env");
   lua_getfield(L, 3, "cwd");
   lua_getfield(L, 3, "stdin");

@@ -556,9 +556,14 @@ static int start(lua_State *L, const char *name, int kind, fs_step first,
   size_t len = 0;
   const char *data = data_idx ? luaL_checklstring(L, data_idx, &len) : NULL;
   mb_run *run = mb_run_current(L);
-  if (!run && mb_run_executing() && !main_thread(L))
-    return luaL_error(L, "%s: a coroutine a job made cannot wait on the "
-                      "loop; call it from the run's own code", name);
+  if (!run && mb_run_executing() && !main_thread(L)) {
+    /* Level 2: the job's line that called fs.X, not fs.lua's. */
+    luaL_where(L, 2);
+    lua_pushfstring(L, "%s: a coroutine a job made cannot wait on the "
+                    "loop; call it from the run's own code", name);
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
   if (len > UINT_MAX)
     return luaL_error(L, "%s: data is too long", name);
   fs_op *op = mb_xcalloc(1, sizeof *op);
