@@ -539,8 +539,10 @@ static void cancel_op(mb_run *run, void *wait) {
   fs_op *op = wait;
   op->run = NULL;
   /* A queued request ends with UV_ECANCELED; one already running in the
-   * pool cannot be stopped, and its callback finds the op abandoned. */
-  if (!op->winding_up) uv_cancel((uv_req_t *)&op->req);
+   * pool cannot be stopped, and its callback finds the op abandoned. A
+   * close is never cancelled: its descriptor would stay open. */
+  if (!op->winding_up && op->req.fs_type != UV_FS_CLOSE)
+    uv_cancel((uv_req_t *)&op->req);
 }
 
 static bool main_thread(lua_State *L) {
