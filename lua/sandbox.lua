@@ -94,7 +94,8 @@ local function make_require(dir, env)
       if file_exists(path) then
         local chunk, err = loadfile(path, "t",
           setmetatable({}, { __index = env }))
-        if not chunk then error(err, 2) end
+        -- The message names the module's file and line already.
+        if not chunk then error(err, 0) end
         local value = chunk(name, path)
         if value == nil then value = true end
         loaded[name] = value
