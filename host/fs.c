@@ -93,11 +93,15 @@ static void complete(fs_op *op) {
       op->st = req->statbuf;
       break;
     case UV_FS_SCANDIR: {
-      size_t cap = (size_t)req->result;
-      op->names = mb_xmalloc((cap ? cap : 1) * sizeof *op->names);
+      size_t cap = (size_t)req->result + 1;
+      op->names = mb_xmalloc(cap * sizeof *op->names);
+      /* On to UV_EOF: libuv frees the last entry only there. */
       uv_dirent_t ent;
-      while (op->nnames < cap && uv_fs_scandir_next(req, &ent) != UV_EOF)
+      while (uv_fs_scandir_next(req, &ent) != UV_EOF) {
+        if (op->nnames == cap)
+          op->names = mb_xrealloc(op->names, (cap *= 2) * sizeof *op->names);
         op->names[op->nnames++] = mb_xstrdup(ent.name);
+      }
       break;
     }
     default:
