@@ -7,7 +7,6 @@
 
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,8 @@
 
 /* Bytes asked for by each read of a file of unknown length. */
 #define READ_CHUNK (64 * 1024)
+/* The most one read or write request asks for. */
+#define MAX_IO ((size_t)1 << 30)
 /* Names tried for a temporary file before giving up. */
 #define TMP_TRIES 16
 
@@ -263,7 +264,9 @@ static void write_more(fs_op *op) {
     op->after_write(op);
     return;
   }
-  uv_buf_t b = uv_buf_init(op->buf + op->off, (unsigned)(op->len - op->off));
+  size_t left = op->len - op->off;
+  uv_buf_t b = uv_buf_init(op->buf + op->off,
+                           (unsigned)(left > MAX_IO ? MAX_IO : left));
   REQUEST(op, wrote, uv_fs_write, op->fd, &b, 1, -1);
 }
 
@@ -291,7 +294,10 @@ static void read_more(fs_op *op) {
     if (op->cap - op->len < READ_CHUNK) op->cap = op->len + READ_CHUNK;
     op->buf = mb_xrealloc(op->buf, op->cap);
   }
-  uv_buf_t b = uv_buf_init(op->buf + op->len, (unsigned)(op->cap - op->len));
+  /* A buffer's length is an unsigned int: ask for no more at a time. */
+  size_t room = op->cap - op->len;
+  if (room > MAX_IO) room = MAX_IO;
+  uv_buf_t b = uv_buf_init(op->buf + op->len, (unsigned)room);
   REQUEST(op, read_got, uv_fs_read, op->fd, &b, 1, -1);
 }
 
@@ -570,8 +576,6 @@ static int start(lua_State *L, const char *name, int kind, fs_step first,
     lua_concat(L, 2);
     return lua_error(L);
   }
-  if (len > UINT_MAX)
-    return luaL_error(L, "%s: data is too long", name);
   fs_op *op = mb_xcalloc(1, sizeof *op);
   live++;
   op->kind = kind;

@@ -111,12 +111,14 @@ describe("exec.run", function()
     local out = in_run(function()
       return exec.run { "wc", "-c", stdin = ("x"):rep(300000) },
         exec.run { "cat" },
-        exec.run { "true", stdin = ("y"):rep(300000) }
+        exec.run { "true", stdin = ("y"):rep(300000) },
+        exec.run { "cat", stdin = "" }
     end)
     assert.equal("300000", out[1].stdout:match("%d+"))
     assert.same({ code = 0, stdout = "", stderr = "" }, out[2])
     -- A child that exits without reading its input is no failure.
     assert.equal(0, out[3].code)
+    assert.same({ code = 0, stdout = "", stderr = "" }, out[4])
   end)
 
   it("keeps at most max_output bytes of each stream and says so", function()
