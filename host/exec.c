@@ -295,8 +295,10 @@ static int exec_spawn(lua_State *L) {
   luaL_argcheck(L, argc > 0, 2, "no command");
   const char **argv = mb_xmalloc((argc + 1) * sizeof *argv);
   for (size_t i = 0; i < argc; i++) {
-    lua_rawgeti(L, 2, (lua_Integer)i + 1);
-    argv[i] = lua_tostring(L, -1);
+    /* Strings only: a number converted here would live on the stack
+     * alone, and be collected once popped. */
+    bool is_string = lua_rawgeti(L, 2, (lua_Integer)i + 1) == LUA_TSTRING;
+    argv[i] = is_string ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1);
     if (!argv[i]) {
       free(argv);
