@@ -15,6 +15,8 @@
 #include "control_lua.h"
 #include "embedded.h"
 #include "event.h"
+#include "exec.h"
+#include "fs.h"
 #include "log.h"
 #include "loop.h"
 #include "run.h"
@@ -549,7 +551,10 @@ static void host_close(host *h) {
   free(h->dirty);
   mb_clock_close(h->clock);
   if (h->own_loop) {
-    uv_run(h->loop, UV_RUN_NOWAIT);
+    /* Waits the runs abandoned (a killed child not yet reaped, a file
+     * request still in the thread pool) end soon, and must end before
+     * the loop can close. */
+    uv_run(h->loop, UV_RUN_DEFAULT);
     uv_loop_close(h->loop);
     free(h->loop);
   } else {
@@ -1949,6 +1954,12 @@ void mb_lua_open(lua_State *L) {
   lua_setfield(L, -2, "moonbeat.core");
   lua_pushcfunction(L, mb_control_luaopen);
   lua_setfield(L, -2, "mb.control_socket");
+  lua_pushcfunction(L, luaopen_moonbeat_core_exec);
+  lua_setfield(L, -2, "moonbeat.core.exec");
+  lua_pushcfunction(L, luaopen_moonbeat_core_fs);
+  lua_setfield(L, -2, "moonbeat.core.fs");
+  lua_pushcfunction(L, luaopen_moonbeat_core_log);
+  lua_setfield(L, -2, "moonbeat.core.log");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, load_embedded, 1);
