@@ -394,9 +394,6 @@ static int exec_live(lua_State *L) {
 }
 
 int luaopen_moonbeat_core_exec(lua_State *L) {
-  /* A write to a pipe whose reader is gone (a child that exits without
-   * reading its stdin) must fail with EPIPE, not kill the scheduler. */
-  signal(SIGPIPE, SIG_IGN);
   static const luaL_Reg functions[] = {
     {"spawn", exec_spawn},
     {"live", exec_live},
