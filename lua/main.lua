@@ -11,6 +11,8 @@ usage: moonbeat <command> [options]
 
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
+  check DIR        load the jobs in DIR without running them; report
+                   every error and each job's next fire times
   next EXPR        the next fire times of a cron expression
   lua FILE [ARG..] run a Lua script with moonbeat's modules (the test
                    suite runs busted this way)
@@ -26,8 +28,9 @@ usage: moonbeat run [DIR] [options]
 Loads every *.lua file in DIR (default: jobs/) in sorted order, each in
 an environment of its own, and runs the jobs they declare with
 scheduler.add_job{...}. A file that fails to load is reported with its
-file and line; the others load and run. Ctrl-C (SIGINT) or SIGTERM
-stops the scheduler.
+file and line; the others load and run. Files that change are reloaded
+(see the README); SIGHUP rescans DIR. Ctrl-C (SIGINT) or SIGTERM stops
+the scheduler.
 
 Options:
   --log-format FORMAT  text (default; for people) or json (one JSON
@@ -45,6 +48,8 @@ Options:
                        (default moonbeat.db; :memory: keeps nothing)
   --keep-runs N        runs of history kept per job (default 1000)
   --keep-for D         history younger than D is kept (default 30d)
+  --no-watch           do not reload files as they change (SIGHUP still
+                       rescans DIR)
 
 Job defaults (a job's own field wins; see the README):
   --timeout D          stop a run after D (default: none)
@@ -150,7 +155,7 @@ local function cmd_run(args)
     ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
     ["max-instances"] = true, overlap = true, ["misfire-grace-time"] = true,
     ["no-coalesce"] = false, retries = true, db = true,
-    ["keep-runs"] = true, ["keep-for"] = true,
+    ["keep-runs"] = true, ["keep-for"] = true, ["no-watch"] = false,
   })
   if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
   if opts.help then
@@ -192,6 +197,7 @@ local function cmd_run(args)
   local d, derr, code = require("mb.daemon").open(dir, {
     zone = zone, db = opts.db, job_defaults = defaults,
     keep_runs = opts["keep-runs"], keep_for = opts["keep-for"],
+    watch = not opts["no-watch"],
   })
   if not d then return fail(derr, code) end
   require("mb.daemon").serve(d, { shutdown_timeout = shutdown_timeout })
@@ -272,6 +278,7 @@ return function(args)
   if command == "run" then return cmd_run(rest) end
   if command == "lua" then return cmd_lua(rest) end
   if command == "next" then return cmd_next(rest) end
+  if command == "check" then return require("mb.cli_check")(rest) end
   if command == "version" or command == "--version" then
     io.stdout:write("moonbeat ", VERSION, "\n")
     return 0
@@ -282,6 +289,8 @@ return function(args)
       io.stdout:write(RUN_USAGE)
     elseif rest[1] == "next" then
       io.stdout:write(NEXT_USAGE)
+    elseif rest[1] == "check" then
+      return require("mb.cli_check")({ "--help" })
     else
       io.stdout:write(USAGE)
     end
