@@ -38,6 +38,64 @@ local function hash(s)
 end
 M.hash = hash
 
+-- string.dump without debug information still holds the lines where
+-- each function starts and ends. Read the dump (the Lua 5.4 format) and
+-- leave those out; nil when the dump is not as expected.
+local HEADER = 31  -- signature, version, format, data, sizes, checks
+
+local function line_free(dump)
+  local pos, parts = HEADER + 2, { dump:sub(1, HEADER + 1) }
+  local function size()
+    local x = 0
+    repeat
+      local b = dump:byte(pos)
+      if not b then error("truncated") end
+      pos = pos + 1
+      x = (x << 7) | (b & 0x7f)
+    until b & 0x80 ~= 0
+    return x
+  end
+  local function keep(from) parts[#parts + 1] = dump:sub(from, pos - 1) end
+  local function skip_string()
+    local n = size()
+    if n > 0 then pos = pos + n - 1 end
+  end
+  local function proto()
+    local from = pos
+    skip_string()                 -- source (absent when stripped)
+    keep(from)
+    size()                        -- linedefined
+    size()                        -- lastlinedefined
+    from = pos
+    pos = pos + 3                 -- numparams, is_vararg, maxstacksize
+    pos = pos + 4 * size()        -- code
+    for _ = 1, size() do          -- constants
+      local tag = dump:byte(pos)
+      pos = pos + 1
+      if tag == 0x03 or tag == 0x13 then
+        pos = pos + 8
+      elseif tag == 0x04 or tag == 0x14 then
+        skip_string()
+      elseif tag ~= 0x00 and tag ~= 0x01 and tag ~= 0x11 then
+        error("unknown constant")
+      end
+    end
+    pos = pos + 3 * size()        -- upvalues
+    local nested = size()
+    keep(from)
+    for _ = 1, nested do proto() end
+    from = pos
+    for _ = 1, 4 do               -- debug information: empty
+      if size() ~= 0 then error("not stripped") end
+    end
+    keep(from)
+  end
+  local ok = pcall(proto)
+  if not ok or pos ~= #dump + 1 then return nil end
+  return table.concat(parts)
+end
+M.line_free = line_free
+
 -- Nodes one fingerprinter reads at most: beyond that, values count by
 -- identity (so as changed).
 local BUDGET = 200000
@@ -81,6 +139,7 @@ function M.new(env, env_skip)
   local function function_fp(f)
     local ok, code = pcall(string.dump, f, true)
     if not ok then return ("c%p"):format(f) end
+    code = line_free(code) or code
     local parts = { code }
     for i = 1, 255 do
       local name, value = debug.getupvalue(f, i)

@@ -371,14 +371,20 @@ end
 
 -- Stage each path in the sorted list and apply them as one batch: a
 -- path that no longer exists counts as deleted when the scheduler has
--- loaded it before, and is skipped otherwise.
-function M.apply_files(sched, paths)
+-- loaded it before, and is skipped otherwise. opts.skip_empty: skip
+-- empty files too (a file being written in place is empty for a moment,
+-- and loading it then would remove its jobs).
+function M.apply_files(sched, paths, opts)
   local known = declared(sched)
-  local outcomes = {}
+  local outcomes, skipped = {}, {}
   for _, path in ipairs(paths) do
     local f = io.open(path, "r")
-    if f then
-      f:close()
+    local empty = f and f:seek("end") == 0
+    if f then f:close() end
+    if empty and opts and opts.skip_empty then
+      core.log("debug", "job file empty; left as it was", { file = path })
+      skipped[path] = true
+    elseif f then
       local staged, err, trace = M.stage(sched, path)
       outcomes[#outcomes + 1] = staged and { path = path, staged = staged }
         or { path = path, error = err, traceback = trace }
@@ -386,7 +392,9 @@ function M.apply_files(sched, paths)
       outcomes[#outcomes + 1] = { path = path, deleted = true }
     end
   end
-  return M.apply(sched, outcomes), #outcomes
+  local result = M.apply(sched, outcomes)
+  result.skipped = skipped
+  return result, #outcomes
 end
 
 -- Load every job file under dir (*.lua, subdirectories included, in

@@ -109,11 +109,14 @@ function R:reload(paths, cause)
     for i, p in ipairs(paths) do rels[i] = self:relative(p) end
     files = self:expand(rels)
   end
-  local result, looked_at = loader.apply_files(self.sched, files)
+  local result, looked_at = loader.apply_files(self.sched, files,
+    { skip_empty = cause == "watch" })
   local jobs = 0
   for _, path in ipairs(files) do
     -- Loaded, deleted or failing: the batch says which, for each path.
-    self.file_errors[path] = result.failed[path]
+    if not result.skipped[path] then
+      self.file_errors[path] = result.failed[path]
+    end
     if result.jobs[path] then jobs = jobs + #result.jobs[path] end
   end
   local failed = 0
