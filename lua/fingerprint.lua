@@ -19,6 +19,15 @@ local function hash(s)
   local h1, h2 = 0x243F6A8885A308D3, 0x13198A2E03707344 ~ #s
   local n = #s
   local i = 1
+  while i + 31 <= n do
+    local a, b, c, d = unpack("<i8i8i8i8", s, i)
+    h1 = ((h1 ~ a) * 0x100000001B3) ~ b
+    h1 = (h1 ~ (h1 >> 29)) * 0x100000001B3
+    h2 = ((h2 + c) * 0x5851F42D4C957F2D) ~ d
+    h2 = (h2 ~ (h2 >> 31)) * 0x5851F42D4C957F2D
+    h1 = h1 ~ (h2 >> 17)
+    i = i + 32
+  end
   while i + 7 <= n do
     local k = unpack("<i8", s, i)
     h1 = (h1 ~ k) * 0x100000001B3
@@ -119,8 +128,13 @@ function M.new(env, env_skip)
 
   local fp
 
+  -- Parts, each with its length (so no two lists read the same), kept
+  -- as they are when short and hashed when long.
   local function composite(parts)
-    return "h" .. hash(table.concat(parts, "\0"))
+    for i, part in ipairs(parts) do parts[i] = #part .. ":" .. part end
+    local text = table.concat(parts)
+    if #text <= 160 then return "(" .. text .. ")" end
+    return "h" .. hash(text)
   end
 
   local function table_fp(t, skip)
@@ -158,7 +172,7 @@ function M.new(env, env_skip)
       return "f" .. ("%a"):format(v)
     end
     if t == "string" then
-      if #v <= 64 then return ("s%d:%s"):format(#v, v) end
+      if #v <= 64 then return "s" .. #v .. ":" .. v end
       return "S" .. hash(v)
     end
     if modules[v] then return "m" .. modules[v] end

@@ -137,9 +137,12 @@ function M.stage(sched, path, source)
         -- Read now: later changes to the table are not this job's.
         trigger_fp = trigger_fp(spec.trigger),
       }
-      if earlier then table.remove(jobs, earlier) end
+      if earlier then
+        table.remove(jobs, earlier)
+        for i = earlier, #jobs do index[jobs[i].id] = i end
+      end
       jobs[#jobs + 1] = job
-      for i, j in ipairs(jobs) do index[j.id] = i end
+      index[job.id] = #jobs
       return norm.id
     end,
   })
