@@ -114,8 +114,8 @@ static void drop_tree(mb_watch *w, const char *rel) {
   size_t n = strlen(rel), kept = 0;
   for (size_t i = 0; i < w->ndirs; i++) {
     dir_watch *dw = w->dirs[i];
-    bool inside = strncmp(dw->rel, rel, n) == 0 &&
-                  (dw->rel[n] == '\0' || dw->rel[n] == '/');
+    bool inside = n == 0 || (strncmp(dw->rel, rel, n) == 0 &&
+                             (dw->rel[n] == '\0' || dw->rel[n] == '/'));
     if (inside)
       uv_close((uv_handle_t *)&dw->event, on_dir_closed);
     else
