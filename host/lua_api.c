@@ -1062,6 +1062,8 @@ static int sched_get_runs(lua_State *L) {
 typedef struct restore_ctx {
   host *h;
   bool keep_missing;
+  lua_State *only_L;  /* restore only the ids in the set at only_idx */
+  int only_idx;
   int restored, removed, interrupted;
   /* Schedules to put back once interrupted runs have been retried, so
    * that a one-shot job waiting on that retry is not taken for done. */
@@ -1075,6 +1077,12 @@ typedef struct restore_ctx {
 static void restore_one(const mb_job_state *st, void *data) {
   restore_ctx *c = data;
   host *h = c->h;
+  if (c->only_L) {
+    lua_getfield(c->only_L, c->only_idx, st->job_id);
+    bool wanted = lua_toboolean(c->only_L, -1);
+    lua_pop(c->only_L, 1);
+    if (!wanted) return;
+  }
   mb_job *job = mb_sched_get_job(h->sched, st->job_id);
   if (!job) {
     /* No file declares it any more: it goes, its history stays. Unless
@@ -1138,20 +1146,27 @@ static void interrupted_one(const mb_run_record *r, void *data) {
                         "the process running it stopped before it finished");
 }
 
-/* sched:restore{keep_missing} -> {restored, removed, interrupted}:
- * after the job files are loaded, take back what the store kept. */
+/* sched:restore{keep_missing, only} -> {restored, removed, interrupted}:
+ * after the job files are loaded, take back what the store kept. only:
+ * a set of job ids, jobs a reload added, to restore alone (interrupted
+ * runs were dealt with at start). */
 static int sched_restore(lua_State *L) {
   host *h = check_host(L, 1);
-  restore_ctx c = {h, false, 0, 0, 0, NULL, 0};
+  restore_ctx c = {h, false, NULL, 0, 0, 0, 0, NULL, 0};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "keep_missing");
     c.keep_missing = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    if (lua_getfield(L, 2, "only") == LUA_TTABLE) {
+      c.only_L = L;
+      c.only_idx = lua_gettop(L);
+      c.keep_missing = true;
+    }
   }
   if (h->store) {
     mb_err err = {0};
     int rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
-    if (rc == 0) rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
+    if (rc == 0 && !c.only_L)
+      rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
     for (size_t i = 0; i < c.nschedules; i++) {
       struct pending_schedule *p = &c.schedules[i];
       mb_sched_restore_job(h->sched, p->job, p->next, p->last);

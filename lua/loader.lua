@@ -18,6 +18,7 @@
 local core = require "moonbeat.core"
 local fingerprint = require "mb.fingerprint"
 local scheduler = require "mb.scheduler"
+local state_codec = require "mb.state"
 
 local M = {}
 
@@ -257,7 +258,9 @@ end
 -- { path, error = message, traceback = } for one that failed. Returns
 -- { added = {ids}, changed = {ids}, removed = {ids}, unchanged = n,
 -- failed = { [path] = message }, jobs = { [path] = {ids} } }.
-function M.apply(sched, outcomes)
+-- opts.restore: give added jobs what the store kept of them (a file that
+-- failed at start and is fixed since gets its jobs' history back).
+function M.apply(sched, outcomes, opts)
   table.sort(outcomes, function(a, b) return a.path < b.path end)
   local decl = declared(sched)
   local result = { added = {}, changed = {}, removed = {}, unchanged = 0,
@@ -339,6 +342,21 @@ function M.apply(sched, outcomes)
     end
   end
 
+  if opts and opts.restore and #result.added > 0 then
+    local only = {}
+    for _, id in ipairs(result.added) do only[id] = true end
+    local ok, err = sched:restore { only = only }
+    if not ok then
+      core.log("error", "store state of added jobs not read", { error = err })
+    end
+    for id in pairs(only) do
+      local job = sched:get_job(id)
+      local text = job and job.saved_state
+      local value = text and state_codec.deserialize(text)
+      if value then sched:job_spec(job).state = value end
+    end
+  end
+
   for _, o in ipairs(outcomes) do
     if ok_paths[o.path] then
       decl[o.path] = records[o.path]
@@ -376,7 +394,7 @@ end
 -- path that no longer exists counts as deleted when the scheduler has
 -- loaded it before, and is skipped otherwise. opts.skip_empty: skip
 -- empty files too (a file being written in place is empty for a moment,
--- and loading it then would remove its jobs).
+-- and loading it then would remove its jobs); opts.restore as M.apply.
 function M.apply_files(sched, paths, opts)
   local known = declared(sched)
   local outcomes, skipped = {}, {}
@@ -395,7 +413,7 @@ function M.apply_files(sched, paths, opts)
       outcomes[#outcomes + 1] = { path = path, deleted = true }
     end
   end
-  local result = M.apply(sched, outcomes)
+  local result = M.apply(sched, outcomes, opts)
   result.skipped = skipped
   return result, #outcomes
 end

@@ -110,7 +110,7 @@ function R:reload(paths, cause)
     files = self:expand(rels)
   end
   local result, looked_at = loader.apply_files(self.sched, files,
-    { skip_empty = cause == "watch" })
+    { skip_empty = cause == "watch", restore = cause ~= "start" })
   local jobs = 0
   for _, path in ipairs(files) do
     -- Loaded, deleted or failing: the batch says which, for each path.

@@ -321,6 +321,33 @@ describe("hot reload", function()
     assert.equal(h.start + 10, job("a").next_run_time)
   end)
 
+  it("gives a file fixed after a failed start its jobs' history and ctx.state back", function()
+    local store = support.tempdir()
+    h:close()
+    h = harness.new { db = store .. "/m.db" }
+    start { ["a.lua"] = job_file { { "a", 10, counting("v1") } } }
+    h:advance("20s")
+    r:close()
+    h:close()
+    -- Restarted with the file broken: its job waits in the store.
+    support.write(dir .. "/a.lua", "broken(")
+    h = harness.new { db = store .. "/m.db" }
+    r = reload.new(h.core, dir)
+    assert.equal(1, r:reload(nil, "start").failed)
+    h.scheduler.restore { keep_missing = true }
+    assert.is_nil(job("a"))
+    support.write(dir .. "/a.lua", job_file { { "a", 10, counting("v2") } })
+    assert.equal(1, r:reload().added)
+    assert.equal(2, job("a").counts.ok)
+    -- Its schedule carries over too: this clock starts where the first
+    -- did, and the store says the next fire is at 30 s.
+    assert.equal(h.start + 30, job("a").next_run_time)
+    h:advance("30s")
+    assert.same({ "v1", "v1", "v2" }, ran)
+    assert.same({ n = 3 }, h.core:job_spec(job("a")).state)
+    support.remove_tree(store)
+  end)
+
   it("logs a one-line summary of each reload", function()
     start { ["a.lua"] = job_file { { "a", 10 } } }
     save("a.lua", job_file { { "a", 20 }, { "b", 10 } })
