@@ -888,6 +888,9 @@ static int sched_add_job(lua_State *L) {
     lua_pushstring(L, err.msg);
     return 2;
   }
+  /* Its history's age clock starts now: pruning a job by age at its
+   * first run would search its history for nothing. */
+  job->rec.pruned_at = mb_clock_now(h->clock);
   push_job(L, 1, job);
   mb_job_unref(job);
   return 1;

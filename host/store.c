@@ -80,6 +80,7 @@ enum {
   ST_MARK_INTERRUPTED,
   ST_PRUNE_COUNT,
   ST_PRUNE_AGE,
+  ST_PRUNE_AGE_ALL,
   ST_BEGIN,
   ST_COMMIT,
   ST_ROLLBACK,
@@ -118,14 +119,22 @@ static const char *const statements[ST_COUNT] = {
   [ST_PRUNE_COUNT] =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1"
     " AND status <> 'running' ORDER BY id DESC LIMIT ?3 OFFSET ?2)",
+  /* By job: along the (job_id, id) index, oldest first. */
   [ST_PRUNE_AGE] =
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = ?1"
+    " AND status <> 'running' AND coalesce(finished, started, scheduled)"
+    " < ?2 ORDER BY id LIMIT ?3)",
+  /* Every job (hourly): in id order, so the old rows come first. */
+  [ST_PRUNE_AGE_ALL] =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE"
-    " (?1 IS NULL OR job_id = ?1) AND status <> 'running'"
-    " AND coalesce(finished, started, scheduled) < ?2 LIMIT ?3)",
+    " status <> 'running' AND coalesce(finished, started, scheduled) < ?2"
+    " ORDER BY id LIMIT ?3)",
   [ST_BEGIN] = "BEGIN IMMEDIATE",
   [ST_COMMIT] = "COMMIT",
   [ST_ROLLBACK] = "ROLLBACK",
 };
+
+enum { MEMORY_BATCH_OPS = 4096, MEMORY_BATCH_US = 20000 };
 
 typedef struct conn {
   sqlite3 *db;
@@ -139,6 +148,7 @@ struct mb_store {
   char *path;
   int lock_fd;
   op_list queue;    /* this turn's writes, the loop's alone */
+  uint64_t flushed_at;  /* a memory store's last commit, in µs */
 
   /* Shared with the writer thread, under mu. */
   bool threaded;
@@ -476,8 +486,8 @@ static int prune_one(conn *c, const mb_prune *p, mb_time now, int max_rows) {
     deleted += sqlite3_changes(c->db);
   }
   if (p->retention.max_age > 0) {
-    st = c->st[ST_PRUNE_AGE];
-    bind_text(st, 1, p->job_id);
+    st = c->st[p->job_id ? ST_PRUNE_AGE : ST_PRUNE_AGE_ALL];
+    if (p->job_id) bind_text(st, 1, p->job_id);
     sqlite3_bind_int64(st, 2, now - p->retention.max_age);
     sqlite3_bind_int(st, 3, max_rows);
     if (step_reset(st) != 0) return -1;
@@ -613,7 +623,12 @@ static void wait_tried(mb_store *s) {
 
 /* Let the writer finish what it was handed (reads call this first). */
 static void sync_writer(mb_store *s) {
-  if (!s->threaded) return;
+  if (!s->threaded) {
+    /* Commit what a store in memory gathered (a failure is reported by
+     * the next flush). */
+    mb_store_flush(s, true, NULL);
+    return;
+  }
   uv_mutex_lock(&s->mu);
   wait_tried(s);
   uv_mutex_unlock(&s->mu);
@@ -623,6 +638,13 @@ int mb_store_flush(mb_store *s, bool wait, mb_err *err) {
   if (!s) return 0;
   if (!s->threaded) {
     if (s->queue.len == 0) return 0;
+    /* A store in memory has no crash to be safe from: a few turns'
+     * writes (up to 20 ms, or a large batch) go in one transaction. */
+    uint64_t now = uv_hrtime() / 1000;
+    if (!wait && s->queue.len < MEMORY_BATCH_OPS &&
+        now - s->flushed_at < MEMORY_BATCH_US)
+      return 0;
+    s->flushed_at = now;
     char error[sizeof s->last_error];
     if (write_ops(s->writer, &s->queue, error, sizeof error) < 0)
       return mb_err_set(err, MB_ESTORE, "%s: %s", s->path, error);
@@ -796,10 +818,8 @@ void mb_store_close(mb_store *s) {
 }
 
 void mb_store_counts(mb_store *s, long long *commits, long long *rows) {
-  if (s->threaded) {
-    uv_mutex_lock(&s->mu);
-    wait_tried(s);
-  }
+  sync_writer(s);
+  if (s->threaded) uv_mutex_lock(&s->mu);
   *commits = s->commits;
   *rows = s->rows;
   if (s->threaded) uv_mutex_unlock(&s->mu);

@@ -390,3 +390,45 @@ describe("a full disk", function()
     h:close()
   end)
 end)
+
+describe("on the real clock", function()
+  local core = require "moonbeat.core"
+  local scheduler = require "mb.scheduler"
+
+  -- Two runs in two loop turns; the scheduler stops after the second. Writes
+  -- are not waited for here (a memory store gathers a few turns, a file
+  -- store hands them to its writer thread): what is read back must
+  -- still hold every run.
+  local function one_run(db)
+    local sched = assert(core.new { clock = "real", db = db, timezone = "UTC" })
+    local api = scheduler.new(sched)
+    -- "first" runs in the first loop turn, "second" in the next: the
+    -- second's row comes after the first commit.
+    api.add_job { id = "second", trigger = { "date", run_date = "2099-01-01" },
+      run = function() api.shutdown() end }
+    api.add_job { id = "first", trigger = { "date", delay = 0 }, run = function()
+      api.run_job("second")
+    end }
+    sched:run()
+    local runs = api.get_runs {}
+    local stats = sched:store_stats()
+    sched:close()
+    return runs, stats
+  end
+
+  it("reads back every run from a store in memory", function()
+    local runs, stats = one_run(":memory:")
+    assert.equal(2, #runs)
+    assert.equal("success", runs[1].status)
+    assert.is_true(stats.rows >= 2)
+  end)
+
+  it("reads back every run from a file written by its writer thread", function()
+    local dir = support.tempdir()
+    local runs, stats = one_run(dir .. "/w.db")
+    support.remove_tree(dir)
+    assert.equal(2, #runs)
+    assert.equal("success", runs[1].status)
+    assert.is_true(stats.rows >= 2)
+  end)
+end)
