@@ -70,9 +70,14 @@ function M.open(dir, opts)
 end
 
 -- Run the loop until a signal or shutdown, then close the scheduler.
--- opts: shutdown_timeout (seconds).
+-- opts: shutdown_timeout (seconds); on_sigint() (true: SIGINT was taken,
+-- do not shut down); on_stopped() (the loop has stopped, the scheduler
+-- is still open).
 function M.serve(d, opts)
-  d.sched:run { shutdown_timeout = opts and opts.shutdown_timeout }
+  opts = opts or {}
+  d.sched:run { shutdown_timeout = opts.shutdown_timeout,
+    on_sigint = opts.on_sigint }
+  if opts.on_stopped then opts.on_stopped() end
   d.sched:close()
   core.log("info", "scheduler stopped")
 end

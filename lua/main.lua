@@ -11,6 +11,7 @@ usage: moonbeat <command> [options]
 
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
+  repl [DIR]       the same, with an interactive Lua prompt
   next EXPR        the next fire times of a cron expression
   lua FILE [ARG..] run a Lua script with moonbeat's modules (the test
                    suite runs busted this way)
@@ -144,7 +145,8 @@ local function job_defaults(opts)
   return d
 end
 
-local function cmd_run(args)
+-- `run`, or `repl` (mode "repl": the same flags, then the prompt).
+local function cmd_run(args, mode)
   local opts, rest = parse(args, {
     ["log-format"] = true, ["log-level"] = true, timezone = true,
     ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
@@ -154,7 +156,7 @@ local function cmd_run(args)
   })
   if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
   if opts.help then
-    io.stdout:write(RUN_USAGE)
+    io.stdout:write(mode == "repl" and require("mb.cli_repl").USAGE or RUN_USAGE)
     return 0
   end
   if #rest > 1 then return fail("run takes one directory\n" .. RUN_USAGE) end
@@ -194,6 +196,10 @@ local function cmd_run(args)
     keep_runs = opts["keep-runs"], keep_for = opts["keep-for"],
   })
   if not d then return fail(derr, code) end
+  if mode == "repl" then
+    return require("mb.cli_repl").serve(d, { shutdown_timeout = shutdown_timeout,
+      log_format = format, log_level = level })
+  end
   require("mb.daemon").serve(d, { shutdown_timeout = shutdown_timeout })
   return 0
 end
@@ -270,6 +276,7 @@ return function(args)
   local command = args[1]
   local rest = table.move(args, 2, #args, 1, {})
   if command == "run" then return cmd_run(rest) end
+  if command == "repl" then return cmd_run(rest, "repl") end
   if command == "lua" then return cmd_lua(rest) end
   if command == "next" then return cmd_next(rest) end
   if command == "version" or command == "--version" then
@@ -280,6 +287,8 @@ return function(args)
     or command == "-h" then
     if rest[1] == "run" then
       io.stdout:write(RUN_USAGE)
+    elseif rest[1] == "repl" then
+      io.stdout:write(require("mb.cli_repl").USAGE)
     elseif rest[1] == "next" then
       io.stdout:write(NEXT_USAGE)
     else
