@@ -49,6 +49,7 @@ typedef struct term {
   int interrupt_ref;       /* Ctrl-C: () -> new prompt or nil */
   char *prompt;
   char *history;           /* the history file, or NULL */
+  bool prompt_due;         /* show the prompt on the next loop turn */
   bool prompting;          /* readline's handler is installed */
   bool hidden;             /* the prompt is cleared for output */
   /* stdin */
@@ -385,8 +386,16 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 
 static void on_idle(uv_idle_t *h) {
   (void)h;
-  if (!T.interactive && !T.pollable && !line_ready()) read_some();
-  deliver_lines();
+  if (T.interactive) {
+    if (T.prompt_due && T.open) {
+      T.prompt_due = false;
+      rl_callback_handler_install(T.prompt, on_line);
+      T.prompting = true;
+    }
+  } else {
+    if (!T.pollable && !line_ready()) read_some();
+    deliver_lines();
+  }
   update_watchers();
 }
 
@@ -398,7 +407,7 @@ static void update_watchers(void) {
   bool want_poll, want_idle;
   if (T.interactive) {
     want_poll = T.open && T.prompting;
-    want_idle = false;
+    want_idle = T.open && T.prompt_due;
   } else {
     bool ready = line_ready();
     want_poll = waiting && !ready && T.pollable;
@@ -495,7 +504,7 @@ static int term_open(lua_State *L) {
   T.interrupt_ref = opt_ref(L, 1, "interrupt");
   T.len = 0;
   T.eof = false;
-  T.prompting = T.hidden = T.polling = T.idling = false;
+  T.prompting = T.prompt_due = T.hidden = T.polling = T.idling = false;
   T.log_format = strcmp(format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT;
   T.log_level = level;
 
@@ -536,10 +545,11 @@ static int term_read(lua_State *L) {
   lua_settop(L, 2);
   T.read_ref = mb_ref(L);
   if (T.interactive) {
+    /* Shown from the loop, once whoever runs it (a scheduler) has its
+     * signal handlers in place. */
     free(T.prompt);
     T.prompt = mb_xstrdup(prompt);
-    rl_callback_handler_install(T.prompt, on_line);
-    T.prompting = true;
+    T.prompt_due = true;
   }
   update_watchers();
   return 0;
@@ -566,15 +576,16 @@ static int term_add_history(lua_State *L) {
   return 0;
 }
 
-/* term.interrupt() -> true when a prompt was shown and its line was
- * dropped, as Ctrl-C does. */
+/* term.interrupt() -> whether the terminal is the REPL's: then the line
+ * being typed, if any, is dropped as Ctrl-C does, and nothing else is to
+ * come of the SIGINT. */
 static int term_interrupt(lua_State *L) {
-  bool shown = T.open && T.prompting;
-  if (shown) {
+  bool owned = T.open && T.interactive;
+  if (owned && T.prompting) {
     interrupt_line();
     rl_redisplay();
   }
-  lua_pushboolean(L, shown);
+  lua_pushboolean(L, owned);
   return 1;
 }
 
@@ -591,7 +602,7 @@ static int term_close(lua_State *L) {
     rl_callback_handler_remove();
     T.prompting = false;
   }
-  T.hidden = false;
+  T.hidden = T.prompt_due = false;
   T.open = false;
   release_log();
   if (T.pollable) close_handle((uv_handle_t *)&T.poll);

@@ -40,7 +40,9 @@ Options: those of `moonbeat run` (moonbeat help run).
 function M.serve(d, opts)
   local env, close_env = repl_env.new(d, function(text) term.write(text) end)
   local evaluator = {
-    eval = function(text, done) done(repl_eval.eval(env, text)) end,
+    eval = function(text, done)
+      done(repl_eval.eval(env, text, { stream = true }))
+    end,
     complete = function(line, word)
       return repl_eval.complete(env, line, word)
     end,

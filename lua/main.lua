@@ -154,12 +154,13 @@ local function cmd_run(args, mode)
     ["no-coalesce"] = false, retries = true, db = true,
     ["keep-runs"] = true, ["keep-for"] = true,
   })
-  if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
+  local usage = mode == "repl" and require("mb.cli_repl").USAGE or RUN_USAGE
+  if not opts then return fail(rest .. "\n" .. usage) end
   if opts.help then
-    io.stdout:write(mode == "repl" and require("mb.cli_repl").USAGE or RUN_USAGE)
+    io.stdout:write(usage)
     return 0
   end
-  if #rest > 1 then return fail("run takes one directory\n" .. RUN_USAGE) end
+  if #rest > 1 then return fail((mode or "run") .. " takes one directory\n" .. usage) end
   local format = opts["log-format"] or "text"
   if format ~= "text" and format ~= "json" then
     return fail(("--log-format: expected text or json, got '%s'"):format(format))

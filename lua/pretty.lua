@@ -5,7 +5,7 @@
 
 local M = {}
 
-M.DEFAULTS = { max_items = 40, max_depth = 8, width = 72, indent = "  " }
+M.DEFAULTS = { max_items = 40, max_depth = 8, width = 78, indent = "  " }
 
 local KEYWORDS = {}
 for word in ([[and break do else elseif end false for function goto if in

@@ -26,7 +26,8 @@ end
 -- scheduler does); log_format, log_level (the log's, to draw it above
 -- the prompt). Returns the session: interactive (stdin is a terminal),
 -- failed (an evaluation raised an error), interrupt() (drop the line
--- being typed, as Ctrl-C does; false when no prompt is shown), close().
+-- being typed, as Ctrl-C does; false when stdin is not the REPL's
+-- terminal), close().
 function M.start(evaluator, opts)
   local session = { interactive = term.interactive(), failed = false }
   local pending, pending_error -- a chunk that goes on, and why

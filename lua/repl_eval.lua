@@ -52,9 +52,13 @@ function M.output(env, text)
 end
 
 -- The chunk for text: an expression first (so that its value prints, as
--- lua's prompt does), else statements. Errors as load gives them.
+-- lua's prompt does), else statements. Errors as load gives them. The
+-- expression's values pass through a call, so that its own calls are
+-- not tail calls: an error in one is still reported at the line typed.
 local function compile(env, text)
-  local chunk = load("return " .. text, "=stdin", "t", env)
+  local chunk = load("return (function(...) return ... end)(" .. text .. "\n)",
+    "=stdin", "t", env)
+    or load("return " .. text, "=stdin", "t", env)
   if chunk then return chunk end
   return load(text, "=stdin", "t", env)
 end
@@ -88,8 +92,10 @@ local function set_limit(limit)
 end
 
 -- Evaluate text. opts.limit: seconds of processor time the code may
--- take. Results print as pretty does, a string as it is (as print
--- would); several values are separated by tabs.
+-- take; opts.stream: what the code prints goes to the write function as
+-- it comes, not into the output (a local prompt shows it at once).
+-- Results print as pretty does, a string as it is (as print would);
+-- several values are separated by tabs.
 function M.eval(env, text, opts)
   local chunk, err = compile(env, text)
   if not chunk then
@@ -97,14 +103,14 @@ function M.eval(env, text, opts)
     local status = err:sub(-5) == "<eof>" and "incomplete" or "error"
     return { status = status, output = err .. "\n" }
   end
+  opts = opts or {}
   local st = state_of[env]
   local outer = st.buffer
-  st.buffer = {}
-  local limit = opts and opts.limit
-  if limit then set_limit(limit) end
+  st.buffer = not opts.stream and {} or nil
+  if opts.limit then set_limit(opts.limit) end
   local results = table.pack(xpcall(chunk, traceback))
-  if limit then debug.sethook() end
-  local printed = table.concat(st.buffer)
+  if opts.limit then debug.sethook() end
+  local printed = st.buffer and table.concat(st.buffer) or ""
   st.buffer = outer
   if not results[1] then
     return { status = "error", output = printed .. results[2] .. "\n" }

@@ -1,0 +1,253 @@
+-- `moonbeat repl` as a process: fed through a pipe (stdin not a
+-- terminal), and typed at on a pseudo-terminal (tests/fixtures/
+-- pty_driver.py), with completion, history, Ctrl-C and Ctrl-D. Every
+-- wait is for output, polled with a real-time limit; the jobs used fire
+-- at once or often.
+local json = require "moonbeat.json"
+local support = require "tests.support"
+
+local BIN = support.BIN
+local PYTHON = "/usr/bin/python3"
+
+local JOBS = {
+  ["hello.lua"] = [[
+scheduler.add_job { id = "hello", trigger = { "interval", hours = 1 },
+  run = function(ctx) ctx.log.info("hello ran") end }
+scheduler.add_job { id = "heartbeat", trigger = "0 2 * * *", run = function() end }
+]],
+}
+
+-- Run `moonbeat repl DIR --db :memory:` with input on a pipe; return
+-- stdout, stderr and the exit status.
+local function piped(dir, input, extra)
+  local files = support.tempdir { input = input }
+  local cmd = ("%s repl %s --db :memory: %s <%s >%s 2>%s; echo $?"):format(
+    support.quote(BIN), support.quote(dir), extra or "",
+    support.quote(files .. "/input"), support.quote(files .. "/out"),
+    support.quote(files .. "/err"))
+  local p = io.popen(cmd)
+  local code = tonumber(p:read("a"):match("%d+"))
+  p:close()
+  local function slurp(name)
+    local f = io.open(files .. "/" .. name)
+    local text = f:read("a")
+    f:close()
+    return text
+  end
+  local out, err = slurp("out"), slurp("err")
+  support.remove_tree(files)
+  return out, err, code
+end
+
+-- Drive `moonbeat ARGS` on a pseudo-terminal through steps (see
+-- tests/fixtures/pty_driver.py); fails the spec, showing the screen,
+-- when a step does.
+local function typed(args, steps, home)
+  local script = os.tmpname()
+  local argv = { BIN }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  support.write(script, json.encode {
+    argv = argv,
+    env = { HOME = home, TERM = "xterm", INPUTRC = "/dev/null" },
+    steps = steps,
+  })
+  local p = io.popen(PYTHON .. " tests/fixtures/pty_driver.py " .. support.quote(script))
+  local out = p:read("a")
+  p:close()
+  os.remove(script)
+  local result = assert(json.decode(out), out)
+  assert(result.ok, ("step %s: %s; the screen:\n%s"):format(tostring(result.step),
+    tostring(result.error), result.text))
+  return result
+end
+
+local function send(text) return { send = text } end
+local function expect(text) return { expect = text } end
+
+describe("moonbeat repl through a pipe", function()
+  local dir
+  before_each(function() dir = support.tempdir(JOBS) end)
+  after_each(function() support.remove_tree(dir) end)
+
+  it("prints each chunk's values and shuts down gracefully at the end of input", function()
+    local out, err, code = piped(dir, table.concat({
+      "1+1",
+      "{ 1, { a = 'x' } }",
+      "function double(x)",
+      "  return x * 2",
+      "end",
+      "double(21)",
+      "print('hi', nil)",
+      "'text'",
+    }, "\n") .. "\n")
+    assert.equal(0, code, err)
+    assert.equal('2\n{ 1, { a = "x" } }\n42\nhi\tnil\ntext\n', out)
+    assert.matches("scheduler stopping runs=0 wait=30s\n", err, 1, true)
+    assert.matches("INFO  scheduler stopped\n$", err)
+  end)
+
+  it("evaluates the last line even without a line end", function()
+    local out, _, code = piped(dir, "x = 6\nx * 7")
+    assert.equal(0, code)
+    assert.equal("42\n", out)
+  end)
+
+  it("prints the helpers' output and waits for run_now's result before exiting", function()
+    local out, err, code = piped(dir, 'jobs()\nnext_runs("0 2 * * *", 2)\nrun_now("hello")\n')
+    assert.equal(0, code, err)
+    assert.matches("^ID +TRIGGER +NEXT RUN +STATE +LAST RUN +RUNS\n", out)
+    assert.matches("\nhello +interval%[1h%] +%S+ +scheduled +%- +%-\n", out)
+    assert.matches("\n0 2 %* %* %*  %(%S+%)\n  %a%a%a %S+  in %S+\n  %a%a%a %S+  in %S+\n", out)
+    assert.matches("run_now: job 'hello' starts on the next loop turn\n", out, 1, true)
+    assert.matches("run_now: job 'hello' run 1: success in %S+\n$", out)
+    assert.matches("hello ran job=hello run=1", err, 1, true)
+  end)
+
+  it("reports an error on stderr, goes on, and exits 1", function()
+    local out, err, code = piped(dir, "error('boom')\n1+1\n")
+    assert.equal(1, code)
+    assert.equal("2\n", out)
+    assert.matches("\nstdin:1: boom\nstack traceback:\n", err, 1, true)
+  end)
+
+  it("reports a chunk that the end of input cuts off", function()
+    local out, err, code = piped(dir, "function f(\n")
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("\nstdin:1: <name> or '...' expected near <eof>\n", err, 1, true)
+  end)
+
+  it("takes the flags of moonbeat run and shows its own help", function()
+    local out, code = support.sh(support.quote(BIN) .. " repl --help")
+    assert.equal(0, code)
+    assert.matches("usage: moonbeat repl [DIR] [options]", out, 1, true)
+    assert.matches("run_now(id)", out, 1, true)
+    out, code = support.sh(support.quote(BIN) .. " repl --frobnicate")
+    assert.equal(2, code)
+    assert.matches("^moonbeat: unknown option %-%-frobnicate\nusage: moonbeat repl", out)
+    local _, err
+    out, err, code = piped(dir, "1\n", "--log-format json")
+    assert.equal(0, code)
+    assert.equal("1\n", out)
+    assert.matches('"msg":"scheduler stopped"}\n$', err)
+  end)
+end)
+
+describe("moonbeat repl on a terminal", function()
+  local dir, home
+  before_each(function()
+    dir = support.tempdir(JOBS)
+    home = support.tempdir()
+  end)
+  after_each(function()
+    support.remove_tree(dir)
+    support.remove_tree(home)
+  end)
+
+  local ARGS
+  before_each(function() ARGS = { "repl", dir, "--db", ":memory:" } end)
+
+  it("prints values, continues an unfinished chunk, and exits on Ctrl-D", function()
+    local r = typed(ARGS, {
+      expect("\n> "),
+      send("1+1\r"), expect("\n2\n> "),
+      send("function double(x)\r"), expect("\n>> "),
+      send("return x * 2\r"), expect("\n>> "),
+      send("end\r"), expect("\n> "),
+      send("double(21)\r"), expect("\n42\n> "),
+      send("{ 1, { a = 'x' } }\r"), expect('\n{ 1, { a = "x" } }\n> '),
+      send("\4"), { exit = 20 },
+    }, home)
+    assert.equal(0, r.status)
+    assert.matches("scheduler stopping runs=0 wait=30s\n", r.text, 1, true)
+    assert.matches("scheduler stopped\n$", r.text)
+  end)
+
+  it("clears the line on Ctrl-C, also inside an unfinished chunk", function()
+    typed(ARGS, {
+      expect("\n> "),
+      send("this is not lua"), send("\3"), expect("this is not lua^C\n> "),
+      send("function broken(\r"), expect("\n>> "),
+      send("\3"), expect("^C\n> "),
+      send("2+2\r"), expect("\n4\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+  end)
+
+  it("takes a SIGINT as Ctrl-C while the prompt is up: the scheduler goes on", function()
+    local r = typed(ARGS, {
+      expect("\n> "),
+      send("half a line"), expect("half a line"),
+      { signal = "INT" }, expect("^C\n> "),
+      send("scheduler.get_job('hello').id\r"), expect("\nhello\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+    assert.equal(0, r.status)
+    assert.not_matches("signal=SIGINT", r.text, 1, true)
+  end)
+
+  it("stops code that runs too long on Ctrl-C and keeps the prompt", function()
+    typed(ARGS, {
+      expect("\n> "),
+      send("print('spinning') while true do end\r"), expect("\nspinning\n"),
+      send("\3"), expect("interrupted!"), expect("\n> "),
+      send("3*3\r"), expect("\n9\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+  end)
+
+  it("completes globals, table fields and job ids", function()
+    typed(ARGS, {
+      expect("\n> "),
+      send("type(next_r\t"), expect("type(next_runs"),
+      send(")\r"), expect("\nfunction\n> "),
+      send("scheduler.resu\t"), expect("scheduler.resume_job"),
+      send("\3"), expect("^C\n> "),
+      -- Several candidates: Tab Tab lists them.
+      send("scheduler.re\t\t"), expect("scheduler.remove_job"), expect("scheduler.resume_job"),
+      send("\3"), expect("^C\n> "),
+      -- A job id inside a string, closed by the completion.
+      send('scheduler.get_job("hea\t'), expect('scheduler.get_job("heartbeat"'),
+      send(").id\r"), expect("\nheartbeat\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+  end)
+
+  it("keeps history in ~/.moonbeat_history across sessions", function()
+    typed(ARGS, {
+      expect("\n> "),
+      send("remembered = 41\r"), expect("\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+    local f = assert(io.open(home .. "/.moonbeat_history"))
+    local history = f:read("a")
+    f:close()
+    assert.equal("remembered = 41\n", history)
+    typed(ARGS, {
+      expect("\n> "),
+      -- Up arrow recalls the line from the last session.
+      send("\27[A"), expect("remembered = 41"),
+      send("\r"), expect("\n> "),
+      send("remembered + 1\r"), expect("\n42\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+  end)
+
+  it("prints log lines above the prompt, keeps the line being typed, and fires jobs meanwhile", function()
+    support.write(dir .. "/tick.lua", [[
+scheduler.add_job { id = "tick", trigger = { "interval", seconds = 0.2 },
+  run = function(ctx) ctx.log.info("tick") end }
+]])
+    local r = typed(ARGS, {
+      expect("\n> "),
+      send("1 +"),
+      -- Two fires while the prompt waits.
+      expect("INFO  tick job=tick run=1\n"), expect("INFO  tick job=tick run=2\n"),
+      send(" 41\r"), expect("\n42\n> "),
+      send("\4"), { exit = 20 },
+    }, home)
+    -- Each log line is written on a cleared line, and the prompt with
+    -- what was typed is drawn again below it.
+    assert.matches("\r\27%[K\r?%d[%d%- :.]+ INFO  tick job=tick run=1\r\n> 1 %+", r.output)
+  end)
+end)
