@@ -46,6 +46,11 @@ struct mb_cron {
   int dst_gap;       /* MB_DST_GAP_*: fixed-hour fires in a gap */
   int dst_repeat;    /* MB_DST_REPEAT_*: fixed-hour fires in an overlap */
   uint64_t hours, minutes, seconds;
+  /* Sharing: holders of this copy, and its place in the shared table
+   * (key NULL: a private copy). */
+  unsigned refs;
+  char *key;
+  struct mb_cron *next_shared;
   char text[];       /* the description */
 };
 
@@ -391,6 +396,7 @@ static void day_side(const fset *fs, bool weekdays, dayset *ds) {
 static mb_cron *build(const fset fs[MB_CRON_NFIELDS], const char *text) {
   size_t tl = strlen(text);
   mb_cron *c = mb_xcalloc(1, sizeof *c + tl + 1);
+  c->refs = 1;
   memcpy(c->text, text, tl + 1);
   memcpy(c->years, fs[MB_CRON_YEAR].bits, sizeof c->years);
   c->any_year = true;
@@ -557,8 +563,131 @@ size_t mb_cron_describe(const mb_cron *c, char *buf, size_t n) {
   return len;
 }
 
+static void unshare(mb_cron *c);
+
 void mb_cron_free(mb_cron *c) {
+  if (!c || --c->refs > 0) return;
+  if (c->key) unshare(c);
   free(c);
+}
+
+/* ---- sharing ----------------------------------------------------------- */
+
+/* Expressions compiled from the same input, by that input. Jobs mostly
+ * repeat a few schedules; a million jobs on "0 2 * * *" then hold one
+ * compiled copy, and adding one costs a lookup instead of a parse. */
+static struct {
+  mb_cron **buckets;
+  size_t nbuckets, count;
+} shared;
+
+static uint64_t hash_key(const char *k) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+  return h;
+}
+
+static mb_cron **slot_of(const char *key) {
+  mb_cron **p = &shared.buckets[hash_key(key) & (shared.nbuckets - 1)];
+  while (*p && strcmp((*p)->key, key) != 0) p = &(*p)->next_shared;
+  return p;
+}
+
+static void grow_shared(void) {
+  size_t n = shared.nbuckets ? 2 * shared.nbuckets : 64;
+  mb_cron **old = shared.buckets;
+  size_t nold = shared.nbuckets;
+  shared.buckets = mb_xcalloc(n, sizeof *shared.buckets);
+  shared.nbuckets = n;
+  for (size_t i = 0; i < nold; i++) {
+    for (mb_cron *c = old[i], *next; c; c = next) {
+      next = c->next_shared;
+      mb_cron **p = &shared.buckets[hash_key(c->key) & (n - 1)];
+      c->next_shared = *p;
+      *p = c;
+    }
+  }
+  free(old);
+}
+
+static void unshare(mb_cron *c) {
+  mb_cron **p = slot_of(c->key);
+  if (*p == c) *p = c->next_shared;
+  free(c->key);
+  if (--shared.count == 0) {
+    free(shared.buckets);
+    shared.buckets = NULL;
+    shared.nbuckets = 0;
+  }
+}
+
+/* The shared copy for key, or a new one from compile (which may fail). */
+static mb_cron *share(const char *key, int gap, int repeat,
+                      mb_cron *(*compile)(const void *input, mb_err *err),
+                      const void *input, mb_err *err) {
+  if (shared.nbuckets) {
+    mb_cron *c = *slot_of(key);
+    if (c) {
+      c->refs++;
+      return c;
+    }
+  }
+  mb_cron *c = compile(input, err);
+  if (!c) return NULL;
+  mb_cron_set_dst(c, gap, repeat);
+  if (shared.count + 1 > shared.nbuckets / 4 * 3) grow_shared();
+  c->key = mb_xstrdup(key);
+  mb_cron **p = &shared.buckets[hash_key(key) & (shared.nbuckets - 1)];
+  c->next_shared = *p;
+  *p = c;
+  shared.count++;
+  return c;
+}
+
+static mb_cron *compile_fields(const void *input, mb_err *err) {
+  return mb_cron_from_fields(input, err);
+}
+
+static mb_cron *compile_crontab(const void *input, mb_err *err) {
+  return mb_cron_from_crontab(input, err);
+}
+
+/* Append text to key (of size cap, at *n); false when it does not fit. */
+static bool key_add(char *key, size_t cap, size_t *n, const char *text) {
+  size_t len = strlen(text);
+  if (*n + len + 1 > cap) return false;
+  memcpy(key + *n, text, len + 1);
+  *n += len;
+  return true;
+}
+
+mb_cron *mb_cron_shared_fields(const char *const fields[MB_CRON_NFIELDS],
+                               int gap, int repeat, mb_err *err) {
+  /* "F", the DST choices, then each field after \x1f (\x1e: not given). */
+  char key[1100] = {'F', (char)('0' + gap), (char)('0' + repeat), '\0'};
+  size_t n = 3;
+  bool fits = true;
+  for (int i = 0; i < MB_CRON_NFIELDS && fits; i++)
+    fits = key_add(key, sizeof key, &n, "\x1f") &&
+           key_add(key, sizeof key, &n, fields[i] ? fields[i] : "\x1e");
+  if (!fits) {  /* too long to share: a copy of its own */
+    mb_cron *c = mb_cron_from_fields(fields, err);
+    if (c) mb_cron_set_dst(c, gap, repeat);
+    return c;
+  }
+  return share(key, gap, repeat, compile_fields, fields, err);
+}
+
+mb_cron *mb_cron_shared_crontab(const char *expr, int gap, int repeat,
+                                mb_err *err) {
+  char key[1100] = {'C', (char)('0' + gap), (char)('0' + repeat), '\0'};
+  size_t n = 3;
+  if (!key_add(key, sizeof key, &n, expr)) {
+    mb_cron *c = mb_cron_from_crontab(expr, err);
+    if (c) mb_cron_set_dst(c, gap, repeat);
+    return c;
+  }
+  return share(key, gap, repeat, compile_crontab, expr, err);
 }
 
 void mb_cron_set_dst(mb_cron *c, int gap, int repeat) {

@@ -63,7 +63,16 @@ enum { MB_DST_GAP_RUN, MB_DST_GAP_SKIP };
 enum { MB_DST_REPEAT_FIRST, MB_DST_REPEAT_LAST, MB_DST_REPEAT_BOTH };
 void mb_cron_set_dst(mb_cron *c, int gap, int repeat);
 
-/* Frees c; NULL is fine. */
+/* As mb_cron_from_fields and mb_cron_from_crontab with the DST choices
+ * given, but shared: the same input (fields or text, and choices)
+ * returns the copy already compiled, with one more holder. A shared
+ * expression must not be changed. For the loop's thread only. */
+mb_cron *mb_cron_shared_fields(const char *const fields[MB_CRON_NFIELDS],
+                               int gap, int repeat, mb_err *err);
+mb_cron *mb_cron_shared_crontab(const char *expr, int gap, int repeat,
+                                mb_err *err);
+
+/* Drops a holder of c, freeing it with the last; NULL is fine. */
 void mb_cron_free(mb_cron *c);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "control_lua.h"
 #include "embedded.h"
 #include "event.h"
 #include "log.h"
@@ -311,16 +312,6 @@ static void host_flush(host *h) {
     if (!job->removed) save_job(h, job);
   }
   if (!mb_store_pending(h->store)) goto done;
-  mb_err err = {0};
-  /* All of a turn's writes in one transaction: a run's record and the
-   * job state that says its fire is done must never be apart, or a
-   * crash between them would lose the one or repeat the other. */
-  if (mb_store_flush(h->store, &err) < 0) {
-    report_store_error(h, &err);
-  } else if (h->last_store_error[0]) {
-    h->last_store_error[0] = '\0';
-    mb_log(MB_LOG_INFO, "store writes resumed", NULL, 0);
-  }
   /* History beyond retention goes in small steps, for the jobs that
    * just ran; history of removed jobs ages out hourly. */
   {
@@ -346,8 +337,21 @@ static void host_flush(host *h) {
       h->last_age_prune = now;
       items[k++] = (mb_prune){NULL, {0, h->retention.max_age}};
     }
-    mb_store_prune(h->store, items, k, now, 500, NULL);
+    mb_store_prune(h->store, items, k, now, 500);
     free(items);
+  }
+  mb_err err = {0};
+  /* All of a turn's writes in one transaction: a run's record and the
+   * job state that says its fire is done must never be apart, or a
+   * crash between them would lose the one or repeat the other. Under
+   * the virtual clock the flush waits for the writer, so that specs see
+   * a turn's writes (and their failures) when the turn is over. */
+  bool wait = mb_clock_kind(h->clock) == MB_CLOCK_VIRTUAL;
+  if (mb_store_flush(h->store, wait, &err) < 0) {
+    report_store_error(h, &err);
+  } else if (h->last_store_error[0]) {
+    h->last_store_error[0] = '\0';
+    mb_log(MB_LOG_INFO, "store writes resumed", NULL, 0);
   }
 done:
   for (size_t i = 0; i < n; i++) mb_job_unref(h->dirty[i]);
@@ -429,6 +433,10 @@ static host *check_host(lua_State *L, int idx) {
   if (!*hp || (*hp)->closed)
     luaL_error(L, "the scheduler is closed");
   return *hp;
+}
+
+uv_loop_t *mb_lua_check_loop(lua_State *L, int idx) {
+  return check_host(L, idx)->loop;
 }
 
 static mb_time host_now(void *data) { return mb_clock_now(((host *)data)->clock); }
@@ -668,8 +676,13 @@ static int sched_new_trigger(lua_State *L) {
   lua_getfield(L, 2, "interval");
   spec.interval = to_usec(lua_tonumber(L, -1));
   if (spec.kind == MB_TRIGGER_CRON) {
+    static const char *const gaps[] = {"run", "skip", NULL};
+    static const char *const repeats[] = {"first", "last", "both", NULL};
+    int gap = opt_choice(L, 2, "dst_gap", gaps, MB_DST_GAP_RUN);
+    int repeat = opt_choice(L, 2, "dst_repeat", repeats, MB_DST_REPEAT_FIRST);
     if (lua_getfield(L, 2, "crontab") == LUA_TSTRING) {
-      spec.cron = mb_cron_from_crontab(lua_tostring(L, -1), &err);
+      spec.cron = mb_cron_shared_crontab(lua_tostring(L, -1), gap, repeat,
+                                         &err);
     } else {
       const char *fields[MB_CRON_NFIELDS] = {0};
       lua_getfield(L, 2, "fields");
@@ -678,15 +691,9 @@ static int sched_new_trigger(lua_State *L) {
         fields[i] = lua_tostring(L, -1);  /* kept alive by the table */
         lua_pop(L, 1);
       }
-      spec.cron = mb_cron_from_fields(fields, &err);
+      spec.cron = mb_cron_shared_fields(fields, gap, repeat, &err);
     }
     if (!spec.cron) return fail_split(L, err.msg);
-    static const char *const gaps[] = {"run", "skip", NULL};
-    static const char *const repeats[] = {"first", "last", "both", NULL};
-    mb_cron_set_dst(spec.cron,
-                    opt_choice(L, 2, "dst_gap", gaps, MB_DST_GAP_RUN),
-                    opt_choice(L, 2, "dst_repeat", repeats,
-                               MB_DST_REPEAT_FIRST));
   }
   mb_trigger *t = mb_trigger_new(&spec, mb_clock_now(h->clock), &err);
   if (!t) return fail_split(L, err.msg);
@@ -1986,6 +1993,8 @@ void mb_lua_open(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonbeat_core);
   lua_setfield(L, -2, "moonbeat.core");
+  lua_pushcfunction(L, mb_control_luaopen);
+  lua_setfield(L, -2, "mb.control_socket");
   lua_pushcfunction(L, luaopen_mb_term);
   lua_setfield(L, -2, "mb.term");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {

@@ -8,6 +8,7 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <uv.h>
 
 /* Open the standard libraries and install the preloaders for
  * moonbeat.core, the embedded lua/ modules (as "mb.<name>") and the
@@ -15,6 +16,10 @@
 void mb_lua_open(lua_State *L);
 
 int luaopen_moonbeat_core(lua_State *L);
+
+/* The loop of the scheduler at idx (raises when it is not an open one):
+ * for modules that put their own handles beside the scheduler's. */
+uv_loop_t *mb_lua_check_loop(lua_State *L, int idx);
 
 /* A Lua state whose allocator refuses job code more than the memory
  * limit (core.set_memory_limit; 1 GiB by default). */

@@ -70,6 +70,7 @@ struct mb_runner {
   size_t active;
   void (*on_empty)(void *data);
   void *on_empty_data;
+  int ctx_meta;  /* registry ref of ctx's metatable */
 };
 
 static long live_refs;
@@ -102,10 +103,17 @@ mb_clock *mb_run_clock(const mb_run *run) {
   return mb_sched_clock(run->runner->sched);
 }
 
+static int ctx_index(lua_State *L);
+
 mb_runner *mb_runner_new(lua_State *L, mb_sched *sched) {
   mb_runner *r = mb_xcalloc(1, sizeof *r);
   r->L = L;
   r->sched = sched;
+  /* Every run's ctx shares it: looked up by ref, not by name, per run. */
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, ctx_index);
+  lua_setfield(L, -2, "__index");
+  r->ctx_meta = luaL_ref(L, LUA_REGISTRYINDEX);
   return r;
 }
 
@@ -277,6 +285,14 @@ static void drain_buffer(mb_runner *r, mb_job *job) {
 /* Run the job's pending to-be-closed handlers. With a timeout they get
  * one more timeout's worth of real time, then each is interrupted. */
 static int close_thread(mb_run *run) {
+  *extra(run->co) = NULL;
+  /* A thread whose function returned (or never started) has nothing
+   * left to close and can run the next job as it is; only one left
+   * suspended or in error needs the reset. */
+  if (lua_status(run->co) == LUA_OK) {
+    lua_settop(run->co, 0);
+    return LUA_OK;
+  }
   mb_run *was = executing;
   if (run->timeout > 0) {
     run->closing = true;
@@ -284,7 +300,6 @@ static int close_thread(mb_run *run) {
     executing = run;
     lua_sethook(run->co, on_count_hook, LUA_MASKCOUNT, HOOK_INSTRUCTIONS);
   }
-  *extra(run->co) = NULL;
   int status = lua_resetthread(run->co);
   lua_sethook(run->co, NULL, 0, 0);
   executing = was;
@@ -650,10 +665,7 @@ static void push_ctx(lua_State *co, mb_run *run) {
     lua_pushnumber(co, (double)(run->started + run->timeout) / 1e6);
     lua_setfield(co, -2, "deadline");
   }
-  if (luaL_newmetatable(co, "moonbeat.ctx")) {
-    lua_pushcfunction(co, ctx_index);
-    lua_setfield(co, -2, "__index");
-  }
+  lua_rawgeti(co, LUA_REGISTRYINDEX, run->runner->ctx_meta);
   lua_setmetatable(co, -2);
 }
 
@@ -838,5 +850,6 @@ void mb_runner_free(mb_runner *r) {
   r->on_empty = NULL;
   mb_runner_cancel(r, NULL, "the scheduler closed");
   while (r->nspare) mb_unref(r->L, r->spare[--r->nspare].ref);
+  luaL_unref(r->L, LUA_REGISTRYINDEX, r->ctx_meta);
   free(r);
 }

@@ -1,6 +1,14 @@
 /* store.c: the sqlite store. WAL, synchronous=NORMAL, prepared
  * statements only, a versioned schema migrated forward, a lock file that
- * names its holder, and a write queue committed once per loop turn. */
+ * names its holder, and a write queue committed once per loop turn.
+ *
+ * A file store commits on a writer thread with a connection of its own,
+ * so that a burst of thousands of runs never holds the loop while sqlite
+ * writes and syncs: the loop hands each turn's queue over and goes on.
+ * Reads use the loop's connection and first wait for the writer to
+ * finish what was handed to it, so they see every write made before
+ * them. A ":memory:" store cannot be shared by two connections and
+ * writes on the loop. */
 #include "store.h"
 
 #include <errno.h>
@@ -10,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 /* The schema this build writes; each entry migrates from the previous
  * version to the next. */
@@ -41,7 +50,7 @@ static const char *const migrations[] = {
   "SELECT id, job_id, scheduled, started, finished, attempt, status, error," \
   " traceback, log_tail, host, pid FROM runs"
 
-enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN };
+enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN, OP_PRUNE };
 
 typedef struct op {
   int kind;
@@ -49,8 +58,18 @@ typedef struct op {
     mb_job_state job;
     mb_run_record run;
     char *job_id;
+    struct {
+      mb_prune item;  /* job_id owned */
+      mb_time now;
+      int max_rows;
+    } prune;
   } u;
 } op;
+
+typedef struct op_list {
+  op *ops;
+  size_t len, cap;
+} op_list;
 
 enum {
   ST_SAVE_JOB,
@@ -108,13 +127,29 @@ static const char *const statements[ST_COUNT] = {
   [ST_ROLLBACK] = "ROLLBACK",
 };
 
-struct mb_store {
+typedef struct conn {
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
+} conn;
+
+struct mb_store {
+  conn reader;      /* the loop's: opening, reads, and writes in memory */
+  conn own_writer;  /* the writer thread's, for a file */
+  conn *writer;     /* &own_writer, or &reader for ":memory:" */
   char *path;
   int lock_fd;
-  op *queue;
-  size_t len, cap;
+  op_list queue;    /* this turn's writes, the loop's alone */
+
+  /* Shared with the writer thread, under mu. */
+  bool threaded;
+  uv_thread_t thread;
+  uv_mutex_t mu;
+  uv_cond_t work, idle;
+  op_list handed;   /* handed over, not yet committed */
+  uint64_t handed_batches, tried_batches;
+  bool stopping, writing;
+  int last_rc;      /* the latest commit: 0 or MB_ESTORE */
+  char last_error[512];
   long long commits, rows;
 };
 
@@ -122,7 +157,7 @@ struct mb_store {
 
 static int db_error(mb_store *s, mb_err *err, const char *what) {
   return mb_err_set(err, MB_ESTORE, "%s: %s: %s", s->path, what,
-                    sqlite3_errmsg(s->db));
+                    sqlite3_errmsg(s->reader.db));
 }
 
 /* ---- the lock ---- */
@@ -163,9 +198,9 @@ static int take_lock(mb_store *s, mb_err *err) {
 
 static int exec_sql(mb_store *s, const char *sql, mb_err *err) {
   char *msg = NULL;
-  if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+  if (sqlite3_exec(s->reader.db, sql, NULL, NULL, &msg) != SQLITE_OK) {
     mb_err_set(err, MB_ESTORE, "%s: %s", s->path,
-               msg ? msg : sqlite3_errmsg(s->db));
+               msg ? msg : sqlite3_errmsg(s->reader.db));
     sqlite3_free(msg);
     return MB_ESTORE;
   }
@@ -174,7 +209,7 @@ static int exec_sql(mb_store *s, const char *sql, mb_err *err) {
 
 static int schema_version(mb_store *s, int *version, mb_err *err) {
   sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) !=
+  if (sqlite3_prepare_v2(s->reader.db, "PRAGMA user_version", -1, &st, NULL) !=
       SQLITE_OK)
     return db_error(s, err, "cannot read the schema version");
   int rc = sqlite3_step(st);
@@ -198,7 +233,7 @@ static int migrate(mb_store *s, mb_err *err) {
     if ((rc = exec_sql(s, "BEGIN IMMEDIATE", err)) < 0) return rc;
     if ((rc = exec_sql(s, migrations[version], err)) < 0 ||
         (rc = exec_sql(s, bump, err)) < 0) {
-      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+      sqlite3_exec(s->reader.db, "ROLLBACK", NULL, NULL, NULL);
       return rc;
     }
     if ((rc = exec_sql(s, "COMMIT", err)) < 0) return rc;
@@ -206,41 +241,85 @@ static int migrate(mb_store *s, mb_err *err) {
   return 0;
 }
 
+static void writer_main(void *arg);
+
+/* Open path on c with the settings every connection needs. */
+static int open_conn(mb_store *s, conn *c, bool memory, mb_err *err) {
+  if (sqlite3_open_v2(s->path, &c->db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                          SQLITE_OPEN_NOMUTEX,
+                      NULL) != SQLITE_OK)
+    return mb_err_set(err, MB_ESTORE, "%s: cannot open it: %s", s->path,
+                      sqlite3_errmsg(c->db));
+  /* sqlite falls back to reading only when the file is write-protected;
+   * a scheduler that cannot record must not start. */
+  if (sqlite3_db_readonly(c->db, "main") == 1)
+    return mb_err_set(err, MB_ESTORE, "%s is read-only; the scheduler must "
+                      "be able to write its state", s->path);
+  sqlite3_busy_timeout(c->db, 2000);
+  sqlite3_extended_result_codes(c->db, 1);
+  /* synchronous is per connection; WAL lets readers (the CLI, backups)
+   * go on while the scheduler writes. */
+  const char *pragmas = memory ? "PRAGMA synchronous = OFF"
+                               : "PRAGMA journal_mode = WAL;"
+                                 "PRAGMA synchronous = NORMAL;"
+                                 "PRAGMA cache_size = -65536";
+  char *msg = NULL;
+  if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+    int rc = mb_err_set(err, MB_ESTORE, "%s: %s", s->path,
+                        msg ? msg : sqlite3_errmsg(c->db));
+    sqlite3_free(msg);
+    return rc;
+  }
+  return 0;
+}
+
+static int prepare_conn(mb_store *s, conn *c, mb_err *err) {
+  for (int i = 0; i < ST_COUNT; i++) {
+    if (sqlite3_prepare_v3(c->db, statements[i], -1,
+                           SQLITE_PREPARE_PERSISTENT, &c->st[i],
+                           NULL) != SQLITE_OK)
+      return mb_err_set(err, MB_ESTORE, "%s: cannot prepare a statement: %s",
+                        s->path, sqlite3_errmsg(c->db));
+  }
+  return 0;
+}
+
+static void close_conn(conn *c) {
+  if (!c->db) return;
+  for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(c->st[i]);
+  sqlite3_close(c->db);
+  c->db = NULL;
+}
+
 int mb_store_open(const char *path, mb_store **out, mb_err *err) {
   mb_store *s = mb_xcalloc(1, sizeof *s);
   s->path = mb_xstrdup(path);
   s->lock_fd = -1;
+  s->writer = &s->reader;
   bool memory = strcmp(path, ":memory:") == 0;
   int rc;
   if (!memory && (rc = take_lock(s, err)) < 0) goto fail;
-  if (sqlite3_open_v2(path, &s->db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                          SQLITE_OPEN_NOMUTEX,
-                      NULL) != SQLITE_OK) {
-    rc = db_error(s, err, "cannot open it");
-    goto fail;
-  }
-  /* sqlite falls back to reading only when the file is write-protected;
-   * a scheduler that cannot record must not start. */
-  if (sqlite3_db_readonly(s->db, "main") == 1) {
-    rc = mb_err_set(err, MB_ESTORE, "%s is read-only; the scheduler must be "
-                    "able to write its state", path);
-    goto fail;
-  }
-  sqlite3_busy_timeout(s->db, 2000);
-  sqlite3_extended_result_codes(s->db, 1);
-  /* WAL: readers (the CLI, backups) never block the scheduler. */
-  if ((rc = exec_sql(s, memory ? "PRAGMA synchronous = OFF"
-                               : "PRAGMA journal_mode = WAL;"
-                                 "PRAGMA synchronous = NORMAL", err)) < 0)
-    goto fail;
+  if ((rc = open_conn(s, &s->reader, memory, err)) < 0) goto fail;
   if ((rc = migrate(s, err)) < 0) goto fail;
-  for (int i = 0; i < ST_COUNT; i++) {
-    if (sqlite3_prepare_v3(s->db, statements[i], -1, SQLITE_PREPARE_PERSISTENT,
-                           &s->st[i], NULL) != SQLITE_OK) {
-      rc = db_error(s, err, "cannot prepare a statement");
+  if ((rc = prepare_conn(s, &s->reader, err)) < 0) goto fail;
+  if (!memory) {
+    if ((rc = open_conn(s, &s->own_writer, false, err)) < 0 ||
+        (rc = prepare_conn(s, &s->own_writer, err)) < 0)
+      goto fail;
+    s->writer = &s->own_writer;
+    uv_mutex_init(&s->mu);
+    uv_cond_init(&s->work);
+    uv_cond_init(&s->idle);
+    if (uv_thread_create(&s->thread, writer_main, s) != 0) {
+      uv_cond_destroy(&s->idle);
+      uv_cond_destroy(&s->work);
+      uv_mutex_destroy(&s->mu);
+      rc = mb_err_set(err, MB_ESTORE, "%s: cannot start the writer thread",
+                      path);
       goto fail;
     }
+    s->threaded = true;
   }
   *out = s;
   return 0;
@@ -255,19 +334,42 @@ static char *dup_or_null(const char *p) { return p ? mb_xstrdup(p) : NULL; }
 
 static void free_op(op *o);
 
-static op *push(mb_store *s, int kind) {
-  if (s->len == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : 64;
-    s->queue = mb_xrealloc(s->queue, s->cap * sizeof *s->queue);
+static op *push(op_list *q, int kind) {
+  if (q->len == q->cap) {
+    q->cap = q->cap ? 2 * q->cap : 64;
+    q->ops = mb_xrealloc(q->ops, q->cap * sizeof *q->ops);
   }
-  op *o = &s->queue[s->len++];
+  op *o = &q->ops[q->len++];
   memset(o, 0, sizeof *o);
   o->kind = kind;
   return o;
 }
 
+static void free_ops(op_list *q) {
+  for (size_t i = 0; i < q->len; i++) free_op(&q->ops[i]);
+  q->len = 0;
+}
+
+/* Move every op of from to the end of to (from is left empty). */
+static void append_ops(op_list *to, op_list *from) {
+  if (to->len == 0) {
+    op_list t = *to;
+    *to = *from;
+    *from = t;
+    from->len = 0;
+    return;
+  }
+  if (to->len + from->len > to->cap) {
+    to->cap = to->len + from->len;
+    to->ops = mb_xrealloc(to->ops, to->cap * sizeof *to->ops);
+  }
+  memcpy(to->ops + to->len, from->ops, from->len * sizeof *from->ops);
+  to->len += from->len;
+  from->len = 0;
+}
+
 void mb_store_save_job(mb_store *s, const mb_job_state *st) {
-  mb_job_state *j = &push(s, OP_SAVE_JOB)->u.job;
+  mb_job_state *j = &push(&s->queue, OP_SAVE_JOB)->u.job;
   *j = *st;
   j->job_id = mb_xstrdup(st->job_id);
   j->trigger = dup_or_null(st->trigger);
@@ -279,17 +381,18 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st) {
 }
 
 void mb_store_delete_job(mb_store *s, const char *job_id) {
-  push(s, OP_DELETE_JOB)->u.job_id = mb_xstrdup(job_id);
+  push(&s->queue, OP_DELETE_JOB)->u.job_id = mb_xstrdup(job_id);
 }
 
 void mb_store_save_run(mb_store *s, const mb_run_record *run) {
   /* A run that ended in the turn it started is written once: its end
    * replaces its start, still queued right behind it. */
-  if (s->len && s->queue[s->len - 1].kind == OP_SAVE_RUN &&
-      s->queue[s->len - 1].u.run.run_id == run->run_id) {
-    free_op(&s->queue[--s->len]);
+  op_list *q = &s->queue;
+  if (q->len && q->ops[q->len - 1].kind == OP_SAVE_RUN &&
+      q->ops[q->len - 1].u.run.run_id == run->run_id) {
+    free_op(&q->ops[--q->len]);
   }
-  mb_run_record *r = &push(s, OP_SAVE_RUN)->u.run;
+  mb_run_record *r = &push(q, OP_SAVE_RUN)->u.run;
   *r = *run;
   r->job_id = mb_xstrdup(run->job_id);
   r->status = mb_xstrdup(run->status);
@@ -297,6 +400,17 @@ void mb_store_save_run(mb_store *s, const mb_run_record *run) {
   r->traceback = dup_or_null(run->traceback);
   r->log_tail = dup_or_null(run->log_tail);
   r->host = dup_or_null(run->host);
+}
+
+void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
+                    int max_rows) {
+  for (size_t i = 0; i < n; i++) {
+    op *o = push(&s->queue, OP_PRUNE);
+    o->u.prune.item = items[i];
+    o->u.prune.item.job_id = dup_or_null(items[i].job_id);
+    o->u.prune.now = now;
+    o->u.prune.max_rows = max_rows;
+  }
 }
 
 static void free_op(op *o) {
@@ -313,6 +427,9 @@ static void free_op(op *o) {
   case OP_DELETE_JOB:
     free(o->u.job_id);
     break;
+  case OP_PRUNE:
+    free((char *)o->u.prune.item.job_id);
+    break;
   default:
     free((char *)o->u.run.job_id);
     free((char *)o->u.run.status);
@@ -323,7 +440,7 @@ static void free_op(op *o) {
   }
 }
 
-bool mb_store_pending(const mb_store *s) { return s && s->len > 0; }
+bool mb_store_pending(const mb_store *s) { return s && s->queue.len > 0; }
 
 static void bind_time(sqlite3_stmt *st, int i, mb_time t) {
   if (t == MB_TIME_NONE)
@@ -339,11 +456,41 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v) {
     sqlite3_bind_null(st, i);
 }
 
-static int run_op(mb_store *s, const op *o) {
+static int step_reset(sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? 0 : rc;
+}
+
+/* History beyond retention, at most max_rows a step. */
+static int prune_one(conn *c, const mb_prune *p, mb_time now, int max_rows) {
+  int deleted = 0;
+  sqlite3_stmt *st;
+  if (p->job_id && p->retention.keep_runs > 0) {
+    st = c->st[ST_PRUNE_COUNT];
+    bind_text(st, 1, p->job_id);
+    sqlite3_bind_int(st, 2, p->retention.keep_runs);
+    sqlite3_bind_int(st, 3, max_rows);
+    if (step_reset(st) != 0) return -1;
+    deleted += sqlite3_changes(c->db);
+  }
+  if (p->retention.max_age > 0) {
+    st = c->st[ST_PRUNE_AGE];
+    bind_text(st, 1, p->job_id);
+    sqlite3_bind_int64(st, 2, now - p->retention.max_age);
+    sqlite3_bind_int(st, 3, max_rows);
+    if (step_reset(st) != 0) return -1;
+    deleted += sqlite3_changes(c->db);
+  }
+  return deleted;
+}
+
+static int run_op(conn *c, const op *o) {
   sqlite3_stmt *st;
   if (o->kind == OP_SAVE_JOB) {
     const mb_job_state *j = &o->u.job;
-    st = s->st[ST_SAVE_JOB];
+    st = c->st[ST_SAVE_JOB];
     bind_text(st, 1, j->job_id);
     bind_text(st, 2, j->trigger);
     bind_time(st, 3, j->next_fire);
@@ -366,11 +513,14 @@ static int run_op(mb_store *s, const op *o) {
     bind_text(st, 20, j->state);
     bind_text(st, 21, j->spec);
   } else if (o->kind == OP_DELETE_JOB) {
-    st = s->st[ST_DELETE_JOB];
+    st = c->st[ST_DELETE_JOB];
     bind_text(st, 1, o->u.job_id);
+  } else if (o->kind == OP_PRUNE) {
+    return prune_one(c, &o->u.prune.item, o->u.prune.now,
+                     o->u.prune.max_rows) < 0;
   } else {
     const mb_run_record *r = &o->u.run;
-    st = s->st[ST_SAVE_RUN];
+    st = c->st[ST_SAVE_RUN];
     sqlite3_bind_int64(st, 1, r->run_id);
     bind_text(st, 2, r->job_id);
     bind_time(st, 3, r->scheduled);
@@ -384,41 +534,115 @@ static int run_op(mb_store *s, const op *o) {
     bind_text(st, 11, r->host);
     sqlite3_bind_int64(st, 12, r->pid);
   }
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc == SQLITE_DONE ? 0 : rc;
+  return step_reset(st);
 }
 
-static int step_simple(mb_store *s, int which) {
-  int rc = sqlite3_step(s->st[which]);
-  sqlite3_reset(s->st[which]);
-  return rc == SQLITE_DONE ? 0 : rc;
+/* Write ops in one transaction on c. Returns 0, or MB_ESTORE with what
+ * went wrong in error (the ops are then still to be written). */
+static int write_ops(conn *c, const op_list *q, char *error, size_t n) {
+  const char *what = "cannot begin a transaction";
+  if (step_reset(c->st[ST_BEGIN]) != 0) goto fail;
+  what = "cannot write";
+  for (size_t i = 0; i < q->len; i++)
+    if (run_op(c, &q->ops[i]) != 0) goto rollback;
+  what = "cannot commit";
+  if (step_reset(c->st[ST_COMMIT]) == 0) return 0;
+rollback:
+  snprintf(error, n, "%s: %s", what, sqlite3_errmsg(c->db));
+  step_reset(c->st[ST_ROLLBACK]);
+  return MB_ESTORE;
+fail:
+  snprintf(error, n, "%s: %s", what, sqlite3_errmsg(c->db));
+  return MB_ESTORE;
 }
 
-int mb_store_flush(mb_store *s, mb_err *err) {
-  if (!s || s->len == 0) return 0;
-  if (step_simple(s, ST_BEGIN) != 0)
-    return db_error(s, err, "cannot begin a transaction");
-  for (size_t i = 0; i < s->len; i++) {
-    if (run_op(s, &s->queue[i]) != 0) {
-      db_error(s, err, "cannot write");
-      step_simple(s, ST_ROLLBACK);
-      return MB_ESTORE;
+static size_t rows_of(const op_list *q) {
+  size_t rows = 0;
+  for (size_t i = 0; i < q->len; i++) rows += q->ops[i].kind != OP_PRUNE;
+  return rows;
+}
+
+/* The writer thread: commit what the loop hands over, batch by batch. A
+ * batch that fails (a full disk) stays first in line and is tried again
+ * with the next hand-over, or after a second when none comes. */
+static void writer_main(void *arg) {
+  mb_store *s = arg;
+  op_list batch = {0};
+  uv_mutex_lock(&s->mu);
+  for (;;) {
+    while (s->handed.len == 0 && !s->stopping) uv_cond_wait(&s->work, &s->mu);
+    if (s->handed.len == 0) break;
+    append_ops(&batch, &s->handed);
+    uint64_t tried = s->handed_batches;
+    s->writing = true;
+    uv_mutex_unlock(&s->mu);
+
+    char error[sizeof s->last_error];
+    int rc = write_ops(s->writer, &batch, error, sizeof error);
+    size_t rows = rc == 0 ? rows_of(&batch) : 0;
+    if (rc == 0) free_ops(&batch);
+
+    uv_mutex_lock(&s->mu);
+    s->writing = false;
+    s->last_rc = rc;
+    if (rc == 0) {
+      s->commits++;
+      s->rows += (long long)rows;
+    } else {
+      snprintf(s->last_error, sizeof s->last_error, "%s", error);
+      /* Older writes go first: put the batch back before what came in. */
+      append_ops(&batch, &s->handed);
+      append_ops(&s->handed, &batch);
     }
+    s->tried_batches = tried;
+    uv_cond_broadcast(&s->idle);
+    if (rc != 0 && !s->stopping)
+      uv_cond_timedwait(&s->work, &s->mu, 1000000000ULL);
+    if (rc != 0 && s->stopping) break;
   }
-  if (step_simple(s, ST_COMMIT) != 0) {
-    db_error(s, err, "cannot commit");
-    step_simple(s, ST_ROLLBACK);
-    return MB_ESTORE;
+  uv_mutex_unlock(&s->mu);
+  free(batch.ops);
+}
+
+/* Wait, with mu held, until the writer has tried every batch handed to
+ * it so far. */
+static void wait_tried(mb_store *s) {
+  while (s->writing || s->tried_batches < s->handed_batches)
+    uv_cond_wait(&s->idle, &s->mu);
+}
+
+/* Let the writer finish what it was handed (reads call this first). */
+static void sync_writer(mb_store *s) {
+  if (!s->threaded) return;
+  uv_mutex_lock(&s->mu);
+  wait_tried(s);
+  uv_mutex_unlock(&s->mu);
+}
+
+int mb_store_flush(mb_store *s, bool wait, mb_err *err) {
+  if (!s) return 0;
+  if (!s->threaded) {
+    if (s->queue.len == 0) return 0;
+    char error[sizeof s->last_error];
+    if (write_ops(s->writer, &s->queue, error, sizeof error) < 0)
+      return mb_err_set(err, MB_ESTORE, "%s: %s", s->path, error);
+    int written = (int)rows_of(&s->queue);
+    free_ops(&s->queue);
+    s->commits++;
+    s->rows += written;
+    return written;
   }
-  /* Kept until committed: a failed try leaves the queue for the next. */
-  for (size_t i = 0; i < s->len; i++) free_op(&s->queue[i]);
-  int written = (int)s->len;
-  s->commits++;
-  s->rows += written;
-  s->len = 0;
-  return written;
+  uv_mutex_lock(&s->mu);
+  if (s->queue.len) {
+    append_ops(&s->handed, &s->queue);
+    s->handed_batches++;
+    uv_cond_signal(&s->work);
+  }
+  if (wait) wait_tried(s);
+  int rc = s->last_rc;
+  if (rc < 0) mb_err_set(err, MB_ESTORE, "%s: %s", s->path, s->last_error);
+  uv_mutex_unlock(&s->mu);
+  return rc;
 }
 
 /* ---- reading ---- */
@@ -435,7 +659,8 @@ static const char *col_text(sqlite3_stmt *st, int i) {
 int mb_store_load_jobs(mb_store *s,
                        void (*cb)(const mb_job_state *st, void *data),
                        void *data, mb_err *err) {
-  sqlite3_stmt *st = s->st[ST_LOAD_JOBS];
+  sync_writer(s);
+  sqlite3_stmt *st = s->reader.st[ST_LOAD_JOBS];
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     mb_job_state j = {
@@ -487,7 +712,8 @@ static void read_run(sqlite3_stmt *st, mb_run_record *r) {
 int mb_store_interrupted(mb_store *s,
                          void (*cb)(const mb_run_record *run, void *data),
                          void *data, mb_err *err) {
-  sqlite3_stmt *st = s->st[ST_RUNNING];
+  sync_writer(s);
+  sqlite3_stmt *st = s->reader.st[ST_RUNNING];
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     mb_run_record r;
@@ -496,15 +722,16 @@ int mb_store_interrupted(mb_store *s,
   }
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return db_error(s, err, "cannot read runs");
-  if (step_simple(s, ST_MARK_INTERRUPTED) != 0)
+  if (step_reset(s->reader.st[ST_MARK_INTERRUPTED]) != 0)
     return db_error(s, err, "cannot mark interrupted runs");
   return 0;
 }
 
 long long mb_store_last_run_id(mb_store *s) {
+  sync_writer(s);
   sqlite3_stmt *st;
   long long id = 0;
-  if (sqlite3_prepare_v2(s->db, "SELECT max(id) FROM runs", -1, &st, NULL) ==
+  if (sqlite3_prepare_v2(s->reader.db, "SELECT max(id) FROM runs", -1, &st, NULL) ==
       SQLITE_OK) {
     if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -515,6 +742,7 @@ long long mb_store_last_run_id(mb_store *s) {
 int mb_store_query_runs(mb_store *s, const mb_run_filter *f,
                         void (*cb)(const mb_run_record *run, void *data),
                         void *data, mb_err *err) {
+  sync_writer(s);
   /* The filters are fixed clauses with bound values: no SQL is built
    * from what the caller passed. */
   sqlite3_stmt *st;
@@ -523,7 +751,7 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *f,
     " AND (?2 IS NULL OR status = ?2)"
     " AND (?3 IS NULL OR coalesce(started, scheduled) >= ?3)"
     " ORDER BY id DESC LIMIT ?4";
-  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(s->reader.db, sql, -1, &st, NULL) != SQLITE_OK)
     return db_error(s, err, "cannot query runs");
   bind_text(st, 1, f->job_id);
   bind_text(st, 2, f->status);
@@ -539,88 +767,55 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *f,
   return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot query runs");
 }
 
-static int prune_one(mb_store *s, const mb_prune *p, mb_time now,
-                     int max_rows) {
-  int deleted = 0;
-  sqlite3_stmt *st;
-  if (p->job_id && p->retention.keep_runs > 0) {
-    st = s->st[ST_PRUNE_COUNT];
-    bind_text(st, 1, p->job_id);
-    sqlite3_bind_int(st, 2, p->retention.keep_runs);
-    sqlite3_bind_int(st, 3, max_rows);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE) return -1;
-    deleted += sqlite3_changes(s->db);
-  }
-  if (p->retention.max_age > 0) {
-    st = s->st[ST_PRUNE_AGE];
-    bind_text(st, 1, p->job_id);
-    sqlite3_bind_int64(st, 2, now - p->retention.max_age);
-    sqlite3_bind_int(st, 3, max_rows);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE) return -1;
-    deleted += sqlite3_changes(s->db);
-  }
-  return deleted;
-}
-
-int mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
-                   int max_rows, mb_err *err) {
-  if (n == 0) return 0;
-  /* One transaction for the lot: each on its own would be a commit. */
-  if (step_simple(s, ST_BEGIN) != 0)
-    return db_error(s, err, "cannot begin a transaction");
-  int deleted = 0;
-  for (size_t i = 0; i < n; i++) {
-    int d = prune_one(s, &items[i], now, max_rows);
-    if (d < 0) {
-      db_error(s, err, "cannot prune");
-      step_simple(s, ST_ROLLBACK);
-      return MB_ESTORE;
-    }
-    deleted += d;
-  }
-  if (step_simple(s, ST_COMMIT) != 0) {
-    db_error(s, err, "cannot commit");
-    step_simple(s, ST_ROLLBACK);
-    return MB_ESTORE;
-  }
-  return deleted;
-}
-
 void mb_store_close(mb_store *s) {
   if (!s) return;
-  if (s->db) {
-    mb_store_flush(s, NULL);
-    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
-    sqlite3_close(s->db);
+  if (s->threaded) {
+    mb_store_flush(s, true, NULL);
+    uv_mutex_lock(&s->mu);
+    s->stopping = true;
+    uv_cond_signal(&s->work);
+    uv_mutex_unlock(&s->mu);
+    uv_thread_join(&s->thread);
+    /* What a full disk kept from being written is lost with the process;
+     * it was reported when it failed. */
+    free_ops(&s->handed);
+    free(s->handed.ops);
+    uv_cond_destroy(&s->idle);
+    uv_cond_destroy(&s->work);
+    uv_mutex_destroy(&s->mu);
+  } else if (s->reader.db) {
+    mb_store_flush(s, true, NULL);
   }
-  for (size_t i = 0; i < s->len; i++) free_op(&s->queue[i]);
-  free(s->queue);
+  close_conn(&s->own_writer);
+  close_conn(&s->reader);
+  free_ops(&s->queue);
+  free(s->queue.ops);
   if (s->lock_fd >= 0) close(s->lock_fd);
   free(s->path);
   free(s);
 }
 
-void mb_store_counts(const mb_store *s, long long *commits, long long *rows) {
+void mb_store_counts(mb_store *s, long long *commits, long long *rows) {
+  if (s->threaded) {
+    uv_mutex_lock(&s->mu);
+    wait_tried(s);
+  }
   *commits = s->commits;
   *rows = s->rows;
+  if (s->threaded) uv_mutex_unlock(&s->mu);
 }
 
 char *mb_store_check(mb_store *s) {
+  sync_writer(s);
   sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL) !=
+  if (sqlite3_prepare_v2(s->reader.db, "PRAGMA integrity_check", -1, &st, NULL) !=
       SQLITE_OK)
-    return mb_xstrdup(sqlite3_errmsg(s->db));
+    return mb_xstrdup(sqlite3_errmsg(s->reader.db));
   char *result = NULL;
   if (sqlite3_step(st) == SQLITE_ROW)
     result = mb_xstrdup((const char *)sqlite3_column_text(st, 0));
   else
-    result = mb_xstrdup(sqlite3_errmsg(s->db));
+    result = mb_xstrdup(sqlite3_errmsg(s->reader.db));
   sqlite3_finalize(st);
   return result;
 }
@@ -629,5 +824,18 @@ int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err) {
   char sql[64];
   snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
            pages > 0 ? pages : 1073741823LL);
-  return exec_sql(s, sql, err);
+  /* The limit is the writing connection's: set it while the writer
+   * waits, holding it off until done. */
+  if (s->threaded) {
+    uv_mutex_lock(&s->mu);
+    wait_tried(s);
+  }
+  char *msg = NULL;
+  int rc = 0;
+  if (sqlite3_exec(s->writer->db, sql, NULL, NULL, &msg) != SQLITE_OK)
+    rc = mb_err_set(err, MB_ESTORE, "%s: %s", s->path,
+                    msg ? msg : sqlite3_errmsg(s->writer->db));
+  sqlite3_free(msg);
+  if (s->threaded) uv_mutex_unlock(&s->mu);
+  return rc;
 }

@@ -5,8 +5,10 @@
  *
  * Writes are queued and committed together once per loop turn
  * (mb_store_flush), so a burst of runs costs one transaction, not one
- * per row. Reads (load, query) are synchronous and meant for start-up,
- * the API and the CLI. Strings passed in are copied; strings handed to
+ * per row; a file store commits them on a thread of its own, so the
+ * loop does not wait for the disk. Reads (load, query) are synchronous,
+ * see every write queued before them, and are meant for start-up, the
+ * API and the CLI. Strings passed in are copied; strings handed to
  * callbacks live until the callback returns. */
 #ifndef MB_STORE_H
 #define MB_STORE_H
@@ -92,9 +94,12 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st);
 void mb_store_delete_job(mb_store *s, const char *job_id);
 void mb_store_save_run(mb_store *s, const mb_run_record *run);
 
-/* Commit the queue in one transaction. On failure the queue is kept for
- * the next try and err says why. Returns rows written or < 0. */
-int mb_store_flush(mb_store *s, mb_err *err);
+/* Commit the queue in one transaction: at once for a ":memory:" store,
+ * on the writer thread for a file, waiting for it when wait is true.
+ * Writes that fail (a full disk) are kept and tried again, in order,
+ * with the next flush or a second later. Returns < 0, with err saying
+ * why, when the latest commit failed; else >= 0. */
+int mb_store_flush(mb_store *s, bool wait, mb_err *err);
 bool mb_store_pending(const mb_store *s);
 
 /* Runs matching filter, newest first. */
@@ -107,7 +112,7 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
 int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err);
 
 /* Commits and rows written since open: a check that writes batch. */
-void mb_store_counts(const mb_store *s, long long *commits, long long *rows);
+void mb_store_counts(mb_store *s, long long *commits, long long *rows);
 /* sqlite's integrity check: "ok" or what is wrong. Caller frees. */
 char *mb_store_check(mb_store *s);
 
@@ -118,9 +123,9 @@ typedef struct mb_prune {
   mb_retention retention;
 } mb_prune;
 
-/* Delete, in small steps (max_rows per item) and one transaction,
- * history beyond retention. Returns the rows deleted or < 0. */
-int mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
-                   int max_rows, mb_err *err);
+/* Queue the deletion of history beyond retention, in small steps
+ * (max_rows per item), to be committed with the next flush. */
+void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
+                    int max_rows);
 
 #endif

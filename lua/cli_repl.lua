@@ -36,7 +36,8 @@ Options: those of `moonbeat run` (moonbeat help run).
 ]]
 
 -- Serve daemon d with the prompt until the scheduler stops. opts:
--- shutdown_timeout, log_format, log_level. Returns the exit code.
+-- shutdown_timeout, socket, log_format, log_level. Returns the exit
+-- code.
 function M.serve(d, opts)
   local env, close_env = repl_env.new(d, function(text) term.write(text) end)
   local evaluator = {
@@ -56,16 +57,21 @@ function M.serve(d, opts)
       d.api.shutdown { wait = true }
     end,
   })
-  daemon.serve(d, {
+  local served, err, code = daemon.serve(d, {
     shutdown_timeout = opts.shutdown_timeout,
+    socket = opts.socket,
     -- Ctrl-C is a key at the prompt; a SIGINT from elsewhere clears the
-    -- line too while the prompt is up.
+    -- line too while the REPL has the terminal.
     on_sigint = session.interactive and session.interrupt or nil,
     on_stopped = function()
       close_env()
       session.close()
     end,
   })
+  if not served then
+    io.stderr:write("moonbeat: ", err, "\n")
+    return code
+  end
   return (session.failed and not session.interactive) and 1 or 0
 end
 

@@ -12,6 +12,9 @@ usage: moonbeat <command> [options]
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
   repl [DIR]       the same, with an interactive Lua prompt
+  ls | pause ID | resume ID | trigger ID | rm ID | history [ID] | status
+    | reload       control a running scheduler over its socket (see
+                   `moonbeat help ls` and the README)
   next EXPR        the next fire times of a cron expression
   lua FILE [ARG..] run a Lua script with moonbeat's modules (the test
                    suite runs busted this way)
@@ -46,6 +49,9 @@ Options:
                        (default moonbeat.db; :memory: keeps nothing)
   --keep-runs N        runs of history kept per job (default 1000)
   --keep-for D         history younger than D is kept (default 30d)
+  --socket PATH        the control socket (default:
+                       $XDG_RUNTIME_DIR/moonbeat/moonbeat.sock, else
+                       /tmp/moonbeat-UID/moonbeat.sock)
 
 Job defaults (a job's own field wins; see the README):
   --timeout D          stop a run after D (default: none)
@@ -152,7 +158,7 @@ local function cmd_run(args, mode)
     ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
     ["max-instances"] = true, overlap = true, ["misfire-grace-time"] = true,
     ["no-coalesce"] = false, retries = true, db = true,
-    ["keep-runs"] = true, ["keep-for"] = true,
+    ["keep-runs"] = true, ["keep-for"] = true, socket = true,
   })
   local usage = mode == "repl" and require("mb.cli_repl").USAGE or RUN_USAGE
   if not opts then return fail(rest .. "\n" .. usage) end
@@ -199,9 +205,11 @@ local function cmd_run(args, mode)
   if not d then return fail(derr, code) end
   if mode == "repl" then
     return require("mb.cli_repl").serve(d, { shutdown_timeout = shutdown_timeout,
-      log_format = format, log_level = level })
+      socket = opts.socket, log_format = format, log_level = level })
   end
-  require("mb.daemon").serve(d, { shutdown_timeout = shutdown_timeout })
+  local served, serr, scode = require("mb.daemon").serve(d, {
+    shutdown_timeout = shutdown_timeout, socket = opts.socket })
+  if not served then return fail(serr, scode) end
   return 0
 end
 
@@ -280,6 +288,8 @@ return function(args)
   if command == "repl" then return cmd_run(rest, "repl") end
   if command == "lua" then return cmd_lua(rest) end
   if command == "next" then return cmd_next(rest) end
+  local cli_control = require "mb.cli_control"
+  if cli_control.commands[command] then return cli_control.run(command, rest) end
   if command == "version" or command == "--version" then
     io.stdout:write("moonbeat ", VERSION, "\n")
     return 0
@@ -292,6 +302,8 @@ return function(args)
       io.stdout:write(require("mb.cli_repl").USAGE)
     elseif rest[1] == "next" then
       io.stdout:write(NEXT_USAGE)
+    elseif require("mb.cli_control").commands[rest[1]] then
+      io.stdout:write(require("mb.cli_control").usage(rest[1]))
     else
       io.stdout:write(USAGE)
     end

@@ -603,6 +603,9 @@ function M.job(sched, spec, opts)
   else
     norm.retry = opts.defaults and opts.defaults.retry or nil
   end
+  -- A slot for ctx.state, made on the first run: adding a new key to a
+  -- full table then would rehash the whole spec.
+  norm.state = false
   return norm
 end
 

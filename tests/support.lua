@@ -27,9 +27,15 @@ function M.remove_tree(dir)
   os.execute("rm -rf " .. shell_quote(dir))
 end
 
+-- Every shell spawned here gets a runtime directory of its own, removed
+-- when the shell ends: schedulers that specs start never meet on the
+-- default control socket (another spec's, or one the user runs).
+local OWN_RUNTIME_DIR = "XDG_RUNTIME_DIR=$(mktemp -d) && export XDG_RUNTIME_DIR"
+  .. " && trap 'rm -rf \"$XDG_RUNTIME_DIR\"' EXIT\n"
+
 -- Run a shell command; return its output and exit code.
 function M.sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
+  local p = io.popen(OWN_RUNTIME_DIR .. cmd .. " 2>&1; echo \"exit=$?\"")
   local out = p:read("a")
   p:close()
   local body, code = out:match("^(.*)exit=(%d+)\n$")
@@ -55,6 +61,7 @@ end
 function M.run_until(args, until_text, signal)
   local out = os.tmpname()
   local script = table.concat({
+    OWN_RUNTIME_DIR,
     shell_quote(M.BIN) .. " " .. args .. " >" .. out .. " 2>&1 &",
     "pid=$!",
     "i=0",
