@@ -59,6 +59,8 @@ typedef struct term {
   bool idling;
   uv_signal_t sigwinch, sigint;
   bool own_sigint;
+  uv_timer_t timer;        /* term.after */
+  int timer_ref;
   int handles_open;        /* closed handles whose callback is due */
   /* Plain lines, when stdin is not a terminal. */
   char *buf;
@@ -74,7 +76,8 @@ typedef struct term {
 
 static term T = {.read_ref = LUA_NOREF,
                  .complete_ref = LUA_NOREF,
-                 .interrupt_ref = LUA_NOREF};
+                 .interrupt_ref = LUA_NOREF,
+                 .timer_ref = LUA_NOREF};
 
 /* ---- calling Lua ---- */
 
@@ -451,6 +454,15 @@ static void on_sigint(uv_signal_t *s, int signum) {
   }
 }
 
+static void on_timer(uv_timer_t *t) {
+  (void)t;
+  if (T.timer_ref == LUA_NOREF) return;
+  lua_rawgeti(T.L, LUA_REGISTRYINDEX, T.timer_ref);
+  mb_unref(T.L, T.timer_ref);
+  T.timer_ref = LUA_NOREF;
+  call_lua(0, 0);
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   (void)h;
   T.handles_open--;
@@ -512,7 +524,8 @@ static int term_open(lua_State *L) {
   if (T.interactive && !T.pollable)
     return luaL_error(L, "term.open: cannot watch the terminal");
   uv_idle_init(T.loop, &T.idle);
-  T.handles_open = T.pollable ? 2 : 1;
+  uv_timer_init(T.loop, &T.timer);
+  T.handles_open = T.pollable ? 3 : 2;
   if (T.interactive) {
     uv_signal_init(T.loop, &T.sigwinch);
     uv_signal_start(&T.sigwinch, on_sigwinch, SIGWINCH);
@@ -589,6 +602,23 @@ static int term_interrupt(lua_State *L) {
   return 1;
 }
 
+/* term.after(seconds, fn): call fn once after seconds, replacing what
+ * was waiting; nil stops it. For a front end without a scheduler. */
+static int term_after(lua_State *L) {
+  check_open(L, "after");
+  double seconds = luaL_checknumber(L, 1);
+  luaL_argcheck(L, seconds >= 0, 1, "must be >= 0");
+  mb_unref(L, T.timer_ref);
+  T.timer_ref = LUA_NOREF;
+  uv_timer_stop(&T.timer);
+  if (lua_isnoneornil(L, 2)) return 0;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  T.timer_ref = mb_ref(L);
+  uv_timer_start(&T.timer, on_timer, (uint64_t)(seconds * 1000), 0);
+  return 0;
+}
+
 static void close_handle(uv_handle_t *h) {
   uv_close(h, on_handle_closed);
 }
@@ -607,6 +637,7 @@ static int term_close(lua_State *L) {
   release_log();
   if (T.pollable) close_handle((uv_handle_t *)&T.poll);
   close_handle((uv_handle_t *)&T.idle);
+  close_handle((uv_handle_t *)&T.timer);
   T.polling = T.idling = false;
   if (T.interactive) {
     close_handle((uv_handle_t *)&T.sigwinch);
@@ -617,7 +648,8 @@ static int term_close(lua_State *L) {
   mb_unref(L, T.read_ref);
   mb_unref(L, T.complete_ref);
   mb_unref(L, T.interrupt_ref);
-  T.read_ref = T.complete_ref = T.interrupt_ref = LUA_NOREF;
+  mb_unref(L, T.timer_ref);
+  T.read_ref = T.complete_ref = T.interrupt_ref = T.timer_ref = LUA_NOREF;
   free(T.prompt);
   free(T.history);
   free(T.buf);
@@ -641,6 +673,7 @@ static const luaL_Reg term_functions[] = {
   {"write", term_write},
   {"add_history", term_add_history},
   {"interrupt", term_interrupt},
+  {"after", term_after},
   {"close", term_close},
   {"run", term_run},
   {NULL, NULL}

@@ -15,7 +15,7 @@
 #include <lua.h>
 
 /* The module table: interactive, open, read, write, add_history,
- * interrupt, close, run. */
+ * interrupt, after, close, run. */
 int luaopen_mb_term(lua_State *L);
 
 #endif

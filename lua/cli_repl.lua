@@ -1,7 +1,10 @@
 -- `moonbeat repl [DIR]`: a scheduler and an interactive Lua prompt on
 -- the same loop. lua/main.lua opens the daemon with the flags `run`
--- takes and hands it here.
+-- takes and hands it here. `moonbeat attach`: the same prompt,
+-- evaluating inside a running scheduler over its control socket
+-- (lua/repl_control.lua is the other end).
 
+local control = require "mb.control"
 local daemon = require "mb.daemon"
 local front = require "mb.repl"
 local repl_env = require "mb.repl_env"
@@ -33,6 +36,28 @@ the end of input shuts down gracefully, and the exit status is 1 when
 a chunk failed.
 
 Options: those of `moonbeat run` (moonbeat help run).
+]]
+
+M.ATTACH_USAGE = [[
+usage: moonbeat attach [--socket PATH]
+
+The prompt of `moonbeat repl`, evaluating inside a scheduler that is
+already running (`moonbeat run` or `moonbeat repl`), over its control
+socket: `scheduler`, jobs(), next_runs() and run_now() act on that
+scheduler, and globals you set live there until you detach. Output that
+comes later (run_now results) shows at the prompt within a second.
+Ctrl-D detaches; the scheduler goes on. With stdin not a terminal, each
+chunk read is evaluated, run_now results are waited for, and the exit
+status is 1 when a chunk failed.
+
+An evaluation runs on the scheduler's loop: it is stopped after 10s of
+processor time.
+
+Options:
+  --socket PATH  the scheduler's control socket (default:
+                 $XDG_RUNTIME_DIR/moonbeat/moonbeat.sock, else
+                 /tmp/moonbeat-UID/moonbeat.sock)
+  -h, --help     show this help
 ]]
 
 -- Serve daemon d with the prompt until the scheduler stops. opts:
@@ -72,6 +97,131 @@ function M.serve(d, opts)
     io.stderr:write("moonbeat: ", err, "\n")
     return code
   end
+  return (session.failed and not session.interactive) and 1 or 0
+end
+
+-- How often an attached prompt asks for output that came later.
+M.POLL_SECONDS = 1
+
+local function attach_options(args)
+  local socket
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then return { help = true } end
+    if a == "--socket" then
+      socket = args[i + 1]
+      if not socket then return nil, "option --socket needs a value" end
+      i = i + 1
+    elseif a:match("^%-%-socket=") then
+      socket = a:sub(#"--socket=" + 1)
+    elseif a:match("^%-") then
+      return nil, ("unknown option %s"):format(a)
+    else
+      return nil, ("attach takes no arguments, got '%s'"):format(a)
+    end
+    i = i + 1
+  end
+  return { socket = socket }
+end
+
+-- `moonbeat attach [--socket PATH]`: returns the exit code.
+function M.attach(args)
+  local opts, oerr = attach_options(args)
+  if not opts then
+    io.stderr:write("moonbeat: ", oerr, "\n", M.ATTACH_USAGE)
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(M.ATTACH_USAGE)
+    return 0
+  end
+  local client, err = control.connect(opts.socket)
+  if not client then
+    io.stderr:write("moonbeat: ", err, "\n")
+    return 1
+  end
+  local status, code
+  status, err = client:call("status", {})
+  if status then
+    -- Also opens this client's session on the other end.
+    local _, rerr, rcode = client:call("repl_output", {})
+    if rcode == "usage" then
+      err = ("the scheduler on %s has no REPL commands"):format(client.path)
+    end
+    if rerr then status, err = nil, err or rerr end
+  end
+  if not status then
+    client:close()
+    io.stderr:write("moonbeat: ", err, "\n")
+    return 1
+  end
+
+  local session
+  local lost = false
+  -- The scheduler went away (or stopped answering): say so and end.
+  local function lose(message)
+    lost = true
+    term.write(("moonbeat: lost the scheduler on %s: %s\n"):format(client.path,
+      tostring(message):gsub("^the scheduler on %S+ ", "it ")), "stderr")
+    session.close()
+  end
+  local function broken() return client.conn == nil end
+
+  local evaluator = {
+    eval = function(text, done)
+      local r, message = client:call("eval", { text = text })
+      if not r then
+        if broken() then return lose(message) end
+        return done { status = "error", output = message .. "\n" }
+      end
+      if r.earlier ~= "" then term.write(r.earlier) end
+      done(r)
+    end,
+    complete = function(line, word)
+      local r = client:call("complete", { line = line, word = word })
+      return r and r.candidates or {}
+    end,
+  }
+
+  -- Output that came since the last request; false when the connection
+  -- is gone. Otherwise how many run_now results are still to come.
+  local function fetch()
+    local r, message = client:call("repl_output", {})
+    if not r then
+      lose(message)
+      return false
+    end
+    if r.output ~= "" then term.write(r.output) end
+    return r.pending
+  end
+
+  local function poll()
+    if fetch() then term.after(M.POLL_SECONDS, poll) end
+  end
+
+  session = front.start(evaluator, {
+    sigint = true,
+    on_end = function(s)
+      -- Wait for run_now results before detaching: they are what a
+      -- script piped in asked for.
+      local function drain()
+        local pending = fetch()
+        if pending == false then return end
+        if pending > 0 then return term.after(0.1, drain) end
+        s.close()
+      end
+      drain()
+    end,
+  })
+  if session.interactive then
+    term.write(("attached to the scheduler on %s (pid %d, %d jobs); "
+      .. "Ctrl-D detaches\n"):format(client.path, status.pid, status.jobs))
+  end
+  term.after(M.POLL_SECONDS, poll)
+  term.run()
+  client:close()
+  if lost then return 1 end
   return (session.failed and not session.interactive) and 1 or 0
 end
 

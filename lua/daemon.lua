@@ -79,6 +79,7 @@ end
 function M.serve(d, opts)
   opts = opts or {}
   local control = require "mb.control"
+  require "mb.repl_control" -- eval and complete, for `moonbeat attach`
   local listening, lerr = control.listen(d, opts.socket)
   if not listening then
     if opts.on_stopped then opts.on_stopped() end

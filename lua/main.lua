@@ -12,6 +12,7 @@ usage: moonbeat <command> [options]
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
   repl [DIR]       the same, with an interactive Lua prompt
+  attach           that prompt inside a running scheduler
   ls | pause ID | resume ID | trigger ID | rm ID | history [ID] | status
     | reload       control a running scheduler over its socket (see
                    `moonbeat help ls` and the README)
@@ -286,6 +287,7 @@ return function(args)
   local rest = table.move(args, 2, #args, 1, {})
   if command == "run" then return cmd_run(rest) end
   if command == "repl" then return cmd_run(rest, "repl") end
+  if command == "attach" then return require("mb.cli_repl").attach(rest) end
   if command == "lua" then return cmd_lua(rest) end
   if command == "next" then return cmd_next(rest) end
   local cli_control = require "mb.cli_control"
@@ -300,6 +302,8 @@ return function(args)
       io.stdout:write(RUN_USAGE)
     elseif rest[1] == "repl" then
       io.stdout:write(require("mb.cli_repl").USAGE)
+    elseif rest[1] == "attach" then
+      io.stdout:write(require("mb.cli_repl").ATTACH_USAGE)
     elseif rest[1] == "next" then
       io.stdout:write(NEXT_USAGE)
     elseif require("mb.cli_control").commands[rest[1]] then

@@ -136,8 +136,9 @@ local function outcome(ev)
 end
 
 -- The environment over daemon d (sched, api). write(text) takes what
--- prints between evaluations. Returns env and a function that takes its
--- listener back off the scheduler.
+-- prints between evaluations. Returns env, a function that takes its
+-- listener back off the scheduler, and one that counts the run_now
+-- results still to come.
 function M.new(d, write)
   local env = repl_eval.new_env { write = write }
   local function say(text) repl_eval.output(env, text) end
@@ -191,7 +192,7 @@ function M.new(d, write)
     if listener then d.api.remove_listener(listener) end
     listener = nil
   end
-  return env, close
+  return env, close, function() return #waiting end
 end
 
 return M

@@ -4,6 +4,7 @@
 -- wait is for output, polled with a real-time limit; the jobs used fire
 -- at once or often.
 local json = require "moonbeat.json"
+local sock = require "mb.control_socket"
 local support = require "tests.support"
 
 local BIN = support.BIN
@@ -17,26 +18,79 @@ scheduler.add_job { id = "heartbeat", trigger = "0 2 * * *", run = function() en
 ]],
 }
 
--- Run `moonbeat repl DIR --db :memory:` with input on a pipe; return
--- stdout, stderr and the exit status.
-local function piped(dir, input, extra)
+local function slurp(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- Run `moonbeat ARGS` with input on a pipe; return stdout, stderr and
+-- the exit status.
+local function run_piped(args, input)
   local files = support.tempdir { input = input }
-  local cmd = ("%s repl %s --db :memory: %s <%s >%s 2>%s; echo $?"):format(
-    support.quote(BIN), support.quote(dir), extra or "",
+  local cmd = ("%s %s <%s >%s 2>%s; echo $?"):format(support.quote(BIN), args,
     support.quote(files .. "/input"), support.quote(files .. "/out"),
     support.quote(files .. "/err"))
   local p = io.popen(cmd)
   local code = tonumber(p:read("a"):match("%d+"))
   p:close()
-  local function slurp(name)
-    local f = io.open(files .. "/" .. name)
-    local text = f:read("a")
-    f:close()
-    return text
-  end
-  local out, err = slurp("out"), slurp("err")
+  local out, err = slurp(files .. "/out"), slurp(files .. "/err")
   support.remove_tree(files)
   return out, err, code
+end
+
+-- `moonbeat repl DIR --db :memory:` with input on a pipe, its control
+-- socket in a directory of its own.
+local function piped(dir, input, extra)
+  local files = support.tempdir { input = input }
+  local cmd = ("%s repl %s --db :memory: --socket %s %s <%s >%s 2>%s; echo $?"):format(
+    support.quote(BIN), support.quote(dir),
+    support.quote(files .. "/moonbeat.sock"), extra or "",
+    support.quote(files .. "/input"), support.quote(files .. "/out"),
+    support.quote(files .. "/err"))
+  local p = io.popen(cmd)
+  local code = tonumber(p:read("a"):match("%d+"))
+  p:close()
+  local out, err = slurp(files .. "/out"), slurp(files .. "/err")
+  support.remove_tree(files)
+  return out, err, code
+end
+
+-- Start `moonbeat run DIR` in the background listening on socket; wait
+-- (at most 20 s of real time) until the socket answers: a process
+-- starting, not a schedule.
+local function start_server(dir, socket, logdir)
+  local p = { log = logdir .. "/server.log", pidfile = logdir .. "/server.pid",
+    rcfile = logdir .. "/server.rc" }
+  os.execute(("(%s run %s --db :memory: --socket %s >%s 2>&1 & pid=$!; "
+    .. "echo $pid >%s; wait $pid; echo $? >%s) >/dev/null 2>&1 &"):format(
+    support.quote(BIN), support.quote(dir), support.quote(socket),
+    support.quote(p.log), support.quote(p.pidfile), support.quote(p.rcfile)))
+  for _ = 1, 400 do
+    local conn = sock.dial(socket, 1)
+    if conn then
+      conn:close()
+      p.pid = slurp(p.pidfile):match("%d+")
+      return p
+    end
+    if slurp(p.rcfile) then break end
+    os.execute("sleep 0.05")
+  end
+  error("the scheduler did not start listening:\n" .. tostring(slurp(p.log)))
+end
+
+-- Wait (at most 20 s) for the server to end, after a SIGTERM unless it
+-- is ending already; its exit status and log.
+local function stop_server(p, signal)
+  if signal ~= false then os.execute("kill -TERM " .. p.pid .. " 2>/dev/null") end
+  for _ = 1, 400 do
+    local rc = slurp(p.rcfile)
+    if rc and rc:match("%d") then return tonumber(rc:match("%d+")), slurp(p.log) end
+    os.execute("sleep 0.05")
+  end
+  error("the scheduler did not stop")
 end
 
 -- Drive `moonbeat ARGS` on a pseudo-terminal through steps (see
@@ -145,7 +199,9 @@ describe("moonbeat repl on a terminal", function()
   end)
 
   local ARGS
-  before_each(function() ARGS = { "repl", dir, "--db", ":memory:" } end)
+  before_each(function()
+    ARGS = { "repl", dir, "--db", ":memory:", "--socket", home .. "/moonbeat.sock" }
+  end)
 
   it("prints values, continues an unfinished chunk, and exits on Ctrl-D", function()
     local r = typed(ARGS, {
@@ -249,5 +305,84 @@ scheduler.add_job { id = "tick", trigger = { "interval", seconds = 0.2 },
     -- Each log line is written on a cleared line, and the prompt with
     -- what was typed is drawn again below it.
     assert.matches("\r\27%[K\r?%d[%d%- :.]+ INFO  tick job=tick run=1\r\n> 1 %+", r.output)
+  end)
+end)
+
+describe("moonbeat attach", function()
+  local dir, home, socket, server
+  before_each(function()
+    dir = support.tempdir(JOBS)
+    home = support.tempdir()
+    socket = home .. "/run/moonbeat.sock"
+    server = start_server(dir, socket, home)
+  end)
+  after_each(function()
+    if server then stop_server(server) end
+    support.remove_tree(dir)
+    support.remove_tree(home)
+  end)
+
+  it("evaluates piped chunks inside the running scheduler and waits for run_now", function()
+    local out, err, code = run_piped("attach --socket " .. support.quote(socket), table.concat({
+      "jobs()",
+      "x = 5",
+      "x * 2",
+      "run_now('hello')",
+      "scheduler.get_job('heartbeat').trigger",
+    }, "\n") .. "\n")
+    assert.equal(0, code, err)
+    assert.matches("^ID +TRIGGER .*\nhello +interval%[1h%]", out)
+    assert.matches("\n10\nrun_now: job 'hello' starts on the next loop turn\n", out)
+    assert.matches("\ncron%[0 2 %* %* %*%]\n", out)
+    assert.matches("\nrun_now: job 'hello' run 1: success in %S+\n$", out)
+    -- The run happened in the scheduler, and a new client starts afresh.
+    assert.matches("hello ran job=hello run=1", slurp(server.log), 1, true)
+    out, err, code = run_piped("attach --socket " .. support.quote(socket), "x\nerror('no')\n")
+    assert.equal(1, code)
+    assert.equal("nil\n", out)
+    assert.matches("^stdin:1: no\n", err)
+  end)
+
+  it("completes job ids from the scheduler, shows later output at the prompt, and detaches on Ctrl-D", function()
+    local r = typed({ "attach", "--socket", socket }, {
+      expect("Ctrl-D detaches\n> "),
+      send('scheduler.get_job("hea\t'), expect('scheduler.get_job("heartbeat"'),
+      send(").id\r"), expect("\nheartbeat\n> "),
+      send("run_now('hello')\r"), expect("starts on the next loop turn\n> "),
+      expect("run_now: job 'hello' run 1: success in"),
+      send("\4"), { exit = 20 },
+    }, home)
+    assert.equal(0, r.status)
+    -- Still running, still answering.
+    local out, _, code = run_piped("attach --socket " .. support.quote(socket), "1+1\n")
+    assert.equal(0, code)
+    assert.equal("2\n", out)
+  end)
+
+  it("says so and exits 1 when the scheduler goes away", function()
+    local r = typed({ "attach", "--socket", socket }, {
+      expect("Ctrl-D detaches\n> "),
+      send("scheduler.shutdown()\r"),
+      expect(("moonbeat: lost the scheduler on %s: "):format(socket)),
+      { exit = 20 },
+    }, home)
+    assert.equal(1, r.status)
+    local code = stop_server(server, false)
+    server = nil
+    assert.equal(0, code)
+  end)
+
+  it("says when no scheduler listens, and refuses a bad option", function()
+    local out, code = support.sh(support.quote(BIN) .. " attach --socket "
+      .. support.quote(home .. "/none/moonbeat.sock"))
+    assert.equal(1, code)
+    assert.equal(("moonbeat: no scheduler is listening on %s/none/moonbeat.sock (start one "
+      .. "with `moonbeat run`, or say where with --socket)\n"):format(home), out)
+    out, code = support.sh(support.quote(BIN) .. " attach --sockett x")
+    assert.equal(2, code)
+    assert.matches("^moonbeat: unknown option %-%-sockett\nusage: moonbeat attach", out)
+    out, code = support.sh(support.quote(BIN) .. " help attach")
+    assert.equal(0, code)
+    assert.matches("^usage: moonbeat attach %[%-%-socket PATH%]", out)
   end)
 end)
