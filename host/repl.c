@@ -475,13 +475,20 @@ static int term_interactive(lua_State *L) {
   return 1;
 }
 
+/* A function field of the table at idx, or nil; anything else raises. */
+static void check_function_field(lua_State *L, int idx, const char *key) {
+  int type = lua_getfield(L, idx, key);
+  lua_pop(L, 1);
+  if (type != LUA_TNIL && type != LUA_TFUNCTION)
+    luaL_error(L, "term.open: %s: expected a function, got %s", key,
+               lua_typename(L, type));
+}
+
 static int opt_ref(lua_State *L, int idx, const char *key) {
-  lua_getfield(L, idx, key);
-  if (lua_isnil(L, -1)) {
+  if (lua_getfield(L, idx, key) == LUA_TNIL) {
     lua_pop(L, 1);
     return LUA_NOREF;
   }
-  luaL_checktype(L, -1, LUA_TFUNCTION);
   return mb_ref(L);
 }
 
@@ -502,14 +509,20 @@ static int term_open(lua_State *L) {
   bool interruptible = lua_toboolean(L, -1);
   lua_getfield(L, 1, "sigint");
   bool own_sigint = lua_toboolean(L, -1);
-  lua_pop(L, 5);
+  /* The five values stay on the stack while their strings are used. */
   if (level < 0) return luaL_error(L, "term.open: unknown log level");
+  check_function_field(L, 1, "complete");
+  check_function_field(L, 1, "interrupt");
+  T.loop = uv_default_loop();
+  T.interactive = isatty(STDIN_FILENO);
+  T.pollable = uv_poll_init(T.loop, &T.poll, STDIN_FILENO) == 0;
+  if (T.interactive && !T.pollable)
+    return luaL_error(L, "term.open: cannot watch the terminal");
 
+  /* Nothing fails from here on. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   T.L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  T.loop = uv_default_loop();
-  T.interactive = isatty(STDIN_FILENO);
   T.interruptible = interruptible && T.interactive;
   T.history = history && T.interactive ? mb_xstrdup(history) : NULL;
   T.complete_ref = opt_ref(L, 1, "complete");
@@ -519,10 +532,6 @@ static int term_open(lua_State *L) {
   T.prompting = T.prompt_due = T.hidden = T.polling = T.idling = false;
   T.log_format = strcmp(format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT;
   T.log_level = level;
-
-  T.pollable = uv_poll_init(T.loop, &T.poll, STDIN_FILENO) == 0;
-  if (T.interactive && !T.pollable)
-    return luaL_error(L, "term.open: cannot watch the terminal");
   uv_idle_init(T.loop, &T.idle);
   uv_timer_init(T.loop, &T.timer);
   T.handles_open = T.pollable ? 3 : 2;

@@ -82,6 +82,15 @@ function M.serve(d, opts)
       d.api.shutdown { wait = true }
     end,
   })
+  -- Jobs that print (through the global print) print above the prompt.
+  local plain_print = print
+  if session.interactive then
+    _G.print = function(...)
+      local parts = table.pack(...)
+      for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+      term.write(table.concat(parts, "\t", 1, parts.n) .. "\n")
+    end
+  end
   local served, err, code = daemon.serve(d, {
     shutdown_timeout = opts.shutdown_timeout,
     socket = opts.socket,
@@ -89,6 +98,7 @@ function M.serve(d, opts)
     -- line too while the REPL has the terminal.
     on_sigint = session.interactive and session.interrupt or nil,
     on_stopped = function()
+      _G.print = plain_print
       close_env()
       session.close()
     end,
