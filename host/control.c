@@ -4,7 +4,6 @@
 #include "control.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,12 +351,6 @@ mb_control *mb_control_listen(uv_loop_t *loop, const char *path,
   struct sockaddr_un addr;
   if (mb_control_prepare(path, err) < 0 || fill_address(path, &addr, err) < 0)
     return NULL;
-  /* A client that hangs up before its answer is written must cost a
-   * failed write (EPIPE), not the scheduler. Processes the stdlib starts
-   * get the default back (libuv resets signals in the child). */
-  struct sigaction ignore = {.sa_handler = SIG_IGN};
-  sigaction(SIGPIPE, &ignore, NULL);
-
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     mb_err_set(err, -errno, "socket: %s", strerror(errno));

@@ -15,6 +15,8 @@
 #include "control_lua.h"
 #include "embedded.h"
 #include "event.h"
+#include "exec.h"
+#include "fs.h"
 #include "log.h"
 #include "loop.h"
 #include "repl.h"
@@ -552,7 +554,10 @@ static void host_close(host *h) {
   free(h->dirty);
   mb_clock_close(h->clock);
   if (h->own_loop) {
-    uv_run(h->loop, UV_RUN_NOWAIT);
+    /* Waits the runs abandoned (a killed child not yet reaped, a file
+     * request still in the thread pool) end soon, and must end before
+     * the loop can close. */
+    uv_run(h->loop, UV_RUN_DEFAULT);
     uv_loop_close(h->loop);
     free(h->loop);
   } else {
@@ -1995,6 +2000,12 @@ void mb_lua_open(lua_State *L) {
   lua_setfield(L, -2, "moonbeat.core");
   lua_pushcfunction(L, mb_control_luaopen);
   lua_setfield(L, -2, "mb.control_socket");
+  lua_pushcfunction(L, luaopen_moonbeat_core_exec);
+  lua_setfield(L, -2, "moonbeat.core.exec");
+  lua_pushcfunction(L, luaopen_moonbeat_core_fs);
+  lua_setfield(L, -2, "moonbeat.core.fs");
+  lua_pushcfunction(L, luaopen_moonbeat_core_log);
+  lua_setfield(L, -2, "moonbeat.core.log");
   lua_pushcfunction(L, luaopen_mb_term);
   lua_setfield(L, -2, "mb.term");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {

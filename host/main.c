@@ -2,6 +2,7 @@
  * command line to lua/main.lua, which owns the subcommands. */
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
@@ -31,6 +32,11 @@ static int start(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+  /* A write to a peer that is gone (a control client that hung up, a
+   * child that exits without reading its stdin, a closed HTTP socket)
+   * must fail with EPIPE, not kill the scheduler. Children get the
+   * default back: libuv resets signals when it spawns. */
+  signal(SIGPIPE, SIG_IGN);
   lua_State *L = mb_lua_newstate();
   if (!L) {
     fprintf(stderr, "moonbeat: cannot create the Lua state\n");

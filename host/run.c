@@ -637,6 +637,30 @@ static int ctx_log(lua_State *L) {
   return 0;
 }
 
+/* moonbeat.log's functions: upvalue 1 is the level. */
+static int executing_log(lua_State *L) {
+  int level = (int)lua_tointeger(L, lua_upvalueindex(1));
+  if (!executing) {
+    mb_lua_log(L, level, NULL, 0);
+    return 0;
+  }
+  /* A copy: logging may run __tostring code that renames the job. */
+  char job[256];
+  snprintf(job, sizeof job, "%s", executing->job->id);
+  mb_lua_log(L, level, job, (lua_Integer)executing->id);
+  return 0;
+}
+
+int luaopen_moonbeat_core_log(lua_State *L) {
+  lua_createtable(L, 0, 4);
+  for (int i = 0; i < 4; i++) {
+    lua_pushinteger(L, MB_LOG_DEBUG + i);
+    lua_pushcclosure(L, executing_log, 1);
+    lua_setfield(L, -2, log_levels[i]);
+  }
+  return 1;
+}
+
 static int ctx_index(lua_State *L) {
   if (strcmp(luaL_checkstring(L, 2), "log") != 0) return 0;
   lua_createtable(L, 0, 4);

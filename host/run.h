@@ -71,6 +71,12 @@ int mb_run_sleep(lua_State *co, mb_time delay);
 void mb_lua_log(lua_State *L, int level, const char *job_id,
                 lua_Integer run_id);
 
+/* The C module `moonbeat.core.log`: debug, info, warn and error(msg,
+ * fields) log as ctx.log does for the run whose code executes now (its
+ * job and run id, its log tail), and as a plain scheduler line outside
+ * a run. */
+int luaopen_moonbeat_core_log(lua_State *L);
+
 /* Registry refs taken by the host, counted so that a leak shows. */
 int mb_ref(lua_State *L);
 void mb_unref(lua_State *L, int ref);

@@ -17,7 +17,7 @@ end
 -- list of jobs it added, or nil and the error message.
 function M.load(sched, path, source)
   local added = {}
-  local env = setmetatable({}, { __index = _G })
+  local env = require("mb.sandbox").env(path:match("^(.*)/") or ".")
   env.scheduler = scheduler.new(sched, {
     file = path,
     on_add = function(job) added[#added + 1] = job end,
