@@ -1,5 +1,6 @@
--- The REPL's environment inside a scheduler process: `scheduler` (the
--- scheduler API) and helpers for experimenting, which print:
+-- The REPL's environment inside a scheduler process: a job file's
+-- (lua/sandbox.lua), with `scheduler` (the scheduler API) and helpers
+-- for experimenting, which print:
 --
 --   jobs()                       a table of the jobs
 --   next_runs(what, n)           upcoming fires of a job (id or object),
@@ -140,7 +141,11 @@ end
 -- listener back off the scheduler, and one that counts the run_now
 -- results still to come.
 function M.new(d, write)
-  local env = repl_eval.new_env { write = write }
+  -- What job files get (lua/sandbox.lua): jobs defined at the prompt
+  -- must not block the loop either, and require finds DIR/lib modules.
+  local dir = d.dir and d.dir:gsub("(.)/+$", "%1") or "."
+  local env = repl_eval.new_env { write = write,
+    env = require("mb.sandbox").env(dir) }
   local function say(text) repl_eval.output(env, text) end
   env.scheduler = d.api
 

@@ -23,12 +23,13 @@ local KEYWORDS = {
   "return", "then", "true", "until", "while",
 }
 
--- A fresh environment. opts.write(text): where output goes between
--- evaluations (default stdout); opts.job_ids(): the ids to complete
--- inside a string (default: those of env.scheduler).
+-- A fresh environment. opts.env: the table to make it from (default: a
+-- new one that reads through to _G); opts.write(text): where output
+-- goes between evaluations (default stdout); opts.job_ids(): the ids to
+-- complete inside a string (default: those of env.scheduler).
 function M.new_env(opts)
   opts = opts or {}
-  local env = setmetatable({}, { __index = _G })
+  local env = opts.env or setmetatable({}, { __index = _G })
   state_of[env] = {
     write = opts.write or function(text) io.stdout:write(text) end,
     job_ids = opts.job_ids,

@@ -167,6 +167,15 @@ describe("repl helpers", function()
     assert.equal("tick", eval("scheduler.get_job('tick').id"):match("^(%S+)"))
   end)
 
+  it("is a job file's environment: what would block the loop is refused", function()
+    local r = repl_eval.eval(env, "os.exit(1)")
+    assert.equal("error", r.status)
+    assert.matches("^stdin:1: os.exit would stop the scheduler and every job", r.output)
+    r = repl_eval.eval(env, "io.read()")
+    assert.matches("^stdin:1: io.read reads the terminal and blocks the scheduler", r.output)
+    assert.equal("table\n", eval("type(require('moonbeat.json'))"))
+  end)
+
   it("jobs() prints a table of the jobs", function()
     h:advance("10s")
     assert.equal(

@@ -217,6 +217,20 @@ describe("moonbeat repl on a terminal", function()
     assert.equal(0, r.status)
     assert.matches("scheduler stopping runs=0 wait=30s\n", r.text, 1, true)
     assert.matches("scheduler stopped\n$", r.text)
+    -- The terminal is given back as it was: echo, lines, Ctrl-C.
+    assert.same({ echo = true, icanon = true, vintr = 3 }, r.tty)
+  end)
+
+  it("shuts down on SIGTERM while the prompt waits, and gives the terminal back", function()
+    local r = typed(ARGS, {
+      expect("\n> "),
+      send("half typed"), expect("half typed"),
+      { signal = "TERM" }, { exit = 20 },
+    }, home)
+    assert.equal(0, r.status)
+    assert.matches("scheduler stopping runs=0 wait=30s signal=SIGTERM\n", r.text, 1, true)
+    assert.matches("scheduler stopped\n$", r.text)
+    assert.same({ echo = true, icanon = true, vintr = 3 }, r.tty)
   end)
 
   it("clears the line on Ctrl-C, also inside an unfinished chunk", function()
@@ -292,7 +306,7 @@ describe("moonbeat repl on a terminal", function()
   it("prints log lines above the prompt, keeps the line being typed, and fires jobs meanwhile", function()
     support.write(dir .. "/tick.lua", [[
 scheduler.add_job { id = "tick", trigger = { "interval", seconds = 0.2 },
-  run = function(ctx) ctx.log.info("tick") end }
+  run = function(ctx) ctx.log.info("tick") print("tock " .. ctx.run_id) end }
 ]])
     local r = typed(ARGS, {
       expect("\n> "),
@@ -305,6 +319,8 @@ scheduler.add_job { id = "tick", trigger = { "interval", seconds = 0.2 },
     -- Each log line is written on a cleared line, and the prompt with
     -- what was typed is drawn again below it.
     assert.matches("\r\27%[K\r?%d[%d%- :.]+ INFO  tick job=tick run=1\r\n> 1 %+", r.output)
+    -- So is what a job prints.
+    assert.matches("\r\27%[K\r?tock 1\r\n> 1 %+", r.output)
   end)
 end)
 
