@@ -389,6 +389,28 @@ describe("moonbeat attach", function()
     assert.equal(0, code)
   end)
 
+  it("refuses a bad eval, complete or repl_output request with one clear error", function()
+    local client = assert(require("mb.control").connect(socket, 20))
+    local function refused(cmd, args)
+      local result, message, code = client:call(cmd, args)
+      assert.is_nil(result)
+      assert.equal("usage", code)
+      return message
+    end
+    assert.equal("eval: text: required", refused("eval", {}))
+    assert.equal("eval: text: expected a string, got number", refused("eval", { text = 1 }))
+    assert.equal("complete: unknown argument 'colour'",
+      refused("complete", { line = "x", colour = "red" }))
+    assert.equal("complete: line: required", refused("complete", { word = "x" }))
+    assert.equal("repl_output: unknown argument 'n'", refused("repl_output", { n = "1" }))
+    -- The session is still usable.
+    local r = client:call("eval", { text = "1+1" })
+    assert.same({ status = "ok", output = "2\n", earlier = "" }, r)
+    r = client:call("complete", { line = "scheduler.get_jo" })
+    assert.same({ candidates = { "scheduler.get_job", "scheduler.get_jobs" } }, r)
+    client:close()
+  end)
+
   it("says when no scheduler listens, and refuses a bad option", function()
     local out, code = support.sh(support.quote(BIN) .. " attach --socket "
       .. support.quote(home .. "/none/moonbeat.sock"))
