@@ -69,6 +69,7 @@ typedef struct term {
   /* The log, drawn above the prompt while the terminal is open. */
   FILE *log_file;
   int log_format, log_level;
+  bool log_on_tty;         /* else the prompt need not make way for it */
   /* Candidates of the completion under way. */
   char **matches;
   size_t nmatches, next_match;
@@ -166,12 +167,18 @@ static void output(FILE *f, const char *text, size_t len) {
 
 static ssize_t log_write(void *cookie, const char *buf, size_t size) {
   (void)cookie;
-  output(stderr, buf, size);
+  if (T.log_on_tty) {
+    output(stderr, buf, size);
+  } else {
+    fwrite(buf, 1, size, stderr);
+    fflush(stderr);
+  }
   return (ssize_t)size;
 }
 
 /* log.c flushes after each line, so each line is one write here. */
 static void capture_log(void) {
+  T.log_on_tty = isatty(STDERR_FILENO);
   cookie_io_functions_t io = {.write = log_write};
   T.log_file = fopencookie(NULL, "w", io);
   if (!T.log_file) return;
@@ -314,6 +321,9 @@ static void setup_readline(void) {
    * of its own; the front end writes that newline. An inputrc may still
    * turn it on. */
   rl_variable_bind("enable-bracketed-paste", "off");
+  /* A key that may start a longer sequence (Esc) waits for the next key
+   * instead of a timed wait, which would hold up the loop. */
+  rl_variable_bind("keyseq-timeout", "0");
   rl_initialize();
   rl_add_defun("moonbeat-interrupt", interrupt_key, 3);
   rl_bind_key_in_map(3, interrupt_key, vi_insertion_keymap);

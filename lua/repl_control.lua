@@ -61,7 +61,8 @@ local function check(name, args, fields, required)
       return usage(("%s: unknown argument '%s'"):format(name, tostring(k)))
     end
     if type(v) ~= "string" then
-      return usage(("%s: %s: expected a string, got %s"):format(name, k, type(v)))
+      return usage(("%s: %s: expected a string, got %s"):format(name, k,
+        type(v)))
     end
   end
   if required and args[required] == nil then
@@ -83,10 +84,12 @@ function commands.eval(d, args, session)
 end
 
 function commands.complete(d, args, session)
-  local ok, err, code = check("complete", args, { line = true, word = true }, "line")
+  local ok, err, code = check("complete", args, { line = true, word = true },
+    "line")
   if not ok then return nil, err, code end
   local repl = repl_of(d, session)
-  return { candidates = control.list(repl_eval.complete(repl.env, args.line, args.word)) }
+  local found = repl_eval.complete(repl.env, args.line, args.word)
+  return { candidates = control.list(found) }
 end
 
 function commands.repl_output(d, args, session)

@@ -21,7 +21,9 @@ local RUN_EVENTS = { "started", "executed", "error", "timeout", "cancelled",
 
 -- A run's length as the log writes it: 250us, 1.2ms, 3.042s.
 local function run_duration(seconds)
-  if seconds < 0.001 then return ("%dus"):format(math.floor(seconds * 1e6 + 0.5)) end
+  if seconds < 0.001 then
+    return ("%dus"):format(math.floor(seconds * 1e6 + 0.5))
+  end
   if seconds < 1 then return ("%.1fms"):format(seconds * 1e3) end
   return ("%.3fs"):format(seconds)
 end
@@ -131,7 +133,9 @@ end
 local function outcome(ev)
   local took = ev.duration and run_duration(ev.duration) or "?"
   if ev.kind == "executed" then return "success in " .. took end
-  if ev.kind == "error" then return ("error in %s: %s"):format(took, ev.error) end
+  if ev.kind == "error" then
+    return ("error in %s: %s"):format(took, ev.error)
+  end
   if ev.kind == "timeout" then return "timed out after " .. took end
   return "cancelled" .. (ev.reason and (": " .. ev.reason) or "")
 end
@@ -183,10 +187,13 @@ function M.new(d, write)
 
   function env.run_now(job)
     if type(job) ~= "string" and type(job) ~= "userdata" then
-      error(("run_now: expected a job id or a job, got %s"):format(type(job)), 2)
+      error(("run_now: expected a job id or a job, got %s"):format(type(job)),
+        2)
     end
     local ok, err = pcall(d.api.run_job, job)
-    if not ok then error("run_now: " .. tostring(err):gsub("^.-:%d+: ", ""), 2) end
+    if not ok then
+      error("run_now: " .. tostring(err):gsub("^.-:%d+: ", ""), 2)
+    end
     if not listener then listener = d.api.add_listener(on_event, RUN_EVENTS) end
     local id = type(job) == "string" and job or job.id
     waiting[#waiting + 1] = { job = id }

@@ -2,7 +2,8 @@
 -- the scheduler's own process (`moonbeat repl`) or at the other end of
 -- the control socket (`moonbeat attach`). Both halves only trade text:
 --
---   eval(env, text)           -> { status = "ok"|"incomplete"|"error", output = text }
+--   eval(env, text)           -> { status = "ok" | "incomplete" | "error",
+--                                  output = text }
 --   complete(env, line, word) -> { candidate, ... }
 --
 -- An environment reads globals through _G; its `print` writes into the
