@@ -25,11 +25,15 @@
 #include "store.h"
 #include "trigger.h"
 #include "tz.h"
+#include "watch.h"
 
 #define SCHED_MT "moonbeat.scheduler"
 #define JOB_MT "moonbeat.job"
 #define TRIGGER_MT "moonbeat.trigger"
 #define JOB_METHODS "moonbeat.job.methods"
+#define WATCH_MT "moonbeat.watch"
+
+struct watch_ud;
 
 typedef struct host {
   lua_State *L;
@@ -45,8 +49,10 @@ typedef struct host {
   int event_ref;             /* Lua function handed every event */
   mb_timer shutdown_timer;
   mb_time shutdown_timeout;
-  uv_signal_t signals[2];
+  uv_signal_t signals[3];
   int stop_signal;
+  int hup_ref;               /* Lua function SIGHUP calls (a rescan) */
+  struct watch_ud *watches;  /* open directory watches, closed with it */
   int signals_received;
   int sigint_ref;            /* sched:run's on_sigint, while it runs */
   /* The store, when there is one. */
@@ -499,6 +505,7 @@ static int core_new(lua_State *L) {
   mb_sched_hooks hooks = {hook_fire, hook_removed, hook_event};
   h->event_ref = LUA_NOREF;
   h->sigint_ref = LUA_NOREF;
+  h->hup_ref = LUA_NOREF;
   h->state = RUNNING;
   h->shutdown_timeout = 30 * MB_SEC;
   h->sched = mb_sched_new(h->clock, &hooks, h);
@@ -535,11 +542,16 @@ static int core_new(lua_State *L) {
 
 static void on_handle_closed(uv_handle_t *handle) { (void)handle; }
 
+static void detach_watch(struct watch_ud *ud);
+
 static void host_close(host *h) {
   if (h->closed) return;
   h->closed = true;
   mb_unref(h->L, h->event_ref);
   h->event_ref = LUA_NOREF;
+  mb_unref(h->L, h->hup_ref);
+  h->hup_ref = LUA_NOREF;
+  while (h->watches) detach_watch(h->watches);
   mb_timer_stop(h->clock, &h->shutdown_timer);
   mb_runner_free(h->runner);
   host_flush(h);
@@ -1087,6 +1099,8 @@ static int sched_get_runs(lua_State *L) {
 typedef struct restore_ctx {
   host *h;
   bool keep_missing;
+  lua_State *only_L;  /* restore only the ids in the set at only_idx */
+  int only_idx;
   int restored, removed, interrupted;
   /* Schedules to put back once interrupted runs have been retried, so
    * that a one-shot job waiting on that retry is not taken for done. */
@@ -1100,6 +1114,12 @@ typedef struct restore_ctx {
 static void restore_one(const mb_job_state *st, void *data) {
   restore_ctx *c = data;
   host *h = c->h;
+  if (c->only_L) {
+    lua_getfield(c->only_L, c->only_idx, st->job_id);
+    bool wanted = lua_toboolean(c->only_L, -1);
+    lua_pop(c->only_L, 1);
+    if (!wanted) return;
+  }
   mb_job *job = mb_sched_get_job(h->sched, st->job_id);
   if (!job) {
     /* No file declares it any more: it goes, its history stays. Unless
@@ -1163,20 +1183,27 @@ static void interrupted_one(const mb_run_record *r, void *data) {
                         "the process running it stopped before it finished");
 }
 
-/* sched:restore{keep_missing} -> {restored, removed, interrupted}:
- * after the job files are loaded, take back what the store kept. */
+/* sched:restore{keep_missing, only} -> {restored, removed, interrupted}:
+ * after the job files are loaded, take back what the store kept. only:
+ * a set of job ids, jobs a reload added, to restore alone (interrupted
+ * runs were dealt with at start). */
 static int sched_restore(lua_State *L) {
   host *h = check_host(L, 1);
-  restore_ctx c = {h, false, 0, 0, 0, NULL, 0};
+  restore_ctx c = {h, false, NULL, 0, 0, 0, 0, NULL, 0};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "keep_missing");
     c.keep_missing = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    if (lua_getfield(L, 2, "only") == LUA_TTABLE) {
+      c.only_L = L;
+      c.only_idx = lua_gettop(L);
+      c.keep_missing = true;
+    }
   }
   if (h->store) {
     mb_err err = {0};
     int rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
-    if (rc == 0) rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
+    if (rc == 0 && !c.only_L)
+      rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
     for (size_t i = 0; i < c.nschedules; i++) {
       struct pending_schedule *p = &c.schedules[i];
       mb_sched_restore_job(h->sched, p->job, p->next, p->last);
@@ -1552,8 +1579,29 @@ static bool sigint_taken(host *h) {
   return taken;
 }
 
+/* SIGHUP asks for a rescan: the handler sched:set_hup_handler gave. */
+static void on_hangup(host *h) {
+  if (h->hup_ref == LUA_NOREF) {
+    mb_log(MB_LOG_INFO, "SIGHUP: nothing to reload", NULL, 0);
+    return;
+  }
+  lua_State *L = h->L;
+  mb_host_work_begin();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->hup_ref);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    mb_log_field f[] = {MB_LS("error", lua_tostring(L, -1))};
+    mb_log(MB_LOG_ERROR, "SIGHUP handler failed", f, 1);
+    lua_pop(L, 1);
+  }
+  mb_host_work_end();
+}
+
 static void on_signal(uv_signal_t *sig, int signum) {
   host *h = sig->data;
+  if (signum == SIGHUP) {
+    on_hangup(h);
+    return;
+  }
   const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
   if (signum == SIGINT && sigint_taken(h)) return;
   if (++h->signals_received > 1) {
@@ -1569,8 +1617,9 @@ static void on_signal(uv_signal_t *sig, int signum) {
 
 /* sched:run{shutdown_timeout = seconds, on_sigint = fn} -> name of the
  * signal that stopped it, or nil when shutdown() or stop() did. Runs the
- * loop until then; SIGINT and SIGTERM shut down gracefully, unless
- * on_sigint() returns true for a SIGINT. */
+ * loop until then; SIGINT and SIGTERM shut down gracefully (unless
+ * on_sigint() returns true for a SIGINT), SIGHUP calls the handler set
+ * with sched:set_hup_handler. */
 static int sched_run(lua_State *L) {
   host *h = check_host(L, 1);
   static bool loop_running;
@@ -1586,8 +1635,8 @@ static int sched_run(lua_State *L) {
     else
       lua_pop(L, 1);
   }
-  static const int signums[] = {SIGINT, SIGTERM};
-  for (int i = 0; i < 2; i++) {
+  static const int signums[] = {SIGINT, SIGTERM, SIGHUP};
+  for (int i = 0; i < 3; i++) {
     uv_signal_init(h->loop, &h->signals[i]);
     h->signals[i].data = h;
     uv_signal_start(&h->signals[i], on_signal, signums[i]);
@@ -1598,7 +1647,7 @@ static int sched_run(lua_State *L) {
   h->running = loop_running = false;
   mb_unref(L, h->sigint_ref);
   h->sigint_ref = LUA_NOREF;
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 3; i++)
     uv_close((uv_handle_t *)&h->signals[i], on_handle_closed);
   uv_run(h->loop, UV_RUN_NOWAIT);
   if (h->stop_signal == SIGINT) lua_pushliteral(L, "SIGINT");
@@ -1653,6 +1702,133 @@ static int sched_stats(lua_State *L) {
 static int sched_timezone(lua_State *L) {
   host *h = check_host(L, 1);
   lua_pushstring(L, mb_tz_name(h->default_tz));
+  return 1;
+}
+
+/* ---- watching the job directory (lua/reload.lua) ---- */
+
+/* A watch's Lua side: the scheduler it runs on and the function its
+ * batches go to. The scheduler closes the watches left open with it. */
+typedef struct watch_ud {
+  mb_watch *w;
+  host *h;  /* NULL once closed */
+  int fn_ref;
+  struct watch_ud *next;
+} watch_ud;
+
+static void detach_watch(watch_ud *ud) {
+  host *h = ud->h;
+  if (!h) return;
+  for (watch_ud **p = &h->watches; *p; p = &(*p)->next) {
+    if (*p == ud) {
+      *p = ud->next;
+      break;
+    }
+  }
+  mb_watch_close(ud->w);
+  mb_unref(h->L, ud->fn_ref);
+  ud->w = NULL;
+  ud->h = NULL;
+  ud->fn_ref = LUA_NOREF;
+}
+
+static void on_watch_batch(mb_watch *w, const char *const *paths, size_t n,
+                           void *data) {
+  (void)w;
+  watch_ud *ud = data;
+  lua_State *L = ud->h->L;
+  mb_host_work_begin();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ud->fn_ref);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, paths[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    mb_log_field f[] = {MB_LS("error", lua_tostring(L, -1))};
+    mb_log(MB_LOG_ERROR, "directory watch handler failed", f, 1);
+    lua_pop(L, 1);
+  }
+  mb_host_work_end();
+}
+
+/* sched:watch(dir, fn) -> watch | nil, message: fn(paths) gets each
+ * batch of changed paths under dir (see host/watch.h), from the loop.
+ * The watch stops when closed, collected, or the scheduler closes. */
+static int sched_watch(lua_State *L) {
+  host *h = check_host(L, 1);
+  const char *dir = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  watch_ud *ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  *ud = (watch_ud){NULL, NULL, LUA_NOREF, NULL};
+  luaL_setmetatable(L, WATCH_MT);
+  mb_err err = {0};
+  ud->w = mb_watch_new(h->loop, dir, on_watch_batch, ud, &err);
+  if (!ud->w) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  lua_pushvalue(L, 3);
+  ud->fn_ref = mb_ref(L);
+  ud->h = h;
+  ud->next = h->watches;
+  h->watches = ud;
+  return 1;
+}
+
+static int watch_close(lua_State *L) {
+  detach_watch(luaL_checkudata(L, 1, WATCH_MT));
+  return 0;
+}
+
+/* watch:dirs() -> how many directories it watches (0 once closed). */
+static int watch_dirs(lua_State *L) {
+  watch_ud *ud = luaL_checkudata(L, 1, WATCH_MT);
+  lua_pushinteger(L, ud->w ? (lua_Integer)mb_watch_dirs(ud->w) : 0);
+  return 1;
+}
+
+/* sched:set_hup_handler(fn | nil): what SIGHUP does under sched:run. */
+static int sched_set_hup_handler(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_unref(L, h->hup_ref);
+  h->hup_ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    h->hup_ref = mb_ref(L);
+  }
+  return 0;
+}
+
+/* sched:set_job_file(job, file): a job that moved to another file. */
+static int sched_set_job_file(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  mb_sched_set_file(job, luaL_optstring(L, 3, NULL));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.job_files(dir) -> sorted paths relative to dir | nil, message */
+static int core_job_files(lua_State *L) {
+  char **paths;
+  size_t n;
+  mb_err err = {0};
+  if (mb_watch_list(luaL_checkstring(L, 1), &paths, &n, &err) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, paths[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    free(paths[i]);
+  }
+  free(paths);
   return 1;
 }
 
@@ -1917,6 +2093,9 @@ static const luaL_Reg sched_methods[] = {
   {"run", sched_run},
   {"stop", sched_stop},
   {"poll", sched_poll},
+  {"watch", sched_watch},
+  {"set_hup_handler", sched_set_hup_handler},
+  {"set_job_file", sched_set_job_file},
   {"stats", sched_stats},
   {"timezone", sched_timezone},
   {"close", sched_close},
@@ -1933,6 +2112,7 @@ static const luaL_Reg core_functions[] = {
   {"format_duration", core_format_duration},
   {"timezone_ok", core_timezone_ok},
   {"listdir", core_listdir},
+  {"job_files", core_job_files},
   {"log", core_log},
   {"configure_log", core_configure_log},
   {"set_log_sink", core_set_log_sink},
@@ -1971,6 +2151,17 @@ int luaopen_moonbeat_core(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, trigger_tostring);
   lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, WATCH_MT);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, watch_close);
+  lua_setfield(L, -2, "close");
+  lua_pushcfunction(L, watch_dirs);
+  lua_setfield(L, -2, "dirs");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, watch_close);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
 
   luaL_newlib(L, core_functions);

@@ -642,3 +642,8 @@ void mb_sched_rename_job(mb_job *j, const char *name) {
   free(j->name);
   j->name = mb_xstrdup(name);
 }
+
+void mb_sched_set_file(mb_job *j, const char *file) {
+  free(j->file);
+  j->file = file ? mb_xstrdup(file) : NULL;
+}

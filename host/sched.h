@@ -154,6 +154,8 @@ int mb_sched_set_next_fire(mb_sched *s, mb_job *job, mb_time next);
 void mb_sched_set_policy(mb_sched *s, mb_job *job,
                          const mb_job_policy *policy);
 void mb_sched_rename_job(mb_job *job, const char *name);
+/* The file that declares job (NULL: none), when it moves to another. */
+void mb_sched_set_file(mb_job *job, const char *file);
 
 /* Put back a job's schedule as a store kept it: next (MB_TIME_NONE: no
  * fire left) and the scheduled time of its last fire. A job with nothing

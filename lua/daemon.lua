@@ -27,8 +27,10 @@ end
 
 -- Open a scheduler on the real clock for the jobs in dir.
 -- opts: zone, db (default moonbeat.db), job_defaults, keep_runs,
--- keep_for (as typed). Returns the daemon {sched, api, dir, db,
--- started_at, summary, restored}, or nil, message, exit code.
+-- keep_for (as typed), watch (default true: reload files as they
+-- change). Returns the daemon {sched, api, dir, db, started_at, summary,
+-- restored, reload, last_reload, file_errors}, or nil, message, exit
+-- code. SIGHUP and d:reload() rescan the directory (lua/reload.lua).
 function M.open(dir, opts)
   -- A directory that cannot be read is reported before a store is made.
   local listed, lerr = core.listdir(dir)
@@ -47,7 +49,16 @@ function M.open(dir, opts)
     sched:close()
     return nil, flag_error(cerr), 2
   end
-  local summary, err = require("mb.loader").load_dir(sched, dir)
+  local reloader = require("mb.reload").new(sched, dir)
+  -- Watching before the first load: a change made during it is seen.
+  if opts.watch ~= false then
+    local watching, werr = reloader:watch()
+    if not watching then
+      core.log("warn", "job directory not watched; SIGHUP reloads it",
+        { dir = dir, error = werr })
+    end
+  end
+  local summary, err = reloader:reload(nil, "start")
   if not summary then
     sched:close()
     return nil, "cannot read the job directory " .. err, 2
@@ -63,10 +74,12 @@ function M.open(dir, opts)
     jobs = summary.jobs, db = db, restored = restored.restored,
     interrupted = restored.interrupted,
   })
-  return {
+  local d = {
     sched = sched, api = api, dir = dir, db = db, started_at = core.now(),
     summary = summary, restored = restored,
   }
+  require("mb.reload").attach(d, reloader)
+  return d
 end
 
 -- Listen on the control socket, run the loop until a signal or

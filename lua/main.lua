@@ -16,6 +16,8 @@ Commands:
   ls | pause ID | resume ID | trigger ID | rm ID | history [ID] | status
     | reload       control a running scheduler over its socket (see
                    `moonbeat help ls` and the README)
+  check DIR        load the jobs in DIR without running them; report
+                   every error and each job's next fire times
   next EXPR        the next fire times of a cron expression
   lua FILE [ARG..] run a Lua script with moonbeat's modules (the test
                    suite runs busted this way)
@@ -31,8 +33,9 @@ usage: moonbeat run [DIR] [options]
 Loads every *.lua file in DIR (default: jobs/) in sorted order, each in
 an environment of its own, and runs the jobs they declare with
 scheduler.add_job{...}. A file that fails to load is reported with its
-file and line; the others load and run. Ctrl-C (SIGINT) or SIGTERM
-stops the scheduler.
+file and line; the others load and run. Files that change are reloaded
+(see the README); SIGHUP rescans DIR. Ctrl-C (SIGINT) or SIGTERM stops
+the scheduler.
 
 Options:
   --log-format FORMAT  text (default; for people) or json (one JSON
@@ -53,6 +56,8 @@ Options:
   --socket PATH        the control socket (default:
                        $XDG_RUNTIME_DIR/moonbeat/moonbeat.sock, else
                        /tmp/moonbeat-UID/moonbeat.sock)
+  --no-watch           do not reload files as they change (SIGHUP still
+                       rescans DIR)
 
 Job defaults (a job's own field wins; see the README):
   --timeout D          stop a run after D (default: none)
@@ -160,6 +165,7 @@ local function cmd_run(args, mode)
     ["max-instances"] = true, overlap = true, ["misfire-grace-time"] = true,
     ["no-coalesce"] = false, retries = true, db = true,
     ["keep-runs"] = true, ["keep-for"] = true, socket = true,
+    ["no-watch"] = false,
   })
   local usage = mode == "repl" and require("mb.cli_repl").USAGE or RUN_USAGE
   if not opts then return fail(rest .. "\n" .. usage) end
@@ -202,6 +208,7 @@ local function cmd_run(args, mode)
   local d, derr, code = require("mb.daemon").open(dir, {
     zone = zone, db = opts.db, job_defaults = defaults,
     keep_runs = opts["keep-runs"], keep_for = opts["keep-for"],
+    watch = not opts["no-watch"],
   })
   if not d then return fail(derr, code) end
   if mode == "repl" then
@@ -292,6 +299,7 @@ return function(args)
   if command == "next" then return cmd_next(rest) end
   local cli_control = require "mb.cli_control"
   if cli_control.commands[command] then return cli_control.run(command, rest) end
+  if command == "check" then return require("mb.cli_check")(rest) end
   if command == "version" or command == "--version" then
     io.stdout:write("moonbeat ", VERSION, "\n")
     return 0
@@ -308,6 +316,8 @@ return function(args)
       io.stdout:write(NEXT_USAGE)
     elseif require("mb.cli_control").commands[rest[1]] then
       io.stdout:write(require("mb.cli_control").usage(rest[1]))
+    elseif rest[1] == "check" then
+      return require("mb.cli_check")({ "--help" })
     else
       io.stdout:write(USAGE)
     end

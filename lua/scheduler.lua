@@ -87,7 +87,8 @@ core.set_job_methods(job_methods)
 
 -- The API over sched. opts.file: the job file this copy belongs to (its
 -- jobs need ids and remember the file); opts.on_add(job): told of each
--- job added through this copy.
+-- job added through this copy; opts.stage(norm, spec): when given,
+-- add_job validates and hands the result to it instead of adding.
 function M.new(sched, opts)
   opts = opts or {}
   local api = {}
@@ -98,6 +99,7 @@ function M.new(sched, opts)
     local norm, err = validate.job(sched, spec,
       { file = opts.file, defaults = st.defaults })
     if not norm then error(err, 2) end
+    if opts.stage then return opts.stage(norm, spec) end
     -- A replaced job keeps its ctx.state.
     local old = norm.replace_existing and sched:get_job(norm.id)
     if old then norm.state = sched:job_spec(old).state end

@@ -76,6 +76,79 @@ describe("the loader", function()
     assert.equal("/nonexistent/jobs: No such file or directory", err)
   end)
 
+  it("walks subdirectories in sorted order and leaves lib/ and hidden names out", function()
+    dir = support.tempdir()
+    os.execute("mkdir -p " .. support.quote(dir .. "/lib") .. " "
+      .. support.quote(dir .. "/team/lib") .. " " .. support.quote(dir .. "/.git"))
+    support.write(dir .. "/b.lua", job_file("b"))
+    support.write(dir .. "/team/a.lua", job_file("team-a"))
+    support.write(dir .. "/team/lib/x.lua", job_file("team-lib"))
+    support.write(dir .. "/lib/util.lua", "return {}")
+    support.write(dir .. "/.git/hook.lua", job_file("git"))
+    support.write(dir .. "/.#b.lua", job_file("lock"))
+    local summary = loader.load_dir(h.core, dir)
+    assert.same({ files = 3, failed = 0, jobs = 3, errors = {} }, summary)
+    local files = {}
+    for i, entry in ipairs(h:logged("job file loaded")) do files[i] = entry.fields.file end
+    assert.same({ dir .. "/b.lua", dir .. "/team/a.lua", dir .. "/team/lib/x.lua" }, files)
+  end)
+
+  it("keeps the job a failing file would have replaced", function()
+    h.scheduler.add_job { id = "x", trigger = { "interval", seconds = 10 }, run = function() end }
+    local jobs, err = h:load("jobs/a.lua", "scheduler.add_job { id = 'x', replace_existing = true, "
+      .. "trigger = { 'interval', seconds = 99 }, run = function() end }\nerror('boom')\n")
+    assert.is_nil(jobs)
+    assert.equal("jobs/a.lua:2: boom", err)
+    assert.equal("interval[10s]", h.scheduler.get_job("x").trigger)
+    assert.is_nil(h.scheduler.get_job("x").file)
+  end)
+
+  it("lets a file take a job over with replace_existing, keeping its ctx.state", function()
+    assert.truthy(h:load("jobs/a.lua", job_file("x")))
+    local spec = h.core:job_spec(h.scheduler.get_job("x"))
+    spec.state = { kept = true }
+    local jobs = h:load("jobs/b.lua", "scheduler.add_job { id = 'x', replace_existing = true, "
+      .. "trigger = { 'interval', seconds = 30 }, run = function() end }")
+    assert.equal(1, #jobs)
+    local x = h.scheduler.get_job("x")
+    assert.equal("jobs/b.lua", x.file)
+    assert.equal("interval[30s]", x.trigger)
+    assert.same({ kept = true }, h.core:job_spec(x).state)
+  end)
+
+  it("refuses a job id declared twice in one file", function()
+    local jobs, err = h:load("jobs/twice.lua", job_file("x") .. job_file("x"))
+    assert.is_nil(jobs)
+    assert.equal("jobs/twice.lua:4: job id 'x' already exists (declared in jobs/twice.lua); "
+      .. "pass replace_existing = true to replace it", err)
+    assert.is_nil(h.scheduler.get_job("x"))
+  end)
+
+  it("makes a job live once its whole file has loaded; add_job returns its id", function()
+    local jobs, err = h:load("jobs/a.lua", "local id = scheduler.add_job { id = 'a', "
+      .. "trigger = { 'interval', seconds = 10 }, run = function() end }\n"
+      .. "assert(id == 'a', 'id')\nassert(scheduler.get_job('a') == nil, 'live too soon')\n")
+    assert.truthy(jobs, err)
+    assert.truthy(h.scheduler.get_job("a"))
+  end)
+
+  it("stops a file whose top level never ends", function()
+    local limit = loader.CPU_LIMIT
+    loader.CPU_LIMIT = 0.05
+    local jobs, err = h:load("jobs/spin.lua", job_file("s") .. "while true do end\n")
+    loader.CPU_LIMIT = limit
+    assert.is_nil(jobs)
+    assert.equal("jobs/spin.lua:3: loading took more than 0.05 s of CPU time (an endless loop?)", err)
+    assert.is_nil(h.scheduler.get_job("s"))
+  end)
+
+  it("names a file by its whole path, however long", function()
+    local path = "jobs/" .. ("very-long-directory-name/"):rep(4) .. "broken.lua"
+    local jobs, err = h:load(path, "scheduler.add_job {")
+    assert.is_nil(jobs)
+    assert.equal(path .. ":1: unexpected symbol near <eof>", err)
+  end)
+
   it("can load a file again and replace its jobs", function()
     dir = support.tempdir { ["r.lua"] = job_file("r") }
     loader.load_dir(h.core, dir)

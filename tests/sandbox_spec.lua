@@ -100,7 +100,7 @@ describe("the job sandbox", function()
   describe("require", function()
     local function job_dir(files)
       dir = support.tempdir()
-      os.execute("mkdir -p " .. dir .. "/lib/helpers " .. dir .. "/other/lib")
+      os.execute("mkdir -p " .. dir .. "/lib/helpers " .. dir .. "/other/lib " .. dir .. "/team")
       for name, text in pairs(files) do support.write(dir .. "/" .. name, text) end
       return dir
     end
@@ -141,6 +141,21 @@ describe("the job sandbox", function()
       local jobs, err = h:load(dir .. "/job.lua")
       assert.is_nil(jobs)
       assert.equal(dir .. "/lib/shell.lua:1: os.execute blocks the scheduler; " .. RUN, err)
+    end)
+
+    it("finds the job directory's lib/ from a file in a subdirectory", function()
+      job_dir {
+        ["lib/shared.lua"] = "return { answer = 42 }",
+        ["team/job.lua"] = [[
+          local shared = require "shared"
+          scheduler.add_job { id = "deep", trigger = { "interval", seconds = 1 },
+            run = function() return shared.answer end }
+        ]],
+      }
+      local summary = require("mb.loader").load_dir(h.core, dir)
+      assert.same({}, summary.errors)
+      assert.equal(1, summary.jobs)
+      assert.truthy(h.scheduler.get_job("deep"))
     end)
 
     it("does not see another directory's lib/", function()
