@@ -12,8 +12,11 @@
 -- repl_output hand it over; `pending` counts run_now results to come.
 
 local control = require "mb.control"
-local repl_env = require "mb.repl_env"
-local repl_eval = require "mb.repl_eval"
+
+-- Loaded with the first request: a scheduler nobody attaches to starts
+-- without them.
+local function repl_env() return require "mb.repl_env" end
+local function repl_eval() return require "mb.repl_eval" end
 
 local M = {}
 
@@ -30,7 +33,7 @@ local function repl_of(d, session)
   local repl = session.repl
   if repl then return repl end
   repl = { waiting = {}, size = 0, dropped = false }
-  repl.env, repl.close, repl.pending = repl_env.new(d, function(text)
+  repl.env, repl.close, repl.pending = repl_env().new(d, function(text)
     if repl.size + #text > M.MAX_WAITING then
       repl.dropped = true
       return
@@ -78,7 +81,7 @@ function commands.eval(d, args, session)
   if not ok then return nil, err, code end
   local repl = repl_of(d, session)
   local earlier = take_waiting(repl)
-  local result = repl_eval.eval(repl.env, args.text, { limit = M.LIMIT })
+  local result = repl_eval().eval(repl.env, args.text, { limit = M.LIMIT })
   result.earlier = earlier
   return result
 end
@@ -88,7 +91,7 @@ function commands.complete(d, args, session)
     "line")
   if not ok then return nil, err, code end
   local repl = repl_of(d, session)
-  local found = repl_eval.complete(repl.env, args.line, args.word)
+  local found = repl_eval().complete(repl.env, args.line, args.word)
   return { candidates = control.list(found) }
 end
 
