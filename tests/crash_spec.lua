@@ -36,7 +36,7 @@ describe("crashes", function()
     local lines = {}
     for i = 1, KILLS do
       -- Kill at a random moment 0.15 to 0.6 s into each life.
-      lines[#lines + 1] = ("%s run --db %s %s >>%s/log 2>&1 & pid=$!; sleep %.2f; kill -KILL $pid; wait $pid")
+      lines[#lines + 1] = ("%s run --db %s %s >>%s/log 2>&1 & pid=$!; sleep %.2f; kill -KILL $pid; wait $pid 2>/dev/null")
         :format(bin, db, dir, dir, 0.15 + math.random() * 0.45)
     end
     lines[#lines + 1] = ("%s run --db %s %s >>%s/log 2>&1 & pid=$!; sleep 0.5; kill -TERM $pid; wait $pid; echo final=$?")

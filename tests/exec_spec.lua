@@ -42,11 +42,10 @@ local function read_pids(path)
 end
 
 describe("exec.run", function()
-  local h, dir, n
+  local h, dir
   before_each(function()
     h = harness.new()
     dir = support.tempdir()
-    n = 0
   end)
   after_each(function()
     h:close()
@@ -54,20 +53,9 @@ describe("exec.run", function()
     assert.equal(0, exec_core.live())
   end)
 
-  -- Run fn as a job's run (starting now) and wait, for real, until the
-  -- run has ended; returns what fn returned, packed.
+  -- Run fn in a job's run; what it returned, packed ({} if it failed).
   local function in_run(fn, extra)
-    n = n + 1
-    local out = {}
-    local spec = {
-      id = "probe-" .. n, trigger = { "date", delay = 1 },
-      run = function(ctx) out = table.pack(fn(ctx)) end,
-    }
-    for k, v in pairs(extra or {}) do spec[k] = v end
-    h.scheduler.add_job(spec)
-    h:advance(1)
-    assert.is_true(h:settle(function() return h:stats().runs == 0 end))
-    return out
+    return h:in_run(fn, extra) or {}
   end
 
   it("runs a command without a shell and returns its exit and output", function()

@@ -40,11 +40,10 @@ local function threads_waiting_on_fifos()
 end
 
 describe("moonbeat.fs", function()
-  local h, dir, n
+  local h, dir
   before_each(function()
     h = harness.new()
     dir = support.tempdir()
-    n = 0
   end)
   after_each(function()
     h:close()
@@ -52,18 +51,9 @@ describe("moonbeat.fs", function()
     assert.equal(0, fs_core.live())
   end)
 
-  -- Run fn as a job's run and wait, for real, until it has ended.
+  -- Run fn in a job's run; what it returned, packed.
   local function in_run(fn, extra)
-    n = n + 1
-    local out
-    local spec = {
-      id = "probe-" .. n, trigger = { "date", delay = 1 },
-      run = function(ctx) out = table.pack(fn(ctx)) end,
-    }
-    for k, v in pairs(extra or {}) do spec[k] = v end
-    h.scheduler.add_job(spec)
-    h:advance(1)
-    assert.is_true(h:settle(function() return h:stats().runs == 0 end))
+    local out = h:in_run(fn, extra)
     assert.truthy(out, "the run failed")
     return out
   end

@@ -75,6 +75,24 @@ function H:settle(done, limit)
   return result
 end
 
+-- Run fn as a job's run (due one virtual second from now), then let
+-- real I/O happen until every run has ended. Returns what fn returned,
+-- packed, or nil when the run failed. extra: more job fields.
+function H:in_run(fn, extra)
+  self.probes = (self.probes or 0) + 1
+  local out
+  local spec = {
+    id = "probe-" .. self.probes, trigger = { "date", delay = 1 },
+    run = function(ctx) out = table.pack(fn(ctx)) end,
+  }
+  for k, v in pairs(extra or {}) do spec[k] = v end
+  self.scheduler.add_job(spec)
+  self:advance(1)
+  assert(self:settle(function() return self:stats().runs == 0 end),
+    "the run did not end")
+  return out
+end
+
 -- Step the wall clock by seconds (may be negative), as NTP would.
 function H:jump(seconds)
   self.core:jump(seconds)

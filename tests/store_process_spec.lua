@@ -104,7 +104,7 @@ scheduler.add_job { id = "sleeper", trigger = { "date", run_date = "2026-01-01" 
 
   it("defaults to moonbeat.db in the working directory", function()
     support.write(dir .. "/jobs.lua", "scheduler.add_job { id = 'x', trigger = { 'date', delay = 0 }, run = function() end }")
-    local out = support.sh(("cd %s && (%s run . & pid=$!; i=0; while [ $i -lt 100 ] && [ ! -e moonbeat.db ]; "
+    local out = support.sh(("cd %s && (%s run . >/dev/null 2>&1 & pid=$!; i=0; while [ $i -lt 100 ] && [ ! -e moonbeat.db ]; "
       .. "do sleep 0.1; i=$((i+1)); done; sleep 0.3; kill -TERM $pid; wait $pid); ls"):format(dir, support.quote(
       (os.getenv("PWD") or ".") .. "/" .. support.BIN)))
     assert.matches("moonbeat.db", out, 1, true)

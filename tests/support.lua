@@ -68,7 +68,7 @@ function M.run_until(args, until_text, signal)
     "while [ $i -lt 200 ] && ! grep -qF -- " .. shell_quote(until_text)
       .. " " .. out .. "; do sleep 0.1; i=$((i+1)); done",
     signal_lines(signal),
-    "wait $pid",
+    "wait $pid 2>/dev/null",
     "echo \"exit=$?\"",
   }, "\n")
   local p = io.popen(script)
