@@ -5,7 +5,9 @@ WARN   = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 # Recursively expanded, so pkg-config runs after `deps` installed it.
 CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O2 $(WARN) \
          -iquote host $(shell pkg-config --cflags $(PKGS))
-LDLIBS = $(shell pkg-config --libs $(PKGS)) -lm
+# readline (the REPL's line editing) only links: its pkg-config cflags
+# would lower _POSIX_C_SOURCE for every file.
+LDLIBS = $(shell pkg-config --libs $(PKGS) readline) -lm
 BUILD  = build
 
 ifeq ($(SANITIZE),1)

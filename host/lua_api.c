@@ -19,6 +19,7 @@
 #include "fs.h"
 #include "log.h"
 #include "loop.h"
+#include "repl.h"
 #include "run.h"
 #include "sched.h"
 #include "store.h"
@@ -53,6 +54,7 @@ typedef struct host {
   int hup_ref;               /* Lua function SIGHUP calls (a rescan) */
   struct watch_ud *watches;  /* open directory watches, closed with it */
   int signals_received;
+  int sigint_ref;            /* sched:run's on_sigint, while it runs */
   /* The store, when there is one. */
   mb_store *store;
   uv_check_t flush_check;    /* commits once per loop turn (real clock) */
@@ -502,6 +504,7 @@ static int core_new(lua_State *L) {
   }
   mb_sched_hooks hooks = {hook_fire, hook_removed, hook_event};
   h->event_ref = LUA_NOREF;
+  h->sigint_ref = LUA_NOREF;
   h->hup_ref = LUA_NOREF;
   h->state = RUNNING;
   h->shutdown_timeout = 30 * MB_SEC;
@@ -964,6 +967,28 @@ static int sched_run_job(lua_State *L) {
     return 2;
   }
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* sched:next_fires(job, n) -> the job's next n fire times: its next run,
+ * then its trigger's times after it (without jitter); none when it is
+ * paused or done. The REPL's next_runs. */
+static int sched_next_fires(lua_State *L) {
+  host *h = check_host(L, 1);
+  mb_job *job = find_job(L, h, 2);
+  if (!job) return no_job(L, 2);
+  lua_Integer n = luaL_checkinteger(L, 3);
+  lua_newtable(L);
+  if (job->paused || job->next_fire == MB_TIME_NONE || n < 1) return 1;
+  push_time(L, job->next_fire);
+  lua_rawseti(L, -2, 1);
+  mb_time now = mb_clock_now(h->clock), prev = job->next_base;
+  for (lua_Integer i = 2; i <= n; i++) {
+    prev = mb_trigger_next(job->trigger, prev, now);
+    if (prev == MB_TIME_NONE) break;
+    push_time(L, prev);
+    lua_rawseti(L, -2, i);
+  }
   return 1;
 }
 
@@ -1545,6 +1570,18 @@ static int sched_jump(lua_State *L) {
   return 0;
 }
 
+/* on_sigint (the REPL's, while it owns the terminal) may take SIGINT
+ * for itself by returning true. */
+static bool sigint_taken(host *h) {
+  if (h->sigint_ref == LUA_NOREF) return false;
+  mb_host_work_begin();
+  lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->sigint_ref);
+  bool taken = lua_pcall(h->L, 0, 1, 0) == LUA_OK && lua_toboolean(h->L, -1);
+  lua_pop(h->L, 1);
+  mb_host_work_end();
+  return taken;
+}
+
 /* SIGHUP asks for a rescan: the handler sched:set_hup_handler gave. */
 static void on_hangup(host *h) {
   if (h->hup_ref == LUA_NOREF) {
@@ -1569,6 +1606,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
     return;
   }
   const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  if (signum == SIGINT && sigint_taken(h)) return;
   if (++h->signals_received > 1) {
     /* A second signal: the operator does not want to wait. */
     mb_log_field f[] = {MB_LS("signal", name),
@@ -1580,10 +1618,11 @@ static void on_signal(uv_signal_t *sig, int signum) {
   begin_shutdown(h, true, h->shutdown_timeout, name);
 }
 
-/* sched:run{shutdown_timeout = seconds} -> name of the signal that
- * stopped it, or nil when shutdown() or stop() did. Runs the loop until
- * then; SIGINT and SIGTERM shut down gracefully, SIGHUP calls the
- * handler set with sched:set_hup_handler. */
+/* sched:run{shutdown_timeout = seconds, on_sigint = fn} -> name of the
+ * signal that stopped it, or nil when shutdown() or stop() did. Runs the
+ * loop until then; SIGINT and SIGTERM shut down gracefully (unless
+ * on_sigint() returns true for a SIGINT), SIGHUP calls the handler set
+ * with sched:set_hup_handler. */
 static int sched_run(lua_State *L) {
   host *h = check_host(L, 1);
   static bool loop_running;
@@ -1594,6 +1633,10 @@ static int sched_run(lua_State *L) {
     lua_getfield(L, 2, "shutdown_timeout");
     if (lua_isnumber(L, -1)) h->shutdown_timeout = to_usec(lua_tonumber(L, -1));
     lua_pop(L, 1);
+    if (lua_getfield(L, 2, "on_sigint") == LUA_TFUNCTION)
+      h->sigint_ref = mb_ref(L);
+    else
+      lua_pop(L, 1);
   }
   static const int signums[] = {SIGINT, SIGTERM, SIGHUP};
   for (int i = 0; i < 3; i++) {
@@ -1605,6 +1648,8 @@ static int sched_run(lua_State *L) {
   h->stop_signal = 0;
   if (h->state != STOPPED) uv_run(h->loop, UV_RUN_DEFAULT);
   h->running = loop_running = false;
+  mb_unref(L, h->sigint_ref);
+  h->sigint_ref = LUA_NOREF;
   for (int i = 0; i < 3; i++)
     uv_close((uv_handle_t *)&h->signals[i], on_handle_closed);
   uv_run(h->loop, UV_RUN_NOWAIT);
@@ -2026,6 +2071,7 @@ static const luaL_Reg sched_methods[] = {
   {"remove_job", sched_remove_job},
   {"remove_all_jobs", sched_remove_all_jobs},
   {"run_job", sched_run_job},
+  {"next_fires", sched_next_fires},
   {"reschedule_job", sched_reschedule_job},
   {"set_next_run_time", sched_set_next_run_time},
   {"job_spec", sched_job_spec},
@@ -2154,6 +2200,8 @@ void mb_lua_open(lua_State *L) {
   lua_setfield(L, -2, "moonbeat.core.fs");
   lua_pushcfunction(L, luaopen_moonbeat_core_log);
   lua_setfield(L, -2, "moonbeat.core.log");
+  lua_pushcfunction(L, luaopen_mb_term);
+  lua_setfield(L, -2, "mb.term");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, load_embedded, 1);

@@ -84,18 +84,24 @@ end
 
 -- Listen on the control socket, run the loop until a signal or
 -- shutdown, then close the scheduler. opts: shutdown_timeout (seconds),
--- socket (path; default: lua/control.lua's). Returns true, or nil, a
+-- socket (path; default: lua/control.lua's), on_sigint() (true: SIGINT
+-- was taken, do not shut down), on_stopped() (the loop has stopped, or
+-- never ran; the scheduler is still open). Returns true, or nil, a
 -- message and an exit code when the socket cannot be had (the scheduler
 -- is then closed, having run nothing).
 function M.serve(d, opts)
   opts = opts or {}
   local control = require "mb.control"
+  require "mb.repl_control" -- eval and complete, for `moonbeat attach`
   local listening, lerr = control.listen(d, opts.socket)
   if not listening then
+    if opts.on_stopped then opts.on_stopped() end
     d.sched:close()
     return nil, lerr, 1
   end
-  d.sched:run { shutdown_timeout = opts.shutdown_timeout }
+  d.sched:run { shutdown_timeout = opts.shutdown_timeout,
+    on_sigint = opts.on_sigint }
+  if opts.on_stopped then opts.on_stopped() end
   control.close(d)
   d.sched:close()
   core.log("info", "scheduler stopped")

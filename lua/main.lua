@@ -11,6 +11,8 @@ usage: moonbeat <command> [options]
 
 Commands:
   run [DIR]        schedule the jobs in DIR (default: jobs/)
+  repl [DIR]       the same, with an interactive Lua prompt
+  attach           that prompt inside a running scheduler
   ls | pause ID | resume ID | trigger ID | rm ID | history [ID] | status
     | reload       control a running scheduler over its socket (see
                    `moonbeat help ls` and the README)
@@ -155,7 +157,8 @@ local function job_defaults(opts)
   return d
 end
 
-local function cmd_run(args)
+-- `run`, or `repl` (mode "repl": the same flags, then the prompt).
+local function cmd_run(args, mode)
   local opts, rest = parse(args, {
     ["log-format"] = true, ["log-level"] = true, timezone = true,
     ["shutdown-timeout"] = true, ["memory-limit"] = true, timeout = true,
@@ -164,12 +167,13 @@ local function cmd_run(args)
     ["keep-runs"] = true, ["keep-for"] = true, socket = true,
     ["no-watch"] = false,
   })
-  if not opts then return fail(rest .. "\n" .. RUN_USAGE) end
+  local usage = mode == "repl" and require("mb.cli_repl").USAGE or RUN_USAGE
+  if not opts then return fail(rest .. "\n" .. usage) end
   if opts.help then
-    io.stdout:write(RUN_USAGE)
+    io.stdout:write(usage)
     return 0
   end
-  if #rest > 1 then return fail("run takes one directory\n" .. RUN_USAGE) end
+  if #rest > 1 then return fail((mode or "run") .. " takes one directory\n" .. usage) end
   local format = opts["log-format"] or "text"
   if format ~= "text" and format ~= "json" then
     return fail(("--log-format: expected text or json, got '%s'"):format(format))
@@ -207,6 +211,10 @@ local function cmd_run(args)
     watch = not opts["no-watch"],
   })
   if not d then return fail(derr, code) end
+  if mode == "repl" then
+    return require("mb.cli_repl").serve(d, { shutdown_timeout = shutdown_timeout,
+      socket = opts.socket, log_format = format, log_level = level })
+  end
   local served, serr, scode = require("mb.daemon").serve(d, {
     shutdown_timeout = shutdown_timeout, socket = opts.socket })
   if not served then return fail(serr, scode) end
@@ -285,6 +293,8 @@ return function(args)
   local command = args[1]
   local rest = table.move(args, 2, #args, 1, {})
   if command == "run" then return cmd_run(rest) end
+  if command == "repl" then return cmd_run(rest, "repl") end
+  if command == "attach" then return require("mb.cli_repl").attach(rest) end
   if command == "lua" then return cmd_lua(rest) end
   if command == "next" then return cmd_next(rest) end
   local cli_control = require "mb.cli_control"
@@ -298,6 +308,10 @@ return function(args)
     or command == "-h" then
     if rest[1] == "run" then
       io.stdout:write(RUN_USAGE)
+    elseif rest[1] == "repl" then
+      io.stdout:write(require("mb.cli_repl").USAGE)
+    elseif rest[1] == "attach" then
+      io.stdout:write(require("mb.cli_repl").ATTACH_USAGE)
     elseif rest[1] == "next" then
       io.stdout:write(NEXT_USAGE)
     elseif require("mb.cli_control").commands[rest[1]] then

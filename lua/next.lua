@@ -56,6 +56,12 @@ local function away(seconds)
   return "in " .. core.format_duration(math.floor(seconds))
 end
 
+-- One fire as a preview line: "  Mon 2026-03-30T02:00:00+02:00  in 2d13h".
+function M.fire_line(t, zone, from)
+  return ("  %s %s  %s"):format(weekday(t, zone), core.format_time(t, zone),
+    away(t - from))
+end
+
 -- Preview expr. opts: zone (name or nil for the machine's), n, from
 -- (epoch seconds, default now). Returns the lines to print, or nil and
 -- the error lines.
@@ -78,8 +84,7 @@ function M.preview(expr, opts)
   lines = { ("%s  (%s)"):format(expr, zone) }
   local fires = trigger:next_fires(opts.n or 5, from)
   for _, t in ipairs(fires) do
-    lines[#lines + 1] = ("  %s %s  %s"):format(weekday(t, zone),
-      core.format_time(t, zone), away(t - from))
+    lines[#lines + 1] = M.fire_line(t, zone, from)
   end
   if #fires == 0 then lines[#lines + 1] = "  (no fire after the start)" end
   sched:close()

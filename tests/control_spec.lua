@@ -379,8 +379,8 @@ scheduler.add_job { id = "more", trigger = { "date", run_date = "2099-01-01" },
       r = request { cmd = "fly" }
       assert.equal(json.null, r.id)
       assert.equal("usage", r.code)
-      assert.equal("unknown command 'fly' (known: history, ls, pause, reload, "
-        .. "resume, rm, status, trigger)", r.error)
+      assert.equal("unknown command 'fly' (known: complete, eval, history, ls, "
+        .. "pause, reload, repl_output, resume, rm, status, trigger)", r.error)
     end)
   end)
 
