@@ -37,6 +37,10 @@ int main(int argc, char **argv) {
    * must fail with EPIPE, not kill the scheduler. Children get the
    * default back: libuv resets signals when it spawns. */
   signal(SIGPIPE, SIG_IGN);
+  /* SIGHUP asks a running scheduler to rescan its directory; one that
+   * comes while it is still starting, before its handler is in place,
+   * must not end it. */
+  signal(SIGHUP, SIG_IGN);
   lua_State *L = mb_lua_newstate();
   if (!L) {
     fprintf(stderr, "moonbeat: cannot create the Lua state\n");
