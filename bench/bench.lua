@@ -1,0 +1,825 @@
+-- The driver of `make bench`: moonbeat against APScheduler 3, workload
+-- by workload, and the results table in BENCHMARKS.md.
+--
+--   build/bench/moonbeat lua bench/bench.lua [--quick] [--budget SECONDS]
+--     [--command TEXT] [--out FILE]
+--
+-- Each workload runs as a separate process per round: bench/mb_bench.lua
+-- under the bench's moonbeat binary, bench/aps_bench.py under Debian's
+-- /usr/bin/python3, alternating, each printing one JSON line of figures.
+-- Every workload gets one round; further rounds follow while the time
+-- budget lasts (the whole `make bench` must stay under 10 minutes on 2
+-- cores, under 2 with QUICK=1), and the table says how many each got.
+-- Workload D idles for a minute per process, so its processes run in
+-- the background from the start, measured from outside by bench/idle.sh.
+-- Where moonbeat misses a target and time is left, the moonbeat side of
+-- that workload runs once more under `perf record` and the table is
+-- followed by where its time went.
+
+local core = require "moonbeat.core"
+local json = require "moonbeat.json"
+
+local cfg = { out = "BENCHMARKS.md", command = "make bench",
+  dir = "build/bench", python = "/usr/bin/python3" }
+do
+  local i = 1
+  while i <= #arg do
+    local a = arg[i]
+    if a == "--quick" then cfg.quick = true
+    elseif a == "--budget" then i = i + 1; cfg.budget = tonumber(arg[i])
+    elseif a == "--command" then i = i + 1; cfg.command = arg[i]
+    elseif a == "--out" then i = i + 1; cfg.out = arg[i]
+    else error("bench.lua: unknown argument " .. a) end
+    i = i + 1
+  end
+end
+
+local QUICK = cfg.quick
+local BIN = cfg.dir .. "/moonbeat"
+local ERRLOG = cfg.dir .. "/bench.stderr"
+-- Seconds this driver may take; `make bench` builds before it starts.
+local BUDGET = cfg.budget or (QUICK and 95 or 520)
+
+-- Sizes. QUICK shrinks what it must and says so in the table.
+local S = QUICK and {
+  rounds = 1, burst = 20000, tick_jobs = 10000, tick_seconds = 5,
+  many_mb = 100000, many_aps = 20000, wait = 2, startup = { 20000 },
+  idle_pairs = 1, cron_rounds = 1, cron_ms = 40,
+} or {
+  rounds = 3, burst = 100000, tick_jobs = 10000, tick_seconds = 20,
+  many_mb = 1000000, many_aps = 50000, wait = 4, startup = { 100000, 1000000 },
+  idle_pairs = 3, cron_rounds = 5, cron_ms = 100,
+}
+
+local started = core.monotonic()
+local function elapsed() return core.monotonic() - started end
+local function left() return BUDGET - elapsed() end
+
+local logfile
+local function log(fmt, ...)
+  local line = ("bench %5.0fs  "):format(elapsed()) .. fmt:format(...) .. "\n"
+  io.stderr:write(line)
+  logfile = logfile or io.open(cfg.dir .. "/bench.log", "w")
+  if logfile then
+    logfile:write(line)
+    logfile:flush()
+  end
+end
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function sleep(seconds)
+  os.execute(("sleep %.3f"):format(seconds))
+end
+
+local function options(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = sh_quote(k .. "=" .. t[k]) end
+  return table.concat(parts, " ")
+end
+
+local function mb_cmd(workload, opt)
+  return ("%s lua bench/mb_bench.lua %s %s"):format(BIN, workload, options(opt))
+end
+
+local function aps_cmd(workload, opt)
+  return ("%s bench/aps_bench.py %s %s"):format(cfg.python, workload,
+    options(opt))
+end
+
+-- The last JSON object line of text, decoded.
+local function last_json(text)
+  local found
+  for line in text:gmatch("[^\n]+") do
+    if line:match("^%s*{") then found = line end
+  end
+  return found and json.decode(found)
+end
+
+-- Run cmd with a time limit; its figures, or nil and why not.
+local function run(cmd, limit, env)
+  local full = ("%s timeout -k 5 %d %s 2>>%s"):format(env or "", limit, cmd,
+    ERRLOG)
+  local p = assert(io.popen(full))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  local res = last_json(out)
+  if code == 124 or code == 137 then
+    return nil, ("did not finish within %d s"):format(limit), res
+  end
+  if code ~= 0 or not res then
+    return nil, ("failed (exit %s; see %s)"):format(tostring(code), ERRLOG)
+  end
+  return res
+end
+
+-- /proc/PID, read from outside: voluntary context switches of all its
+-- threads, CPU ticks, resident kB.
+local function sample(pid)
+  local sw, ticks, rss = sh("bench/sample.sh " .. pid):match("(%d+) (%d+) (%d+)")
+  return { switches = tonumber(sw), ticks = tonumber(ticks),
+    rss_kb = tonumber(rss), at = core.monotonic() }
+end
+
+local CLK_TCK = tonumber(sh("getconf CLK_TCK")) or 100
+
+-- C: run until the process says it is ready (all jobs added and
+-- committed), then sample it twice across its quiet wait.
+local function run_sampled(cmd, limit, wait)
+  local p = assert(io.popen(("timeout -k 5 %d %s 2>>%s"):format(limit, cmd,
+    ERRLOG)))
+  local ready
+  for line in p:lines() do
+    ready = line:match("^{") and json.decode(line)
+    if ready and ready.ready then break end
+  end
+  if not (ready and ready.ready) then
+    local _, _, code = p:close()
+    if code == 124 or code == 137 then
+      return nil, ("did not finish within %d s"):format(limit)
+    end
+    return nil, ("failed (exit %s; see %s)"):format(tostring(code), ERRLOG)
+  end
+  sleep(0.5)
+  local s1 = sample(ready.pid)
+  sleep(wait)
+  local s2 = sample(ready.pid)
+  local out = p:read("a")
+  local _, _, code = p:close()
+  local res = last_json(out)
+  if code ~= 0 or not res then
+    return nil, ("failed (exit %s; see %s)"):format(tostring(code), ERRLOG)
+  end
+  res.wakeups = s2.switches - s1.switches
+  res.cpu_pct = 100 * (s2.ticks - s1.ticks) / CLK_TCK / (s2.at - s1.at)
+  res.window_s = s2.at - s1.at
+  return res
+end
+
+---------------------------------------------------------------------------
+-- The workloads. Each has runs (one process each per round), in the
+-- order of odd rounds; even rounds take them in reverse, so neither side
+-- always goes first. results[key][variant] is a list of figure tables.
+
+local results = {}
+local notes = {}
+local function record(key, variant, res, why)
+  results[key] = results[key] or {}
+  local list = results[key][variant] or {}
+  results[key][variant] = list
+  if res and res.setup_late then
+    why = "adding the jobs overran the due instant; round not counted"
+    res = nil
+  end
+  if res then
+    list[#list + 1] = res
+  else
+    list.failures = list.failures or {}
+    list.failures[#list.failures + 1] = why
+    log("%s/%s: %s", key, variant, why)
+  end
+end
+
+local function burst_runs()
+  local n = S.burst
+  return {
+    { "mem", function() return run(mb_cmd("burst", { n = n, db = ":memory:" }), 180) end },
+    { "aps", function() return run(aps_cmd("burst", { n = n }), 240) end },
+    { "file", function()
+      return run(mb_cmd("burst", { n = n, db = cfg.dir .. "/burst.db" }), 180)
+    end },
+    { "none", function() return run(mb_cmd("burst", { n = n, db = "none" }), 180) end },
+  }
+end
+
+local function tick_runs(spread)
+  local opt = { n = S.tick_jobs, seconds = S.tick_seconds, spread = spread,
+    db = ":memory:" }
+  local aopt = { n = S.tick_jobs, seconds = S.tick_seconds, spread = spread }
+  local limit = S.tick_seconds + 90
+  return {
+    { "mb", function() return run(mb_cmd("interval", opt), limit) end },
+    { "aps", function() return run(aps_cmd("interval", aopt), limit) end },
+  }
+end
+
+local function many_runs()
+  return {
+    { "mb", function()
+      return run_sampled(mb_cmd("many", { n = S.many_mb, wait = S.wait + 1,
+        db = cfg.dir .. "/many.db" }), 300, S.wait)
+    end },
+    { "aps", function()
+      return run_sampled(aps_cmd("many", { n = S.many_aps, wait = S.wait + 1 }),
+        300, S.wait)
+    end },
+  }
+end
+
+-- E's stores are written once per version of the code that writes them
+-- and kept in build/bench.
+local function store_key()
+  return sh("cat host/store.c lua/scheduler.lua lua/state.lua "
+    .. "lua/validate.lua bench/mb_bench.lua bench/grow_store.py "
+    .. "| sha1sum"):sub(1, 12)
+end
+
+local function startup_store(n)
+  local path = ("%s/startup-%d-%s.db"):format(cfg.dir, n, store_key())
+  local f = io.open(path)
+  if f then
+    f:close()
+    return path
+  end
+  log("E: writing a store of %d jobs", n)
+  os.execute(("rm -f %s/startup-%d-*.db*"):format(cfg.dir, n))
+  local tmp = path .. ".tmp"
+  local res, why = run(mb_cmd("store", { n = 1000, db = tmp }), 120)
+  if not res then return nil, "writing the store " .. why end
+  if not os.execute(("%s bench/grow_store.py %s %d 2>>%s"):format(cfg.python,
+    tmp, n, ERRLOG)) then
+    return nil, "growing the store failed (see " .. ERRLOG .. ")"
+  end
+  os.execute(("rm -f %s.lock && mv %s %s"):format(tmp, tmp, path))
+  return path
+end
+
+local function startup_runs()
+  local list = {}
+  for _, n in ipairs(S.startup) do
+    list[#list + 1] = { tostring(n), function()
+      local store, why = startup_store(n)
+      if not store then return nil, why end
+      local db = cfg.dir .. "/startup-run.db"
+      os.execute(("rm -f %s %s-wal %s-shm %s.lock && cp %s %s"):format(db, db,
+        db, db, store, db))
+      local env = ("BENCH_EXEC_T=%.6f"):format(core.now())
+      local res, err = run(("%s run bench/startup_dir --db %s --log-level warn")
+        :format(BIN, db), QUICK and 60 or 90, env)
+      os.execute(("rm -f %s %s-wal %s-shm %s.lock"):format(db, db, db, db))
+      if res and res.jobs < n then
+        return nil, ("the store held %d jobs, not %d"):format(res.jobs, n)
+      end
+      return res, err
+    end }
+  end
+  return list
+end
+
+local RELOAD_BENCH = "bench/reload_bench.lua"
+local function reload_runs()
+  local f = io.open(RELOAD_BENCH)
+  if not f then return {} end
+  f:close()
+  return { { "mb", function()
+    return run(("%s lua %s"):format(BIN, RELOAD_BENCH), 120)
+  end } }
+end
+
+local workloads = {
+  { key = "A", runs = burst_runs() },
+  { key = "B1", runs = tick_runs(1) },
+  { key = "B2", runs = tick_runs(0) },
+  { key = "C", runs = many_runs() },
+  { key = "E", runs = startup_runs() },
+  { key = "G", runs = reload_runs() },
+}
+
+---------------------------------------------------------------------------
+-- D in the background, F, then the rounds.
+
+os.execute(("mkdir -p %s && : >%s"):format(cfg.dir, ERRLOG))
+os.execute(("rm -f %s/idle-*"):format(cfg.dir))
+log("D: %d idle process(es) of each kind in the background, a minute each",
+  S.idle_pairs)
+local idle_files = {}
+for r = 1, S.idle_pairs do
+  local mb_out = ("%s/idle-mb-%d.json"):format(cfg.dir, r)
+  local aps_out = ("%s/idle-aps-%d.json"):format(cfg.dir, r)
+  os.execute(("bench/idle.sh %s %s run bench/idle_jobs --db %s/idle-%d.db "
+    .. "--log-level warn >/dev/null 2>>%s &"):format(mb_out, BIN, cfg.dir, r,
+    ERRLOG))
+  os.execute(("bench/idle.sh %s %s bench/aps_bench.py idle >/dev/null 2>>%s &")
+    :format(aps_out, cfg.python, ERRLOG))
+  idle_files[#idle_files + 1] = { "mb", mb_out }
+  idle_files[#idle_files + 1] = { "aps", aps_out }
+end
+
+local cron_cmd = ("%s/cron_bench -r %d -t %d"):format(cfg.dir, S.cron_rounds,
+  S.cron_ms)
+log("F: %s", cron_cmd)
+os.execute(("%s -j %s/cron.json >%s/cron.md"):format(cron_cmd, cfg.dir,
+  cfg.dir))
+do
+  local f = io.open(cfg.dir .. "/cron.json")
+  results.F = f and json.decode(f:read("a")) or nil
+  if f then f:close() end
+  os.execute(("bench/write_benchmarks.sh %s/cron.md %s %s %s"):format(cfg.dir,
+    sh_quote(cfg.command), sh_quote(cron_cmd), sh_quote(cfg.out)))
+end
+
+local rounds_run = {}
+local round_cost = {}
+for round = 1, S.rounds do
+  for _, w in ipairs(workloads) do
+    if #w.runs > 0 then
+      local cost = round_cost[w.key]
+      if round == 1 or (cost and cost < left() - 10) then
+        local t0 = core.monotonic()
+        local order = w.runs
+        if round % 2 == 0 then
+          order = {}
+          for i = #w.runs, 1, -1 do order[#order + 1] = w.runs[i] end
+        end
+        for _, r in ipairs(order) do
+          log("%s/%s round %d", w.key, r[1], round)
+          local t_run = core.monotonic()
+          local res, why = r[2]()
+          log("%s/%s round %d took %.1f s", w.key, r[1], round,
+            core.monotonic() - t_run)
+          record(w.key, r[1], res, why)
+        end
+        rounds_run[w.key] = round
+        round_cost[w.key] = core.monotonic() - t0
+      end
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- Figures: median, min and max over a workload's rounds.
+
+local function stats(key, variant, field)
+  local list = results[key] and results[key][variant]
+  if not list then return nil end
+  local v = {}
+  for _, res in ipairs(list) do
+    if type(res[field]) == "number" then v[#v + 1] = res[field] end
+  end
+  if #v == 0 then
+    local why = list.failures and list.failures[1]
+    return nil, why
+  end
+  table.sort(v)
+  local h = #v // 2
+  local median = #v % 2 == 1 and v[h + 1] or (v[h] + v[h + 1]) / 2
+  return { median = median, min = v[1], max = v[#v], n = #v }
+end
+
+local function thousands(x)
+  local s = ("%.0f"):format(x)
+  local sign, digits = s:match("^(-?)(%d+)$")
+  digits = digits:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return sign .. digits
+end
+
+local function sig(x)
+  local a = math.abs(x)
+  if a == 0 then return "0" end
+  if a >= 1000 then return thousands(x) end
+  if a >= 100 then return ("%.0f"):format(x) end
+  if a >= 10 then return ("%.1f"):format(x) end
+  if a >= 1 then return ("%.2f"):format(x) end
+  if a >= 0.01 then return ("%.3f"):format(x) end
+  return ("%.4f"):format(x)
+end
+
+local FORMATS = {
+  rate = function(x) return thousands(x) end,
+  ms = function(x) return sig(x) end,
+  s = function(x) return sig(x) end,
+  pct = function(x) return sig(x) end,
+  count = function(x) return thousands(x) end,
+  bytes = function(x) return thousands(x) end,
+  mb = function(x) return sig(x / 1024) end,
+}
+
+local function cell(st, kind, why)
+  if not st then return why and ("not measured: " .. why) or "—" end
+  local f = FORMATS[kind]
+  if st.n == 1 or st.min == st.max then return f(st.median) end
+  return ("%s (%s–%s)"):format(f(st.median), f(st.min), f(st.max))
+end
+
+local rows = {}
+local misses = {}
+
+-- One table row. spec: workload label, figure label, unit kind, the
+-- moonbeat and APScheduler sources ({key, variant, field} or a stats
+-- table), target text and test(stats) -> met.
+local function row(spec)
+  local mb, mb_why = spec.mb, nil
+  if mb and mb[1] then mb, mb_why = stats(mb[1], mb[2], mb[3]) end
+  local aps, aps_why = spec.aps, nil
+  if aps and aps[1] then aps, aps_why = stats(aps[1], aps[2], aps[3]) end
+  local ratio = "—"
+  if mb and aps and aps.median ~= 0 then
+    ratio = sig(mb.median / aps.median) .. "×"
+  end
+  local met = "—"
+  if spec.test then
+    met = mb and (spec.test(mb) and "yes" or "no") or "no"
+    if met == "no" then
+      misses[#misses + 1] = { workload = spec.workload, figure = spec.figure,
+        key = spec.key, value = mb and cell(mb, spec.unit), target = spec.target,
+        why = mb_why }
+    end
+  end
+  local unit = spec.unit_label and (" (" .. spec.unit_label .. ")") or ""
+  rows[#rows + 1] = ("| %s | %s%s | %s | %s | %s | %s | %s |"):format(
+    spec.workload, spec.figure, unit, cell(mb, spec.unit, mb_why),
+    spec.aps == false and "—" or cell(aps, spec.unit, aps_why), ratio,
+    spec.target or "—", met)
+end
+
+local function at_least(x) return function(st) return st.median >= x end end
+local function at_most(x) return function(st) return st.median <= x end end
+local function none_ever(st) return st.max == 0 end
+
+-- Lost runs over every moonbeat variant of A.
+local function lost_over(key, variants, field)
+  local all
+  for _, v in ipairs(variants) do
+    local st = stats(key, v, field)
+    if st then
+      all = all or { median = 0, min = math.huge, max = 0, n = 0 }
+      all.median = math.max(all.median, st.median)
+      all.min = math.min(all.min, st.min)
+      all.max = math.max(all.max, st.max)
+      all.n = math.max(all.n, st.n)
+    end
+  end
+  return all
+end
+
+local function rounds_of(key)
+  return rounds_run[key] or 0
+end
+
+local nA, nB = thousands(S.burst), thousands(S.tick_jobs)
+local A = ("A. %s one-shot jobs due at one instant"):format(nA)
+row { workload = A, key = "A", figure = "runs/s, `--db :memory:`",
+  unit = "rate", mb = { "A", "mem", "runs_per_s" }, aps = { "A", "aps", "runs_per_s" },
+  target = "≥ 1,000,000", test = at_least(1e6) }
+row { workload = A, key = "A", figure = "last run after the due instant, `:memory:`",
+  unit = "ms", unit_label = "ms", mb = { "A", "mem", "late_max_ms" },
+  aps = { "A", "aps", "late_max_ms" }, target = "≤ 100", test = at_most(100) }
+row { workload = A, key = "A", figure = "runs/s, history on a sqlite file",
+  unit = "rate", mb = { "A", "file", "runs_per_s" }, aps = { "A", "aps", "runs_per_s" },
+  target = "≥ 200,000", test = at_least(2e5) }
+row { workload = A, key = "A", figure = "history committed, after the due instant, sqlite file",
+  unit = "s", unit_label = "s", mb = { "A", "file", "committed_s" }, aps = false }
+row { workload = A, key = "A", figure = "runs/s, no store",
+  unit = "rate", mb = { "A", "none", "runs_per_s" }, aps = { "A", "aps", "runs_per_s" } }
+row { workload = A, key = "A", figure = "runs lost",
+  unit = "count", mb = lost_over("A", { "mem", "file", "none" }, "lost"),
+  aps = { "A", "aps", "lost" }, target = "0", test = none_ever }
+
+local B1 = ("B1. %s interval jobs every 1 s, offsets spread over the second, %d s")
+  :format(nB, S.tick_seconds)
+row { workload = B1, key = "B1", figure = "lateness p50", unit = "ms", unit_label = "ms",
+  mb = { "B1", "mb", "late_p50_ms" }, aps = { "B1", "aps", "late_p50_ms" },
+  target = "≤ 0.1", test = at_most(0.1) }
+row { workload = B1, key = "B1", figure = "lateness p99", unit = "ms", unit_label = "ms",
+  mb = { "B1", "mb", "late_p99_ms" }, aps = { "B1", "aps", "late_p99_ms" },
+  target = "≤ 0.5", test = at_most(0.5) }
+row { workload = B1, key = "B1", figure = "lateness max", unit = "ms", unit_label = "ms",
+  mb = { "B1", "mb", "late_max_ms" }, aps = { "B1", "aps", "late_max_ms" } }
+row { workload = B1, key = "B1", figure = "CPU, % of one core", unit = "pct",
+  mb = { "B1", "mb", "cpu_pct" }, aps = { "B1", "aps", "cpu_pct" },
+  target = "≤ 10", test = at_most(10) }
+row { workload = B1, key = "B1", figure = "fires lost", unit = "count",
+  mb = { "B1", "mb", "lost" }, aps = { "B1", "aps", "lost" },
+  target = "0", test = none_ever }
+
+local B2 = ("B2. %s interval jobs every 1 s, all due at the same instant, %d s")
+  :format(nB, S.tick_seconds)
+row { workload = B2, key = "B2", figure = "lateness p50", unit = "ms", unit_label = "ms",
+  mb = { "B2", "mb", "late_p50_ms" }, aps = { "B2", "aps", "late_p50_ms" } }
+row { workload = B2, key = "B2", figure = "lateness p99", unit = "ms", unit_label = "ms",
+  mb = { "B2", "mb", "late_p99_ms" }, aps = { "B2", "aps", "late_p99_ms" },
+  target = "≤ 15", test = at_most(15) }
+row { workload = B2, key = "B2", figure = "lateness max", unit = "ms", unit_label = "ms",
+  mb = { "B2", "mb", "late_max_ms" }, aps = { "B2", "aps", "late_max_ms" } }
+row { workload = B2, key = "B2", figure = "CPU, % of one core", unit = "pct",
+  mb = { "B2", "mb", "cpu_pct" }, aps = { "B2", "aps", "cpu_pct" } }
+row { workload = B2, key = "B2", figure = "fires lost", unit = "count",
+  mb = { "B2", "mb", "lost" }, aps = { "B2", "aps", "lost" },
+  target = "0", test = none_ever }
+
+local C = ("C. cron jobs hours ahead: moonbeat %s, APScheduler %s")
+  :format(thousands(S.many_mb), thousands(S.many_aps))
+row { workload = C, key = "C", figure = "resident memory per job", unit = "bytes",
+  unit_label = "bytes", mb = { "C", "mb", "bytes_per_job" },
+  aps = { "C", "aps", "bytes_per_job" }, target = "≤ 1,024", test = at_most(1024) }
+row { workload = C, key = "C", figure = "adds/s into a running scheduler", unit = "rate",
+  mb = { "C", "mb", "adds_per_s" }, aps = { "C", "aps", "adds_per_s" },
+  target = "≥ 500,000", test = at_least(5e5) }
+row { workload = C, key = "C", figure = "all added and committed to the store", unit = "s",
+  unit_label = "s", mb = { "C", "mb", "committed_s" }, aps = false }
+row { workload = C, key = "C", figure = ("wake-ups while waiting (%d s)"):format(S.wait),
+  unit = "count", mb = { "C", "mb", "wakeups" }, aps = { "C", "aps", "wakeups" },
+  target = "0", test = none_ever }
+row { workload = C, key = "C", figure = "CPU while waiting, % of one core", unit = "pct",
+  mb = { "C", "mb", "cpu_pct" }, aps = { "C", "aps", "cpu_pct" } }
+
+-- D, collected from the background.
+do
+  local deadline = core.monotonic() + 75
+  for _, entry in ipairs(idle_files) do
+    local res
+    repeat
+      local f = io.open(entry[2])
+      if f then
+        res = json.decode(f:read("a"))
+        f:close()
+      else
+        sleep(1)
+      end
+    until res or core.monotonic() > deadline
+    record("D", entry[1], res, "bench/idle.sh gave no result")
+  end
+  os.execute(("rm -f %s/idle-*"):format(cfg.dir))
+  rounds_run.D = S.idle_pairs
+end
+local D = "D. idle, one job per minute"
+row { workload = D, key = "D", figure = "resident memory", unit = "mb", unit_label = "MB",
+  mb = { "D", "mb", "rss_kb" }, aps = { "D", "aps", "rss_kb" },
+  target = "≤ 8", test = function(st) return st.median <= 8 * 1024 end }
+row { workload = D, key = "D", figure = "wake-ups between fires (50 s)", unit = "count",
+  mb = { "D", "mb", "wakeups" }, aps = { "D", "aps", "wakeups" },
+  target = "0", test = none_ever }
+
+for _, n in ipairs(S.startup) do
+  local E = ("E. start with %s jobs in the sqlite store"):format(thousands(n))
+  row { workload = E, key = "E", figure = "time to first fire", unit = "s", unit_label = "s",
+    mb = { "E", tostring(n), "first_fire_s" }, aps = false,
+    target = n >= 1000000 and "≤ 3" or nil,
+    test = n >= 1000000 and at_most(3) or nil }
+end
+
+do
+  local F = "F. cron next-fire evaluations, all six expressions"
+  for _, zone in ipairs { "UTC", "Europe/Berlin" } do
+    for _, mode in ipairs { "chained", "scattered" } do
+      local st = results.F and results.F[zone] and results.F[zone][mode]
+      if st then st = { median = st.median, min = st.min, max = st.max, n = st.rounds } end
+      local target = zone == "UTC" and 2e6 or 5e5
+      row { workload = F, key = "F", figure = ("evaluations/s, %s, %s"):format(zone, mode),
+        unit = "rate", mb = st or { "F", "none", "none" }, aps = false,
+        target = "≥ " .. thousands(target), test = at_least(target) }
+    end
+  end
+  rounds_run.F = S.cron_rounds
+end
+
+if #workloads[6].runs > 0 then
+  row { workload = "G. hot reload", key = "G", figure = "file renamed → new version live",
+    unit = "ms", unit_label = "ms", mb = { "G", "mb", "reload_ms" }, aps = false,
+    target = "≤ 50", test = at_most(50) }
+else
+  rows[#rows + 1] = "| G. hot reload | file renamed → new version live | "
+    .. "not measured (hot reload not built) | — | — | ≤ 50 ms | no |"
+  misses[#misses + 1] = { workload = "G. hot reload", figure = "reload",
+    key = "G", why = "hot reload not built" }
+end
+
+---------------------------------------------------------------------------
+-- Profiles of the misses, while time is left.
+
+local PROFILED = {
+  A = { "burst", function() return { n = S.burst, db = ":memory:" } end,
+    "the burst, from the due instant to the last run (`:memory:`)" },
+  B1 = { "interval", function()
+    return { n = S.tick_jobs, seconds = math.min(S.tick_seconds, 10), spread = 1,
+      db = ":memory:" }
+  end, "the measured window" },
+  B2 = { "interval", function()
+    return { n = S.tick_jobs, seconds = math.min(S.tick_seconds, 10), spread = 0,
+      db = ":memory:" }
+  end, "the measured window" },
+  C = { "many", function()
+    return { n = math.min(S.many_mb, 200000), wait = 1, db = cfg.dir .. "/many.db" }
+  end, "adding the jobs (200,000 of them)" },
+}
+
+local profiles = {}
+local have_perf = os.execute("perf --version >/dev/null 2>&1")
+local missed_keys, seen = {}, {}
+for _, m in ipairs(misses) do
+  if PROFILED[m.key] and not seen[m.key] then
+    seen[m.key] = true
+    missed_keys[#missed_keys + 1] = m.key
+  end
+end
+for _, key in ipairs(missed_keys) do
+  local p = PROFILED[key]
+  local cost = (round_cost[key] or 60) / 2
+  if not have_perf then
+    profiles[#profiles + 1] = { key = key, text = "not taken: perf is not installed" }
+  elseif left() < cost + 15 then
+    profiles[#profiles + 1] = { key = key,
+      text = "not taken: no time left in the bench's budget" }
+  else
+    log("profile of %s", key)
+    local data = ("%s/perf-%s.data"):format(cfg.dir, key)
+    local res, why = run(("perf record -q -F 499 --call-graph dwarf,8192 "
+      .. "-k CLOCK_MONOTONIC -o %s -- %s"):format(data, mb_cmd(p[1], p[2]())),
+      300)
+    if not res then
+      profiles[#profiles + 1] = { key = key, text = "not taken: " .. why }
+    else
+      -- The process's entry frames are under everything; leave them out.
+      local ENTRY = { _start = true, main = true, start = true }
+      local function report(how, limit, count, only_dso)
+        local text = sh(("perf report -i %s --stdio -g none -q --time %.6f,%.6f "
+          .. "%s --percent-limit %g 2>/dev/null"):format(data, res.profile_from,
+          res.profile_to, how, limit))
+        local lines = {}
+        for line in text:gmatch("[^\n]+") do
+          local pct, dso, sym = line:match("^%s*([%d.]+)%%%s+(%S+)%s+%[.%]%s+(.-)%s*$")
+          if pct and #lines < count and (not only_dso or (dso == only_dso
+            and not ENTRY[sym])) then
+            lines[#lines + 1] = ("| %s %% | `%s` | `%s` |"):format(pct, dso, sym)
+          end
+        end
+        return #lines > 0 and table.concat(lines, "\n") or "| — | no samples | |"
+      end
+      profiles[#profiles + 1] = { key = key, what = p[3],
+        self = report("--no-children -F overhead,dso,sym", 1.5, 12),
+        inclusive = report("--children -F overhead_children,dso,sym", 4, 12,
+          "moonbeat") }
+      os.remove(data)
+      os.remove(data .. ".old")
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- The section.
+
+local function first_line(cmd)
+  return (sh(cmd):match("[^\n]*"))
+end
+
+local cpu = first_line("sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1")
+local mem = first_line("awk '/^MemTotal:/ { printf \"%.1f GiB\", $2 / 1048576 }' /proc/meminfo")
+local commit = first_line("git rev-parse --short HEAD 2>/dev/null")
+if first_line("git status --porcelain --untracked-files=no 2>/dev/null") ~= "" then
+  commit = commit .. " with uncommitted changes"
+end
+local aps_version = first_line(cfg.python
+  .. " -c 'import apscheduler, sys; print(apscheduler.__version__, sys.version.split()[0])'")
+local apsv, pyv = aps_version:match("(%S+) (%S+)")
+
+local function rounds_note()
+  local parts = {}
+  for _, k in ipairs { "A", "B1", "B2", "C", "D", "E", "F" } do
+    if rounds_run[k] then
+      parts[#parts + 1] = ("%s %d"):format(k, rounds_run[k])
+    end
+  end
+  return table.concat(parts, ", ")
+end
+
+local out = {}
+local function add(line) out[#out + 1] = line end
+add("<!-- bench: begin; make bench rewrites this section -->")
+add("## moonbeat against APScheduler")
+add("")
+add("- Date: " .. os.date("!%Y-%m-%d %H:%M UTC"))
+add(("- Machine: %s, %s cores, %s memory, Linux %s"):format(cpu, first_line("nproc"),
+  mem, first_line("uname -r")))
+add(("- Command: `%s`, which runs `%s lua bench/bench.lua%s` (%.0f s in all)")
+  :format(cfg.command, BIN, QUICK and " --quick" or "", elapsed()))
+add(("- Code: moonbeat %s, built -O2; APScheduler %s (Debian's "
+  .. "`python3-apscheduler`) under Debian's `/usr/bin/python3` %s, "
+  .. "`BackgroundScheduler` with its default thread pool, "
+  .. "`misfire_grace_time=None`"):format(commit, apsv or "?", pyv or "?"))
+add("- Rounds (one process per side per round, alternating): " .. rounds_note()
+  .. (QUICK and "; QUICK=1: smaller workloads, one round, as labelled"
+    or "; a workload gets further rounds only while the time budget lasts"))
+add("")
+add("Each cell is the median of the rounds with min–max in brackets. "
+  .. "The ratio is moonbeat's median over APScheduler's: above 1 moonbeat "
+  .. "has more of the figure, below 1 less (for lateness, memory and "
+  .. "CPU, less is better). Targets are moonbeat's.")
+add("")
+add("| workload | figure | moonbeat | APScheduler 3 | moonbeat/APScheduler | target | met |")
+add("|---|---|---:|---:|---:|---|---|")
+for _, r in ipairs(rows) do add(r) end
+add("")
+add("Workloads (every job is declared with `scheduler.add_job` with a "
+  .. "trivial Lua body, or APScheduler's `add_job` with a trivial Python "
+  .. "function, and fired by the real loop on the real clock; lateness is "
+  .. "measured inside the job, its start minus its scheduled time, over "
+  .. "every execution):")
+add("")
+add(("- A: %s date jobs due at one instant chosen after they are all "
+  .. "added; runs/s is their number over the time from that instant to "
+  .. "the start of the last run. moonbeat runs it with `--db :memory:`, "
+  .. "with run history on a sqlite file, and with no store; "
+  .. "\"history committed\" is when the loop stopped with every run "
+  .. "recorded."):format(nA))
+add(("- B1, B2: %s interval jobs every second with `--db :memory:` "
+  .. "(APScheduler: its memory job store), %d s measured; lateness over "
+  .. "every fire due in the window; a fire not run by 2 s after the "
+  .. "window is lost; CPU is the process's (all threads) over the window.")
+  :format(nB, S.tick_seconds))
+add(("- C: cron jobs due 2 to 21 hours ahead added one by one from a "
+  .. "running scheduler (moonbeat: from inside a run, into a sqlite file "
+  .. "as `moonbeat run` keeps them; APScheduler: from the main thread, "
+  .. "memory store, fewer jobs as it adds about a hundred times slower). "
+  .. "Memory per job is the growth of resident memory over the jobs "
+  .. "(after a full GC). Then, once all is committed, the process is "
+  .. "sampled from outside over %d s with nothing due: wake-ups are the "
+  .. "voluntary context switches of all its threads."):format(S.wait))
+add("- D: `moonbeat run` on a directory with one job file (one job, "
+  .. "every minute, sqlite store) against a `BackgroundScheduler` with "
+  .. "one such job; resident memory and wake-ups (voluntary context "
+  .. "switches, all threads) sampled from outside between 5 s after a "
+  .. "fire and 5 s before the next; these processes idle in the "
+  .. "background while the other workloads run.")
+add("- E: `moonbeat run` on a store holding the jobs (added at run time "
+  .. "with a `\"module.function\"` run, so the store keeps their "
+  .. "definitions; 1,000 written through moonbeat and their rows copied "
+  .. "with new ids by `bench/grow_store.py`) and a job file whose job "
+  .. "is due at once; the time from the bench starting the process to "
+  .. "that job's run.")
+add(("- F: `%s` (details in the next section): "
+  .. "`mb_cron_next` calls per second of CPU time over six expressions; "
+  .. "chained from the previous fire, or from scattered instants.")
+  :format(cron_cmd))
+add("- G: " .. (#workloads[6].runs > 0
+  and "`bench/reload_bench.lua`: from a job file's rename to its new version being live."
+  or "hot reload is not built on this branch; `bench/reload_bench.lua` "
+    .. "will be run when it exists (it prints `{\"reload_ms\": ...}`)."))
+add("")
+if #misses > 0 then
+  add("### Where moonbeat misses its targets")
+  add("")
+  for _, m in ipairs(misses) do
+    add(("- %s, %s: %s%s"):format(m.workload, m.figure,
+      m.value and (m.value .. " against " .. (m.target or "")) or "",
+      m.why and ((m.value and " " or "") .. "(" .. m.why .. ")") or ""))
+  end
+  add("")
+  for _, p in ipairs(profiles) do
+    if p.what then
+      add(("Profile of %s, moonbeat side, over %s (`perf record` at 499 Hz "
+        .. "with DWARF call graphs). Where the CPU time is spent, by shared "
+        .. "object and symbol (Lua's own functions show as addresses in "
+        .. "`liblua5.4.so`):"):format(p.key, p.what))
+      add("")
+      add("| self | object | symbol |")
+      add("|---:|---|---|")
+      add(p.self)
+      add("")
+      add("and the moonbeat functions that time is spent under (inclusive):")
+      add("")
+      add("| inclusive | object | symbol |")
+      add("|---:|---|---|")
+      add(p.inclusive)
+    else
+      add(("Profile of %s: %s."):format(p.key, p.text))
+    end
+    add("")
+  end
+end
+add("<!-- bench: end -->")
+local section = table.concat(out, "\n")
+
+local f = io.open(cfg.out)
+local text = f and f:read("a") or "# Benchmarks\n"
+if f then f:close() end
+local b = text:find("<!-- bench: begin", 1, true)
+if b then
+  local e = select(2, text:find("<!-- bench: end -->", b, true))
+  text = text:sub(1, b - 1) .. section .. text:sub(e + 1)
+else
+  -- First in the file, after its title and opening paragraph.
+  local at = text:find("\n<!--", 1, true)
+  if at then
+    text = text:sub(1, at) .. section .. "\n\n" .. text:sub(at + 1)
+  else
+    text = text:gsub("\n*$", "\n\n") .. section .. "\n"
+  end
+end
+f = assert(io.open(cfg.out, "w"))
+f:write(text)
+f:close()
+io.stdout:write(section, "\n")
+log("done; wrote %s", cfg.out)
+return 0
