@@ -141,7 +141,8 @@ $(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_util.h $(HOST_CORE) $(wildcard host/
 # bench/aps_bench.py) and cron next-fire evaluations (bench/cron_bench.c),
 # written into BENCHMARKS.md. It builds its own -O2 moonbeat under
 # build/bench, whatever SANITIZE says. QUICK=1: smaller workloads and one
-# round, under 2 minutes; the full run stays under 10.
+# round, under 2 minutes (PROFILE=1 adds the profiles a full run takes);
+# the full run stays under 10.
 BENCH_DIR    = build/bench
 BENCH_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 \
                $(WARN) -iquote host $(shell pkg-config --cflags libuv)
@@ -151,7 +152,8 @@ bench: deps
 	@./scripts/deps.sh tzdata linux-perf
 	@$(MAKE) --no-print-directory bench-build
 	CC="$(CC)" $(BENCH_DIR)/moonbeat lua bench/bench.lua $(if $(QUICK),--quick) \
-	  --command "make bench$(if $(QUICK), QUICK=1)"
+	  $(if $(PROFILE),--profiles) \
+	  --command "make bench$(if $(QUICK), QUICK=1)$(if $(PROFILE), PROFILE=1)"
 
 bench-build:
 	@$(MAKE) --no-print-directory SANITIZE= BUILD=$(BENCH_DIR)/obj \

@@ -16,7 +16,7 @@
 --            [n=10000 seconds=20 spread=1]
 --   many     N cron jobs hours ahead added into a running scheduler;
 --            memory per job, adds per second, then a quiet wait
---            [n=1000000 wait=4 db=PATH]
+--            [n=1000000 wait=4 db=PATH max_add_s=none luaprof=0]
 --   store    write a store of N stored jobs for `moonbeat run` to start
 --            with (bench/startup_jobs) [n=1000000 db=PATH]
 
@@ -76,6 +76,32 @@ local function remove_db(db)
   if db and db ~= ":memory:" then
     for _, s in ipairs { "", "-wal", "-shm", ".lock" } do os.remove(db .. s) end
   end
+end
+
+-- With luaprof=1, where a run's Lua code spends its instructions: the
+-- function executing every LUAPROF_EVERY instructions, counted by where
+-- it is defined. perf sees Lua's own functions only as addresses.
+local LUAPROF_EVERY = 10007
+local function lua_profiler()
+  local counts, total = {}, 0
+  local function hook()
+    local info = debug.getinfo(2, "S")
+    if info then
+      local key = info.short_src .. ":" .. info.linedefined
+      counts[key] = (counts[key] or 0) + 1
+      total = total + 1
+    end
+  end
+  local function top(k)
+    local list = {}
+    for where, c in pairs(counts) do
+      list[#list + 1] = { where = where, share = 100 * c / total }
+    end
+    table.sort(list, function(a, b) return a.share > b.share end)
+    for i = k + 1, #list do list[i] = nil end
+    return list
+  end
+  return hook, top
 end
 
 local workloads = {}
@@ -198,17 +224,30 @@ function workloads.many()
     collectgarbage()
     local rss0 = probe.rss_kb()
     local t0 = core.monotonic()
+    -- Slow adding stops at max_add_s; the figures are then per job added.
+    local stop_at, added = t0 + (opt.max_add_s or math.huge), n
+    local hook, top = lua_profiler()
+    if opt.luaprof then debug.sethook(hook, "", LUAPROF_EVERY) end
     for i = 1, n do
       local hour, minute = hours_ahead(i, hour_now)
       api.add_job { id = "cron" .. i,
         trigger = { "cron", hour = hour, minute = minute }, run = noop }
+      if i % 1000 == 0 and core.monotonic() > stop_at then
+        added = i
+        break
+      end
     end
     added_at = core.monotonic()
+    if opt.luaprof then
+      debug.sethook()
+      out.lua_profile = top(12)
+    end
+    out.added = added
     out.add_s = added_at - t0
     out.profile_from, out.profile_to = t0, added_at
-    out.adds_per_s = n / out.add_s
+    out.adds_per_s = added / out.add_s
     collectgarbage()
-    out.bytes_per_job = (probe.rss_kb() - rss0) * 1024 / n
+    out.bytes_per_job = (probe.rss_kb() - rss0) * 1024 / added
     -- The store commits this loop turn's writes after the run; the next
     -- fire comes after that commit.
     api.add_job { id = "ready", trigger = { "date", delay = 0 }, run = function()
