@@ -269,24 +269,31 @@ local function startup_store(n)
   return path
 end
 
+-- One start of `moonbeat run` on a copy of the store of n jobs; prefix
+-- goes before the command (perf for a profile).
+local function startup_run(n, prefix)
+  local store, why = startup_store(n)
+  if not store then return nil, why end
+  local db = cfg.dir .. "/startup-run.db"
+  os.execute(("rm -f %s %s-wal %s-shm %s.lock && cp %s %s"):format(db, db,
+    db, db, store, db))
+  local env = ("BENCH_EXEC_T=%.6f"):format(core.now())
+  local res, err = run(("%s%s run bench/startup_dir --db %s --log-level warn")
+    :format(prefix or "", BIN, db), 60, env)
+  os.execute(("rm -f %s %s-wal %s-shm %s.lock"):format(db, db, db, db))
+  if not res and err:match("^did not finish") then
+    err = "no fire within 60 s, when the bench stops it"
+  end
+  if res and res.jobs < n then
+    return nil, ("the store held %d jobs, not %d"):format(res.jobs, n)
+  end
+  return res, err
+end
+
 local function startup_runs()
   local list = {}
   for _, n in ipairs(S.startup) do
-    list[#list + 1] = { tostring(n), function()
-      local store, why = startup_store(n)
-      if not store then return nil, why end
-      local db = cfg.dir .. "/startup-run.db"
-      os.execute(("rm -f %s %s-wal %s-shm %s.lock && cp %s %s"):format(db, db,
-        db, db, store, db))
-      local env = ("BENCH_EXEC_T=%.6f"):format(core.now())
-      local res, err = run(("%s run bench/startup_dir --db %s --log-level warn")
-        :format(BIN, db), 60, env)
-      os.execute(("rm -f %s %s-wal %s-shm %s.lock"):format(db, db, db, db))
-      if res and res.jobs < n then
-        return nil, ("the store held %d jobs, not %d"):format(res.jobs, n)
-      end
-      return res, err
-    end }
+    list[#list + 1] = { tostring(n), function() return startup_run(n) end }
   end
   return list
 end
@@ -586,15 +593,23 @@ end
 -- figures are about (mb_bench.lua prints that window on the monotonic
 -- clock, which perf is told to stamp samples with).
 
+-- key = { run(prefix) -> figures, what the profile covers }. A run's
+-- profile_from and profile_to bound the samples reported, when given.
+local function profiled_mb(workload, opt)
+  return function(prefix) return run(prefix .. mb_cmd(workload, opt), 120) end
+end
 local PROFILED = {
-  A = { "burst", { n = math.min(S.burst, 50000), db = ":memory:" },
+  A = { profiled_mb("burst", { n = math.min(S.burst, 50000), db = ":memory:" }),
     "the burst of 50,000 runs, from the due instant to the end (`:memory:`)" },
-  B1 = { "interval", { n = S.tick_jobs, seconds = 5, spread = 1,
-    db = ":memory:" }, "a 5-second window" },
-  B2 = { "interval", { n = S.tick_jobs, seconds = 5, spread = 0,
-    db = ":memory:" }, "a 5-second window" },
-  C = { "many", { n = math.min(S.many_mb, 100000), wait = 1,
-    db = cfg.dir .. "/many.db", luaprof = 1 }, "adding 100,000 jobs" },
+  B1 = { profiled_mb("interval", { n = S.tick_jobs, seconds = 5, spread = 1,
+    db = ":memory:" }), "a 5-second window" },
+  B2 = { profiled_mb("interval", { n = S.tick_jobs, seconds = 5, spread = 0,
+    db = ":memory:" }), "a 5-second window" },
+  C = { profiled_mb("many", { n = math.min(S.many_mb, 100000), wait = 1,
+    db = cfg.dir .. "/many.db", luaprof = 1 }), "adding 100,000 jobs" },
+  E = { function(prefix) return startup_run(math.min(S.startup[1], 100000), prefix) end,
+    ("a start on %s stored jobs, the whole process")
+      :format(S.startup[1] >= 100000 and "100,000" or tostring(S.startup[1])) },
 }
 local profiles = {}
 
@@ -615,13 +630,14 @@ local function source_line(where)
   return text
 end
 
-local function take_profiles(misses)
+-- Profile the workloads among keys (a set) that have a miss.
+local function take_profiles(keys)
   local have_perf = os.execute("perf --version >/dev/null 2>&1")
   local seen = {}
-  for _, m in ipairs(misses) do
-    local p = PROFILED[m.key]
+  for _, m in ipairs(select(2, build_rows())) do
+    local p = keys[m.key] and PROFILED[m.key]
     -- B2 runs the code B1 does, all at once: B1's profile stands for both.
-    if m.key == "B2" and seen.B1 and not seen.B2 then
+    if m.key == "B2" and p and seen.B1 and not seen.B2 then
       seen.B2 = true
       profiles[#profiles + 1] = { key = "B2", text = "see B1's, the same "
         .. "code with the fires all at once" }
@@ -637,18 +653,19 @@ local function take_profiles(misses)
       else
         log("profile of %s", key)
         local data = ("%s/perf-%s.data"):format(cfg.dir, key)
-        local res, why = run(("perf record -q -F 499 --call-graph dwarf,8192 "
-          .. "-k CLOCK_MONOTONIC -o %s -- %s"):format(data, mb_cmd(p[1], p[2])),
-          120)
+        local res, why = p[1](("perf record -q -F 499 --call-graph "
+          .. "dwarf,8192 -k CLOCK_MONOTONIC -o %s -- "):format(data))
         if not res then
           profiles[#profiles + 1] = { key = key, text = "not taken: " .. why }
         else
           -- The process's entry frames are under everything; left out.
           local ENTRY = { _start = true, main = true, start = true }
           local function report(how, limit, count, only_dso)
-            local text = sh(("perf report -i %s --stdio -g none -q --time "
-              .. "%.6f,%.6f %s --percent-limit %g 2>/dev/null"):format(data,
-              res.profile_from, res.profile_to, how, limit))
+            local window = res.profile_from and ("--time %.6f,%.6f")
+              :format(res.profile_from, res.profile_to) or ""
+            local text = sh(("perf report -i %s --stdio -g none -q %s %s "
+              .. "--percent-limit %g 2>/dev/null"):format(data, window, how,
+              limit))
             local lines, last = {}, nil
             for line in text:gmatch("[^\n]+") do
               local pct, dso, sym =
@@ -674,7 +691,7 @@ local function take_profiles(misses)
             end
             lua_lines = table.concat(lua_lines, "\n")
           end
-          profiles[#profiles + 1] = { key = key, what = p[3],
+          profiles[#profiles + 1] = { key = key, what = p[2],
             self = report("--no-children -F overhead,dso,sym", 1.5, 12),
             inclusive = report("--children -F overhead_children,dso,sym", 2,
               12, "moonbeat"),
@@ -698,11 +715,12 @@ if QUICK and not cfg.profiles then
   profiles[1] = { text = "QUICK=1 takes none; the full run, `make bench`, "
     .. "profiles each workload that misses a target" }
 else
-  take_profiles(select(2, build_rows()))
+  take_profiles { A = true, B1 = true, B2 = true, C = true }
 end
 for _, w in ipairs(workloads) do
   if #w.runs > 0 and (w.key == "E" or w.key == "G") then run_round(w, 1) end
 end
+if not QUICK or cfg.profiles then take_profiles { E = true } end
 for round = 2, S.rounds do
   for _, w in ipairs(workloads) do
     local cost = round_cost[w.key]

@@ -10,10 +10,11 @@
 -- into a table allocated before the clock starts.
 --
 -- Workloads (key=value options in brackets, defaults as in a full run):
---   burst    N one-shot jobs due at one instant [n=100000 db=:memory:]
+--   burst    N one-shot jobs due at one instant
+--            [n=100000 db=:memory: (or a file, or none)]
 --   interval N interval jobs every second for S seconds, start offsets
 --            spread over the second or all at one instant
---            [n=10000 seconds=20 spread=1]
+--            [n=10000 seconds=20 spread=1 db=none]
 --   many     N cron jobs hours ahead added into a running scheduler;
 --            memory per job, adds per second, then a quiet wait
 --            [n=1000000 wait=4 db=PATH max_add_s=none luaprof=0]
@@ -40,7 +41,7 @@ core.set_memory_limit(0)
 
 local function noop() end
 
--- Percentiles of lateness (seconds, sorted in place) in milliseconds.
+-- Percentiles of the first n latenesses (seconds), in milliseconds.
 local function late_figures(late, n, out)
   if n == 0 then return out end
   local sorted = table.move(late, 1, n, 1, {})
@@ -67,7 +68,9 @@ local function add_margin(api, n)
   return 0.5 + 2 * took * n / k
 end
 
+-- db: a path, ":memory:", or nil or "none" for no store.
 local function new_scheduler(db)
+  if db == "none" then db = nil end
   local sched = assert(core.new { clock = "real", db = db, timezone = "UTC" })
   return sched, scheduler.new(sched)
 end
