@@ -176,6 +176,9 @@ local function run_sampled(cmd, limit, wait)
   if code ~= 0 or not res then
     return nil, ("failed (exit %s; see %s)"):format(tostring(code), ERRLOG)
   end
+  if not (s1.switches and s2.switches) then
+    return nil, "the process ended before it was sampled"
+  end
   res.wakeups = s2.switches - s1.switches
   res.cpu_pct = 100 * (s2.ticks - s1.ticks) / CLK_TCK / (s2.at - s1.at)
   res.window_s = s2.at - s1.at
