@@ -596,23 +596,24 @@ end
 -- figures are about (mb_bench.lua prints that window on the monotonic
 -- clock, which perf is told to stamp samples with).
 
--- key = { run(prefix) -> figures, what the profile covers }. A run's
--- profile_from and profile_to bound the samples reported, when given.
+-- key = { run(prefix) -> figures, what the profile covers, seconds it
+-- takes at most on today's code }. A run's profile_from and profile_to
+-- bound the samples reported, when given.
 local function profiled_mb(workload, opt)
   return function(prefix) return run(prefix .. mb_cmd(workload, opt), 120) end
 end
 local PROFILED = {
   A = { profiled_mb("burst", { n = math.min(S.burst, 50000), db = ":memory:" }),
-    "the burst of 50,000 runs, from the due instant to the end (`:memory:`)" },
+    "the burst of 50,000 runs, from the due instant to the end (`:memory:`)", 25 },
   B1 = { profiled_mb("interval", { n = S.tick_jobs, seconds = 5, spread = 1,
-    db = ":memory:" }), "a 5-second window" },
+    db = ":memory:" }), "a 5-second window", 35 },
   B2 = { profiled_mb("interval", { n = S.tick_jobs, seconds = 5, spread = 0,
-    db = ":memory:" }), "a 5-second window" },
+    db = ":memory:" }), "a 5-second window", 35 },
   C = { profiled_mb("many", { n = math.min(S.many_mb, 100000), wait = 1,
-    db = cfg.dir .. "/many.db", luaprof = 1 }), "adding 100,000 jobs" },
-  E = { function(prefix) return startup_run(math.min(S.startup[1], 100000), prefix) end,
+    db = cfg.dir .. "/many.db", luaprof = 1 }), "adding 100,000 jobs", 25 },
+  E = { function(prefix) return startup_run(math.min(S.startup[1], 50000), prefix) end,
     ("a start on %s stored jobs, the whole process")
-      :format(S.startup[1] >= 100000 and "100,000" or tostring(S.startup[1])) },
+      :format(thousands(math.min(S.startup[1], 50000))), 25 },
 }
 local profiles = {}
 
@@ -650,7 +651,7 @@ local function take_profiles(keys)
       local key = m.key
       if not have_perf then
         profiles[#profiles + 1] = { key = key, text = "not taken: perf is not installed" }
-      elseif left() < 40 then
+      elseif left() < p[3] then
         profiles[#profiles + 1] = { key = key,
           text = "not taken: no time left in the bench's budget" }
       else
@@ -788,7 +789,9 @@ end
 local cpu = first_line("sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1")
 local mem = first_line("awk '/^MemTotal:/ { printf \"%.1f GiB\", $2 / 1048576 }' /proc/meminfo")
 local commit = first_line("git rev-parse --short HEAD 2>/dev/null")
-if first_line("git status --porcelain --untracked-files=no 2>/dev/null") ~= "" then
+-- BENCHMARKS.md is the bench's own output, not code it measured.
+if first_line("git status --porcelain --untracked-files=no -- . "
+  .. "':!BENCHMARKS.md' 2>/dev/null") ~= "" then
   commit = commit .. " with uncommitted changes"
 end
 local apsv, pyv = first_line(cfg.python .. " -c 'import apscheduler, sys; "
