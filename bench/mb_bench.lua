@@ -68,10 +68,12 @@ local function add_margin(api, n)
   return 0.5 + 2 * took * n / k
 end
 
--- db: a path, ":memory:", or nil or "none" for no store.
-local function new_scheduler(db)
+-- db: a path, ":memory:", or nil or "none" for no store. zone: the
+-- triggers' default zone, UTC unless given.
+local function new_scheduler(db, zone)
   if db == "none" then db = nil end
-  local sched = assert(core.new { clock = "real", db = db, timezone = "UTC" })
+  local sched = assert(core.new { clock = "real", db = db,
+    timezone = zone or "UTC" })
   return sched, scheduler.new(sched)
 end
 
@@ -278,8 +280,10 @@ end
 function workloads.store()
   local n, db = opt.n or 1000000, assert(opt.db, "store needs db=PATH")
   remove_db(db)
-  local sched, api = new_scheduler(db)
-  local hour_now = tonumber(os.date("!%H"))
+  -- In the zone `moonbeat run` will read them in (the machine's), so that
+  -- the start finds each trigger unchanged, as after a restart.
+  local sched, api = new_scheduler(db, "local")
+  local hour_now = tonumber(os.date("%H"))
   api.add_job { id = "writer", trigger = { "date", delay = 0 }, run = function()
     for i = 1, n do
       local hour, minute = hours_ahead(i, hour_now)
