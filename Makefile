@@ -138,30 +138,30 @@ $(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_util.h $(HOST_CORE) $(wildcard host/
                     | $(FUZZ_DIR)
 	clang $(FUZZ_CFLAGS) -iquote fuzz -o $@ $< $(HOST_CORE) $(FUZZ_LDLIBS)
 
-# `make bench`: cron next-fire evaluations per second, built -O2 apart
-# from the main objects (so SANITIZE=1 cannot leak into it), run, and
-# written into BENCHMARKS.md's "Cron next-fire evaluation" section.
-BENCH_DIR     = build/bench
-BENCH_ROUNDS ?= 7
-BENCH_MS     ?= 150
-BENCH_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 \
-                $(WARN) -iquote host $(shell pkg-config --cflags libuv)
-BENCH_RUN     = $(BENCH_DIR)/cron_bench -r $(BENCH_ROUNDS) -t $(BENCH_MS)
-STORE_BENCH_RUNS   ?= 100000
-BENCH_STORE_ROUNDS ?= 3
+# `make bench`: moonbeat against APScheduler 3 on the workloads of
+# BENCHMARKS.md (bench/bench.lua drives bench/mb_bench.lua and
+# bench/aps_bench.py) and cron next-fire evaluations (bench/cron_bench.c),
+# written into BENCHMARKS.md. It builds its own -O2 moonbeat under
+# build/bench, whatever SANITIZE says. QUICK=1: smaller workloads and one
+# round, under 2 minutes (PROFILE=1 adds the profiles a full run takes);
+# the full run stays under 10.
+BENCH_DIR    = build/bench
+BENCH_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 \
+               $(WARN) -iquote host $(shell pkg-config --cflags libuv)
 
-.PHONY: bench
+.PHONY: bench bench-build
 bench: deps
-	@./scripts/fuzz-deps.sh tzdata
+	@./scripts/deps.sh tzdata linux-perf
+	@$(MAKE) --no-print-directory bench-build
+	CC="$(CC)" $(BENCH_DIR)/moonbeat lua bench/bench.lua $(if $(QUICK),--quick) \
+	  $(if $(PROFILE),--profiles) \
+	  --command "make bench$(if $(QUICK), QUICK=1)$(if $(PROFILE), PROFILE=1)"
+
+bench-build:
+	@$(MAKE) --no-print-directory SANITIZE= BUILD=$(BENCH_DIR)/obj \
+	  $(BENCH_DIR)/obj/moonbeat
+	@cp $(BENCH_DIR)/obj/moonbeat $(BENCH_DIR)/moonbeat
 	@$(MAKE) --no-print-directory $(BENCH_DIR)/cron_bench
-	$(BENCH_RUN) >$(BENCH_DIR)/cron.md
-	@cat $(BENCH_DIR)/cron.md
-	@CC="$(CC)" ./bench/write_benchmarks.sh $(BENCH_DIR)/cron.md \
-	  "make bench BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_MS=$(BENCH_MS)" \
-	  "$(BENCH_RUN)"
-	@$(MAKE) --no-print-directory all
-	$(BIN) lua bench/store_bench.lua $(STORE_BENCH_RUNS) $(BENCH_STORE_ROUNDS)
-	@echo "bench: wrote BENCHMARKS.md"
 
 $(BENCH_DIR):
 	@mkdir -p $@

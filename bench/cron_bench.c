@@ -150,15 +150,46 @@ static void sanity(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: cron_bench [-r ROUNDS] [-t MS_PER_ROUND]\n");
+  fprintf(stderr,
+          "usage: cron_bench [-r ROUNDS] [-t MS_PER_ROUND] [-j JSON_FILE]\n");
   exit(2);
+}
+
+/* The "all six" figures as one JSON object for bench/bench.lua's table:
+ * {"UTC": {"chained": {"median": .., "min": .., "max": ..}, ...}, ...}. */
+static void write_json(const char *path,
+                       double (*rate)[NEXPRS + 1][NMODES][99], int rounds) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    perror(path);
+    exit(1);
+  }
+  static const char *const mode_names[NMODES] = {"chained", "scattered"};
+  fputc('{', f);
+  for (int z = 0; z < NZONES; z++) {
+    fprintf(f, "%s\"%s\": {", z ? ", " : "", zone_cases[z].name);
+    for (int m = 0; m < NMODES; m++) {
+      const double *r = rate[z][MIXED][m];
+      fprintf(f, "%s\"%s\": {\"median\": %.0f, \"min\": %.0f, "
+              "\"max\": %.0f, \"rounds\": %d}", m ? ", " : "",
+              mode_names[m], median(r, rounds), r[0], r[rounds - 1], rounds);
+    }
+    fputc('}', f);
+  }
+  fputs("}\n", f);
+  if (fclose(f) != 0) {
+    perror(path);
+    exit(1);
+  }
 }
 
 int main(int argc, char **argv) {
   int rounds = 7, ms = 150, opt;
-  while ((opt = getopt(argc, argv, "r:t:")) != -1) {
+  const char *json_path = NULL;
+  while ((opt = getopt(argc, argv, "r:t:j:")) != -1) {
     if (opt == 'r') rounds = atoi(optarg);
     else if (opt == 't') ms = atoi(optarg);
+    else if (opt == 'j') json_path = optarg;
     else usage();
   }
   if (rounds < 1 || rounds > 99 || ms < 1 || optind != argc) usage();
@@ -198,6 +229,7 @@ int main(int argc, char **argv) {
     for (int e = 0; e <= NEXPRS; e++)
       for (int m = 0; m < NMODES; m++)
         qsort(rate[z][e][m], (size_t)rounds, sizeof(double), cmp_double);
+  if (json_path) write_json(json_path, rate, rounds);
 
   printf("Evaluations of `mb_cron_next` per second of CPU time on one core "
          "(one thread, timed by its own CPU clock): the median of %d rounds "
