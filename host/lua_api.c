@@ -14,6 +14,7 @@
 
 #include "embedded.h"
 #include "event.h"
+#include "http.h"
 #include "log.h"
 #include "loop.h"
 #include "run.h"
@@ -540,6 +541,7 @@ static void host_close(host *h) {
   h->store = NULL;
   free(h->dirty);
   mb_clock_close(h->clock);
+  mb_http_loop_close(h->loop);
   if (h->own_loop) {
     uv_run(h->loop, UV_RUN_NOWAIT);
     uv_loop_close(h->loop);
@@ -1940,6 +1942,8 @@ void mb_lua_open(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonbeat_core);
   lua_setfield(L, -2, "moonbeat.core");
+  lua_pushcfunction(L, luaopen_moonbeat_core_http);
+  lua_setfield(L, -2, "moonbeat.core.http");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, load_embedded, 1);
