@@ -19,6 +19,7 @@
 #include "loop.h"
 #include "run.h"
 #include "sched.h"
+#include "sqlite.h"
 #include "store.h"
 #include "trigger.h"
 #include "tz.h"
@@ -542,6 +543,7 @@ static void host_close(host *h) {
   free(h->dirty);
   mb_clock_close(h->clock);
   mb_http_loop_close(h->loop);
+  mb_sqlite_loop_drain(h->loop);
   if (h->own_loop) {
     uv_run(h->loop, UV_RUN_NOWAIT);
     uv_loop_close(h->loop);
@@ -1944,6 +1946,8 @@ void mb_lua_open(lua_State *L) {
   lua_setfield(L, -2, "moonbeat.core");
   lua_pushcfunction(L, luaopen_moonbeat_core_http);
   lua_setfield(L, -2, "moonbeat.core.http");
+  lua_pushcfunction(L, luaopen_moonbeat_core_sqlite);
+  lua_setfield(L, -2, "moonbeat.core.sqlite");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, load_embedded, 1);
