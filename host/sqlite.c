@@ -294,6 +294,7 @@ static void work(uv_work_t *req) {
       for (int i = 0; i < j->ncols; i++)
         j->cols[i] = mb_xstrdup(sqlite3_column_name(st, i));
     }
+    sqlite3_int64 total = sqlite3_total_changes64(db);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
       if (j->kind == JOB_QUERY) keep_row(j, st);
     if (rc != SQLITE_DONE) {
@@ -301,12 +302,15 @@ static void work(uv_work_t *req) {
       sqlite3_finalize(st);
       return;
     }
+    /* sqlite3_changes keeps the count of the last INSERT, UPDATE or
+     * DELETE: a statement that changed nothing must not report it. */
+    j->changes = sqlite3_total_changes64(db) == total ? 0
+                                                      : sqlite3_changes64(db);
     sqlite3_finalize(st);
     first = false;
     sql = tail;
   }
   j->rc = SQLITE_OK;
-  j->changes = sqlite3_changes64(db);
   j->rowid = sqlite3_last_insert_rowid(db);
 }
 
