@@ -330,6 +330,16 @@ static int on_busy(void *data, int count) {
   return 1;
 }
 
+/* sqlite3_interrupt alone can be lost: a statement that starts while no
+ * other is active clears the flag it sets. The worker looks at ours
+ * every PROGRESS_STEPS virtual machine steps instead. */
+#define PROGRESS_STEPS 1000
+
+static int on_progress(void *data) {
+  conn *c = data;
+  return atomic_load(&c->interrupted) ? 1 : 0;
+}
+
 /* ---- on the loop ---- */
 
 static const char *code_name(int rc) {
@@ -725,6 +735,7 @@ static int sqlite_open(lua_State *L) {
   c->busy_timeout_ms = (int)busy_ms;
   atomic_init(&c->interrupted, false);
   sqlite3_busy_handler(db, on_busy, c);
+  sqlite3_progress_handler(db, PROGRESS_STEPS, on_progress, c);
   c->next = conns;
   c->prevp = &conns;
   if (conns) conns->prevp = &c->next;

@@ -3,8 +3,9 @@
  * by one worker at a time, its statements queue in order, and the Lua
  * state is never touched in a worker (parameters and rows travel as C
  * data). A run that ends while its statement runs interrupts it
- * (sqlite3_interrupt); the connection is freed only after the worker
- * is done with it.
+ * (sqlite3_interrupt, and a flag the worker's progress and busy
+ * handlers watch); the connection is freed only after the worker is
+ * done with it.
  *
  * `moonbeat.core.sqlite` is the C half of `moonbeat.sqlite`
  * (stdlib/sqlite.lua builds exec, query and transaction on it). */
