@@ -2,6 +2,7 @@
 -- runs; virtual time stands still while the workers do real I/O
 -- (h:settle). Files live in a temporary directory.
 local harness = require "tests.harness"
+local core = require "moonbeat.core"
 local support = require "tests.support"
 local json = require "moonbeat.json"
 local sqlite = require "moonbeat.sqlite"
@@ -437,6 +438,7 @@ c.execute("COMMIT")
     end)
 
     it("frees a connection only after its worker is done with it", function()
+      local fds = #assert(core.listdir("/proc/self/fd"))
       local other = assert(sqlite.open(path))
       s.add_job { id = "long", trigger = { "date", delay = 1 }, timeout = "5s", run = function()
         other:query([[WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
@@ -452,6 +454,7 @@ c.execute("COMMIT")
       assert.is_true(h:settle(function() return sqlite_core.stats().connections == 1 end))
       other = nil
       collectgarbage()
+      assert.equal(fds, #assert(core.listdir("/proc/self/fd")))
     end)
 
     it("waits for a running statement when the scheduler closes", function()
