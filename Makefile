@@ -1,5 +1,5 @@
 # moonbeat: plain make, outputs in build/ (build/asan/ for `make check`).
-PKGS   = lua5.4 libuv sqlite3
+PKGS   = lua5.4 libuv sqlite3 libcurl
 WARN   = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
          -Wwrite-strings -Wundef -Werror
 # Recursively expanded, so pkg-config runs after `deps` installed it.

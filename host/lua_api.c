@@ -17,11 +17,13 @@
 #include "event.h"
 #include "exec.h"
 #include "fs.h"
+#include "http.h"
 #include "log.h"
 #include "loop.h"
 #include "repl.h"
 #include "run.h"
 #include "sched.h"
+#include "sqlite.h"
 #include "store.h"
 #include "trigger.h"
 #include "tz.h"
@@ -565,6 +567,8 @@ static void host_close(host *h) {
   h->store = NULL;
   free(h->dirty);
   mb_clock_close(h->clock);
+  mb_http_loop_close(h->loop);
+  mb_sqlite_loop_drain(h->loop);
   if (h->own_loop) {
     /* Waits the runs abandoned (a killed child not yet reaped, a file
      * request still in the thread pool) end soon, and must end before
@@ -2202,6 +2206,10 @@ void mb_lua_open(lua_State *L) {
   lua_setfield(L, -2, "moonbeat.core.log");
   lua_pushcfunction(L, luaopen_mb_term);
   lua_setfield(L, -2, "mb.term");
+  lua_pushcfunction(L, luaopen_moonbeat_core_http);
+  lua_setfield(L, -2, "moonbeat.core.http");
+  lua_pushcfunction(L, luaopen_moonbeat_core_sqlite);
+  lua_setfield(L, -2, "moonbeat.core.sqlite");
   for (const mb_embedded *e = mb_embedded_files; e->module; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, load_embedded, 1);
