@@ -1,10 +1,10 @@
 # moonbeat: plain make, outputs in build/ (build/asan/ for `make check`).
-PKGS   = lua5.4 libuv sqlite3 libcurl
+PKGS   = lua5.4 libuv sqlite3
 WARN   = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
          -Wwrite-strings -Wundef -Werror
 # Recursively expanded, so pkg-config runs after `deps` installed it.
 CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O2 $(WARN) \
-         -iquote host $(shell pkg-config --cflags $(PKGS))
+         -iquote host $(shell pkg-config --cflags $(PKGS) libcurl)
 # readline (the REPL's line editing) only links: its pkg-config cflags
 # would lower _POSIX_C_SOURCE for every file.
 LDLIBS = $(shell pkg-config --libs $(PKGS) readline) -lm

@@ -5,13 +5,13 @@
 #include "http.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "curl_lib.h"
 #include "run.h"
 
 typedef struct http_loop http_loop;
@@ -575,6 +575,9 @@ static const luaL_Reg http_functions[] = {
 };
 
 int luaopen_moonbeat_core_http(lua_State *L) {
+  char err[256];
+  if (!mb_curl_load(err, sizeof err))
+    return luaL_error(L, "moonbeat.http: %s", err);
   luaL_newlib(L, http_functions);
   return 1;
 }

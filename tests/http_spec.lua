@@ -394,3 +394,25 @@ describe("moonbeat.http over TLS", function()
     assert.equal(200, res.status)
   end)
 end)
+
+describe("libcurl", function()
+  local support = require "tests.support"
+
+  it("is loaded only when a job first requires moonbeat.http", function()
+    local dir = support.tempdir()
+    support.write(dir .. "/probe.lua", [[
+      local function mapped()
+        for line in io.lines("/proc/self/maps") do
+          if line:find("libcurl", 1, true) then return true end
+        end
+        return false
+      end
+      local before = mapped()
+      require "moonbeat.http"
+      print(("before=%s after=%s"):format(before, mapped()))
+    ]])
+    local out = support.sh(support.quote(support.BIN) .. " lua " .. support.quote(dir .. "/probe.lua"))
+    support.remove_tree(dir)
+    assert.matches("before=false after=true", out, 1, true)
+  end)
+end)
