@@ -69,11 +69,6 @@ function M.open(dir, opts)
     sched:close()
     return nil, restored, 1
   end
-  core.log("info", "scheduler started", {
-    dir = dir, files = summary.files, failed = summary.failed,
-    jobs = summary.jobs, db = db, restored = restored.restored,
-    interrupted = restored.interrupted,
-  })
   local d = {
     sched = sched, api = api, dir = dir, db = db, started_at = core.now(),
     summary = summary, restored = restored,
@@ -99,6 +94,14 @@ function M.serve(d, opts)
     d.sched:close()
     return nil, lerr, 1
   end
+  -- Said once the socket is ours: a scheduler refused for a busy
+  -- socket never started.
+  local summary, restored = d.summary, d.restored
+  core.log("info", "scheduler started", {
+    dir = d.dir, files = summary.files, failed = summary.failed,
+    jobs = summary.jobs, db = d.db, restored = restored.restored,
+    interrupted = restored.interrupted,
+  })
   d.sched:run { shutdown_timeout = opts.shutdown_timeout,
     on_sigint = opts.on_sigint }
   if opts.on_stopped then opts.on_stopped() end

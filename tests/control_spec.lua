@@ -640,6 +640,8 @@ scheduler.add_job { id = "more", trigger = { "date", run_date = "2099-01-01" },
       assert.equal(1, code)
       assert.matches(("moonbeat: a scheduler is already listening on %s; stop it, or "
         .. "give this one another --socket\n"):format(path), out, 1, true)
+      -- It never said it started.
+      assert.is_nil(out:find("scheduler started", 1, true))
       local _, err, ls_code = cli("ls")
       assert.equal(0, ls_code, err)
       local rc, log = stop(first)
