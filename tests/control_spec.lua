@@ -16,13 +16,7 @@ scheduler.add_job { id = "held", trigger = { "interval", hours = 1 },
   paused = true, run = function() end }
 ]]
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = support.read
 
 local function pause_a_moment()
   os.execute("sleep 0.05")

@@ -337,11 +337,7 @@ local function python()
 end
 
 local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local text = f:read("a")
-  f:close()
-  return text
+  return support.read(path) or ""
 end
 
 -- Start tests/aps_next.py on all cases; it runs while moonbeat computes

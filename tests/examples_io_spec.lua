@@ -6,13 +6,7 @@ local support = require "tests.support"
 local core = require "moonbeat.core"
 local json = require "moonbeat.json"
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local slurp = support.read
 
 describe("examples", function()
   local h, dir, real_getenv, settings

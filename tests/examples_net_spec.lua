@@ -71,13 +71,7 @@ describe("examples", function()
     return table.unpack(out, 2, out.n)
   end
 
-  local function read(path)
-    local f = io.open(path)
-    if not f then return nil end
-    local text = f:read("a")
-    f:close()
-    return text
-  end
+  local read = support.read
 
   -- Move virtual time to the job's next fire.
   local function to_next_fire(id)

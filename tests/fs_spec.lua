@@ -13,13 +13,7 @@ local function open_fds()
   return #core.listdir("/proc/self/fd")
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local slurp = support.read
 
 -- libuv's thread pool: four threads unless the environment says.
 local POOL = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4

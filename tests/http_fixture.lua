@@ -15,13 +15,7 @@ local M = {}
 local S = {}
 S.__index = S
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = support.read
 
 -- This process's id (the server stops by itself once it is gone).
 local function own_pid()

@@ -18,13 +18,7 @@ scheduler.add_job { id = "heartbeat", trigger = "0 2 * * *", run = function() en
 ]],
 }
 
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local slurp = support.read
 
 -- Run `moonbeat ARGS` with input on a pipe; return stdout, stderr and
 -- the exit status.

@@ -17,6 +17,16 @@ function M.tempdir(files)
   return dir
 end
 
+-- The whole file at path (bytes as they are), or nil when it cannot be
+-- read.
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 function M.write(path, text)
   local f = assert(io.open(path, "w"))
   f:write(text)
