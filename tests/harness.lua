@@ -80,17 +80,30 @@ end
 -- packed, or nil when the run failed. extra: more job fields.
 function H:in_run(fn, extra)
   self.probes = (self.probes or 0) + 1
+  local id = "probe-" .. self.probes
   local out
   local spec = {
-    id = "probe-" .. self.probes, trigger = { "date", delay = 1 },
+    id = id, trigger = { "date", delay = 1 },
     run = function(ctx) out = table.pack(fn(ctx)) end,
   }
   for k, v in pairs(extra or {}) do spec[k] = v end
   self.scheduler.add_job(spec)
   self:advance(1)
-  assert(self:settle(function() return self:stats().runs == 0 end),
-    "the run did not end")
+  -- Done when fn returned, or when its run ended without (a date job
+  -- goes once its run and any retry are over).
+  assert(self:settle(function()
+    return out ~= nil or not self.scheduler.get_job(id)
+  end), "the run did not end")
   return out
+end
+
+-- As in_run, but returns fn's results as they are and raises what fn
+-- raised.
+function H:call(fn, extra)
+  local out = self:in_run(function(ctx) return pcall(fn, ctx) end, extra)
+  assert(out, "the run ended before its code returned")
+  if not out[1] then error(out[2], 0) end
+  return table.unpack(out, 2, out.n)
 end
 
 -- Step the wall clock by seconds (may be negative), as NTP would.

@@ -27,24 +27,9 @@ describe("moonbeat.sqlite", function()
     assert.same({ connections = 0, statements = 0 }, sqlite_core.stats())
   end)
 
-  local job_count = 0
-
-  -- Run fn(ctx) as a job's run, let its statements run, and return what
-  -- it returned (or raise what it raised).
-  local function run(fn, extra)
-    job_count = job_count + 1
-    local out
-    local spec = {
-      id = "job" .. job_count, trigger = { "date", delay = 1 },
-      run = function(ctx) out = table.pack(pcall(fn, ctx)) end,
-    }
-    for k, v in pairs(extra or {}) do spec[k] = v end
-    s.add_job(spec)
-    h:advance(1)
-    assert(h:settle(function() return out ~= nil end), "the run did not end")
-    if not out[1] then error(out[2], 0) end
-    return table.unpack(out, 2, out.n)
-  end
+  -- Run fn(ctx) as a job's run and return what it returned (or raise
+  -- what it raised).
+  local function run(fn, extra) return h:call(fn, extra) end
 
   local function make_table()
     run(function()
