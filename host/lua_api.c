@@ -1347,15 +1347,19 @@ static int sched_set_policy(lua_State *L) {
   return 1;
 }
 
-static int sched_set_event_handler(lua_State *L) {
-  host *h = check_host(L, 1);
-  mb_unref(L, h->event_ref);
-  h->event_ref = LUA_NOREF;
+/* Keep the function at index 2 (nil: none) in *ref, dropping the old. */
+static void set_handler(lua_State *L, int *ref) {
+  mb_unref(L, *ref);
+  *ref = LUA_NOREF;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
-    h->event_ref = mb_ref(L);
+    *ref = mb_ref(L);
   }
+}
+
+static int sched_set_event_handler(lua_State *L) {
+  set_handler(L, &check_host(L, 1)->event_ref);
   return 0;
 }
 
@@ -1798,14 +1802,7 @@ static int watch_dirs(lua_State *L) {
 
 /* sched:set_hup_handler(fn | nil): what SIGHUP does under sched:run. */
 static int sched_set_hup_handler(lua_State *L) {
-  host *h = check_host(L, 1);
-  mb_unref(L, h->hup_ref);
-  h->hup_ref = LUA_NOREF;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lua_settop(L, 2);
-    h->hup_ref = mb_ref(L);
-  }
+  set_handler(L, &check_host(L, 1)->hup_ref);
   return 0;
 }
 

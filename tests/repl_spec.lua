@@ -38,17 +38,11 @@ end
 -- `moonbeat repl DIR --db :memory:` with input on a pipe, its control
 -- socket in a directory of its own.
 local function piped(dir, input, extra)
-  local files = support.tempdir { input = input }
-  local cmd = ("%s repl %s --db :memory: --socket %s %s <%s >%s 2>%s; echo $?"):format(
-    support.quote(BIN), support.quote(dir),
-    support.quote(files .. "/moonbeat.sock"), extra or "",
-    support.quote(files .. "/input"), support.quote(files .. "/out"),
-    support.quote(files .. "/err"))
-  local p = io.popen(cmd)
-  local code = tonumber(p:read("a"):match("%d+"))
-  p:close()
-  local out, err = slurp(files .. "/out"), slurp(files .. "/err")
-  support.remove_tree(files)
+  local sockets = support.tempdir()
+  local out, err, code = run_piped(("repl %s --db :memory: --socket %s %s")
+    :format(support.quote(dir), support.quote(sockets .. "/moonbeat.sock"),
+      extra or ""), input)
+  support.remove_tree(sockets)
   return out, err, code
 end
 
