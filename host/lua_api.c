@@ -200,11 +200,16 @@ static void mark_dirty(host *h, mb_job *job) {
  * worked out once per trigger (every save needs it). */
 static const char *trigger_identity(mb_job *job) {
   if (!job->rec.trigger_id) {
-    char desc[512], id[600];
-    mb_trigger_describe(job->trigger, desc, sizeof desc);
-    snprintf(id, sizeof id, "%s@%s", desc,
-             mb_tz_name(mb_trigger_tz(job->trigger)));
-    job->rec.trigger_id = mb_xstrdup(id);
+    char desc[512];
+    size_t len = mb_trigger_describe(job->trigger, desc, sizeof desc);
+    if (len >= sizeof desc) len = sizeof desc - 1;
+    const char *zone = mb_tz_name(mb_trigger_tz(job->trigger));
+    size_t zlen = strlen(zone);
+    char *id = mb_xmalloc(len + zlen + 2);
+    memcpy(id, desc, len);
+    id[len] = '@';
+    memcpy(id + len + 1, zone, zlen + 1);
+    job->rec.trigger_id = id;
   }
   return job->rec.trigger_id;
 }

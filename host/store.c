@@ -54,6 +54,7 @@ enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN, OP_PRUNE };
 
 typedef struct op {
   int kind;
+  char *strings;  /* one block holding every string the op points to */
   union {
     mb_job_state job;
     mb_run_record run;
@@ -340,7 +341,25 @@ fail:
 
 /* ---- the write queue ---- */
 
-static char *dup_or_null(const char *p) { return p ? mb_xstrdup(p) : NULL; }
+/* Copy the strings the slots point to into one block (one allocation
+ * per op: a burst queues several strings per run) and point the slots
+ * at the copies. */
+static char *pack_strings(const char **slots[], size_t n) {
+  size_t len[8], total = 0;
+  for (size_t i = 0; i < n; i++) {
+    len[i] = *slots[i] ? strlen(*slots[i]) + 1 : 0;
+    total += len[i];
+  }
+  if (total == 0) return NULL;
+  char *block = mb_xmalloc(total), *p = block;
+  for (size_t i = 0; i < n; i++) {
+    if (!len[i]) continue;
+    memcpy(p, *slots[i], len[i]);
+    *slots[i] = p;
+    p += len[i];
+  }
+  return block;
+}
 
 static void free_op(op *o);
 
@@ -379,19 +398,18 @@ static void append_ops(op_list *to, op_list *from) {
 }
 
 void mb_store_save_job(mb_store *s, const mb_job_state *st) {
-  mb_job_state *j = &push(&s->queue, OP_SAVE_JOB)->u.job;
+  op *o = push(&s->queue, OP_SAVE_JOB);
+  mb_job_state *j = &o->u.job;
   *j = *st;
-  j->job_id = mb_xstrdup(st->job_id);
-  j->trigger = dup_or_null(st->trigger);
-  j->pause_note = dup_or_null(st->pause_note);
-  j->last_status = dup_or_null(st->last_status);
-  j->last_error = dup_or_null(st->last_error);
-  j->state = dup_or_null(st->state);
-  j->spec = dup_or_null(st->spec);
+  const char **slots[] = {&j->job_id, &j->trigger, &j->pause_note,
+                          &j->last_status, &j->last_error, &j->state,
+                          &j->spec};
+  o->strings = pack_strings(slots, sizeof slots / sizeof slots[0]);
 }
 
 void mb_store_delete_job(mb_store *s, const char *job_id) {
-  push(&s->queue, OP_DELETE_JOB)->u.job_id = mb_xstrdup(job_id);
+  op *o = push(&s->queue, OP_DELETE_JOB);
+  o->u.job_id = o->strings = mb_xstrdup(job_id);
 }
 
 void mb_store_save_run(mb_store *s, const mb_run_record *run) {
@@ -402,14 +420,12 @@ void mb_store_save_run(mb_store *s, const mb_run_record *run) {
       q->ops[q->len - 1].u.run.run_id == run->run_id) {
     free_op(&q->ops[--q->len]);
   }
-  mb_run_record *r = &push(q, OP_SAVE_RUN)->u.run;
+  op *o = push(q, OP_SAVE_RUN);
+  mb_run_record *r = &o->u.run;
   *r = *run;
-  r->job_id = mb_xstrdup(run->job_id);
-  r->status = mb_xstrdup(run->status);
-  r->error = dup_or_null(run->error);
-  r->traceback = dup_or_null(run->traceback);
-  r->log_tail = dup_or_null(run->log_tail);
-  r->host = dup_or_null(run->host);
+  const char **slots[] = {&r->job_id, &r->status, &r->error, &r->traceback,
+                          &r->log_tail, &r->host};
+  o->strings = pack_strings(slots, sizeof slots / sizeof slots[0]);
 }
 
 void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
@@ -417,38 +433,14 @@ void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
   for (size_t i = 0; i < n; i++) {
     op *o = push(&s->queue, OP_PRUNE);
     o->u.prune.item = items[i];
-    o->u.prune.item.job_id = dup_or_null(items[i].job_id);
+    if (items[i].job_id)
+      o->u.prune.item.job_id = o->strings = mb_xstrdup(items[i].job_id);
     o->u.prune.now = now;
     o->u.prune.max_rows = max_rows;
   }
 }
 
-static void free_op(op *o) {
-  switch (o->kind) {
-  case OP_SAVE_JOB:
-    free((char *)o->u.job.job_id);
-    free((char *)o->u.job.trigger);
-    free((char *)o->u.job.pause_note);
-    free((char *)o->u.job.last_status);
-    free((char *)o->u.job.last_error);
-    free((char *)o->u.job.state);
-    free((char *)o->u.job.spec);
-    break;
-  case OP_DELETE_JOB:
-    free(o->u.job_id);
-    break;
-  case OP_PRUNE:
-    free((char *)o->u.prune.item.job_id);
-    break;
-  default:
-    free((char *)o->u.run.job_id);
-    free((char *)o->u.run.status);
-    free((char *)o->u.run.error);
-    free((char *)o->u.run.traceback);
-    free((char *)o->u.run.log_tail);
-    free((char *)o->u.run.host);
-  }
-}
+static void free_op(op *o) { free(o->strings); }
 
 bool mb_store_pending(const mb_store *s) { return s && s->queue.len > 0; }
 

@@ -2,6 +2,7 @@
 #include "trigger.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 struct mb_trigger {
@@ -143,9 +144,17 @@ size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
   const mb_trigger_spec *s = &t->spec;
   char a[64], b[200];
   switch (s->kind) {
-  case MB_TRIGGER_DATE:
-    return (size_t)snprintf(buf, n, "date[%s]",
-                            mb_time_format(s->run_date, s->tz, a, sizeof a));
+  case MB_TRIGGER_DATE: {
+    mb_time_format(s->run_date, s->tz, a, sizeof a);
+    size_t len = strlen(a);
+    if (n >= len + 7) {
+      memcpy(buf, "date[", 5);
+      memcpy(buf + 5, a, len);
+      memcpy(buf + 5 + len, "]", 2);
+      return len + 6;
+    }
+    return (size_t)snprintf(buf, n, "date[%s]", a);
+  }
   case MB_TRIGGER_INTERVAL:
     return (size_t)snprintf(buf, n, "interval[%s]",
                             mb_duration_format(s->interval, a, sizeof a));

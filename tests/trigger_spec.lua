@@ -260,3 +260,27 @@ describe("triggers", function()
     end)
   end)
 end)
+
+-- Times as text (a date trigger's description, logs, history): every
+-- part zero-padded, fractions and odd offsets kept.
+describe("time text", function()
+  local core = require "moonbeat.core"
+
+  it("pads every field and gives the offset as +HH:MM", function()
+    assert.equal("0001-01-01T00:00:00+00:00", core.format_time(-62135596800, "UTC"))
+    assert.equal("2026-03-05T07:08:09+01:00", core.format_time(1772690889, "Europe/Berlin"))
+  end)
+
+  it("keeps microseconds and a negative half-hour offset", function()
+    assert.equal("1969-12-31T20:30:01.500000-03:30", core.format_time(1.5, "America/St_Johns"))
+  end)
+
+  it("gives seconds of an offset that has them (local mean time)", function()
+    assert.equal("1900-01-01T00:19:32.250000+00:19:32",
+      core.format_time(-2208988800 + 0.25, "Europe/Amsterdam"))
+  end)
+
+  it("writes a year past 9999 in full", function()
+    assert.equal("10000-01-01T00:00:00+00:00", core.format_time(253402300800, "UTC"))
+  end)
+end)
