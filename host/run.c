@@ -41,6 +41,7 @@ struct mb_run {
   bool ending;
   bool cancel_requested;     /* cancelled while busy: ends when not */
   const char *cancel_reason;
+  const void *ctx;           /* its ctx table, to know it by */
   char *tail;                /* the last lines it logged, or NULL */
   size_t tail_len;
   mb_run *next, **prevp;
@@ -58,6 +59,18 @@ typedef struct spare_thread {
   int ref;
 } spare_thread;
 
+/* The field names every run sets or reads: interned once and pushed by
+ * registry ref, since lua_setfield/getfield look a C string up each time
+ * and that was a tenth of a trivial run. */
+enum {
+  KEY_JOB_ID, KEY_RUN_ID, KEY_SCHEDULED_TIME, KEY_ATTEMPT, KEY_DEADLINE,
+  KEY_RUN, KEY_STATE, KEY_ARGS, KEY_KWARGS, KEY_N, KEY_COUNT
+};
+static const char *const key_names[KEY_COUNT] = {
+  "job_id", "run_id", "scheduled_time", "attempt", "deadline",
+  "run", "state", "args", "kwargs", "n",
+};
+
 struct mb_runner {
   spare_thread spare[SPARE_THREADS];
   int nspare;
@@ -71,6 +84,7 @@ struct mb_runner {
   void (*on_empty)(void *data);
   void *on_empty_data;
   int ctx_meta;  /* registry ref of ctx's metatable */
+  int keys[KEY_COUNT];  /* registry refs of the field names a run uses */
 };
 
 static long live_refs;
@@ -111,10 +125,34 @@ mb_runner *mb_runner_new(lua_State *L, mb_sched *sched) {
   r->sched = sched;
   /* Every run's ctx shares it: looked up by ref, not by name, per run. */
   lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, ctx_index);
+  lua_pushlightuserdata(L, r);
+  lua_pushcclosure(L, ctx_index, 1);
   lua_setfield(L, -2, "__index");
   r->ctx_meta = luaL_ref(L, LUA_REGISTRYINDEX);
+  for (int k = 0; k < KEY_COUNT; k++) {
+    lua_pushstring(L, key_names[k]);
+    r->keys[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   return r;
+}
+
+static void push_key(lua_State *L, const mb_runner *r, int key) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->keys[key]);
+}
+
+/* t[key] = the value on top (popped); t at idx, not a pseudo-index. */
+static void set_key(lua_State *L, const mb_runner *r, int idx, int key) {
+  idx = lua_absindex(L, idx);
+  push_key(L, r, key);
+  lua_insert(L, -2);
+  lua_rawset(L, idx);
+}
+
+/* Push t[key], raw; returns its type. */
+static int get_key(lua_State *L, const mb_runner *r, int idx, int key) {
+  idx = lua_absindex(L, idx);
+  push_key(L, r, key);
+  return lua_rawget(L, idx);
 }
 
 size_t mb_runner_active(const mb_runner *r) { return r->active; }
@@ -661,8 +699,44 @@ int luaopen_moonbeat_core_log(lua_State *L) {
   return 1;
 }
 
+/* ctx.state on first use: most jobs never touch it, and a table per run
+ * for nothing is a tenth of a trivial run. It is the job's table, kept
+ * in its spec between runs; the run is found by its ctx, or, for a ctx
+ * kept past its run, the job by id. */
+static int ctx_state(lua_State *L, mb_runner *r) {
+  const void *ctx = lua_topointer(L, 1);
+  mb_job *job = NULL;
+  if (executing && executing->ctx == ctx) job = executing->job;
+  for (mb_run *run = r->runs; !job && run; run = run->next)
+    if (run->ctx == ctx) job = run->job;
+  if (!job) {
+    if (get_key(L, r, 1, KEY_JOB_ID) == LUA_TSTRING)
+      job = mb_sched_get_job(r->sched, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  /* Replaced while it runs: the new job has the state now. */
+  if (job && job->lua_ref == LUA_NOREF) job = mb_sched_get_job(r->sched, job->id);
+  /* A job gone for good: a table of its own, kept by nothing. */
+  if (!job || job->lua_ref == LUA_NOREF)
+    lua_newtable(L);
+  else
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  if (get_key(L, r, -1, KEY_STATE) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    set_key(L, r, -3, KEY_STATE);
+  }
+  lua_pushvalue(L, -1);
+  set_key(L, r, 1, KEY_STATE);
+  return 1;
+}
+
 static int ctx_index(lua_State *L) {
-  if (strcmp(luaL_checkstring(L, 2), "log") != 0) return 0;
+  mb_runner *r = lua_touserdata(L, lua_upvalueindex(1));
+  const char *key = luaL_checkstring(L, 2);
+  if (strcmp(key, "state") == 0) return ctx_state(L, r);
+  if (strcmp(key, "log") != 0) return 0;
   lua_createtable(L, 0, 4);
   for (int i = 0; i < 4; i++) {
     lua_pushvalue(L, 1);
@@ -676,20 +750,22 @@ static int ctx_index(lua_State *L) {
 }
 
 static void push_ctx(lua_State *co, mb_run *run) {
+  const mb_runner *r = run->runner;
   lua_createtable(co, 0, 6);
+  run->ctx = lua_topointer(co, -1);
   lua_pushstring(co, run->job->id);
-  lua_setfield(co, -2, "job_id");
+  set_key(co, r, -2, KEY_JOB_ID);
   lua_pushinteger(co, (lua_Integer)run->id);
-  lua_setfield(co, -2, "run_id");
+  set_key(co, r, -2, KEY_RUN_ID);
   lua_pushnumber(co, (double)run->fire.scheduled / 1e6);
-  lua_setfield(co, -2, "scheduled_time");
+  set_key(co, r, -2, KEY_SCHEDULED_TIME);
   lua_pushinteger(co, run->fire.attempt);
-  lua_setfield(co, -2, "attempt");
+  set_key(co, r, -2, KEY_ATTEMPT);
   if (run->deadline_mono != MB_TIME_NONE) {
     lua_pushnumber(co, (double)(run->started + run->timeout) / 1e6);
-    lua_setfield(co, -2, "deadline");
+    set_key(co, r, -2, KEY_DEADLINE);
   }
-  lua_rawgeti(co, LUA_REGISTRYINDEX, run->runner->ctx_meta);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, r->ctx_meta);
   lua_setmetatable(co, -2);
 }
 
@@ -733,19 +809,11 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
 
   lua_State *co = run->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, job->lua_ref);
-  lua_getfield(co, -1, "run");
+  get_key(co, r, -1, KEY_RUN);
   push_ctx(co, run);
-  /* ctx.state: one table per job, kept in its spec between runs. */
-  if (lua_getfield(co, -3, "state") != LUA_TTABLE) {
-    lua_pop(co, 1);
-    lua_newtable(co);
-    lua_pushvalue(co, -1);
-    lua_setfield(co, -5, "state");
-  }
-  lua_setfield(co, -2, "state");
   int nargs = 1;
-  if (lua_getfield(co, -3, "args") == LUA_TTABLE) {
-    lua_getfield(co, -1, "n");
+  if (get_key(co, r, -3, KEY_ARGS) == LUA_TTABLE) {
+    get_key(co, r, -1, KEY_N);
     lua_Integer n = lua_tointeger(co, -1);
     lua_pop(co, 1);
     /* Validation bounds n; stay safe if a spec was changed under us. */
@@ -757,7 +825,7 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   } else {
     lua_pop(co, 1);
   }
-  if (lua_getfield(co, -(nargs + 2), "kwargs") == LUA_TTABLE)
+  if (get_key(co, r, -(nargs + 2), KEY_KWARGS) == LUA_TTABLE)
     nargs++;
   else
     lua_pop(co, 1);
@@ -875,5 +943,7 @@ void mb_runner_free(mb_runner *r) {
   mb_runner_cancel(r, NULL, "the scheduler closed");
   while (r->nspare) mb_unref(r->L, r->spare[--r->nspare].ref);
   luaL_unref(r->L, LUA_REGISTRYINDEX, r->ctx_meta);
+  for (int k = 0; k < KEY_COUNT; k++)
+    luaL_unref(r->L, LUA_REGISTRYINDEX, r->keys[k]);
   free(r);
 }

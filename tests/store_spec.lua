@@ -154,6 +154,47 @@ describe("ctx.state", function()
       s.get_runs { job_id = "cyc" }[1].error)
   end)
 
+  it("is the job's table, the same in every run and on a ctx kept past its run", function()
+    local kept = {}
+    s.add_job { id = "keeper", trigger = { "interval", seconds = 10 }, run = function(ctx)
+      kept[#kept + 1] = ctx
+      ctx.state.n = (ctx.state.n or 0) + 1
+    end }
+    h:advance("20s")
+    assert.equal(2, #kept)
+    -- Looked up after the runs ended, from outside any run.
+    assert.equal(kept[1].state, kept[2].state)
+    assert.equal(2, kept[1].state.n)
+    assert.equal("keeper", kept[2].job_id)
+    assert.is_number(kept[2].run_id)
+  end)
+
+  it("follows the job when it is replaced while a run waits", function()
+    s.add_job { id = "swap", trigger = { "date", delay = 1 }, run = function(ctx)
+      time.sleep(10)
+      ctx.state.after = "replaced"
+    end }
+    h:advance("2s")
+    s.add_job { id = "swap", trigger = { "date", delay = 100 }, replace_existing = true,
+      run = function() end }
+    h:advance("10s")
+    assert.equal("replaced", h.core:job_spec(s.get_job("swap")).state.after)
+  end)
+
+  it("is a table of its own once the job is gone", function()
+    local state
+    s.add_job { id = "gone", trigger = { "date", delay = 1 }, run = function(ctx)
+      time.sleep(10)
+      ctx.state.x = 1
+      state = ctx.state
+    end }
+    h:advance("2s")
+    s.remove_job("gone")
+    h:advance("10s")
+    assert.same({ x = 1 }, state)
+    assert.equal("success", s.get_runs { job_id = "gone" }[1].status)
+  end)
+
   it("keeps integers, floats, booleans and odd keys exactly", function()
     local codec = require "mb.state"
     local value = { 1, 2.5, 1e300, -0.0, true, ["key with space"] = "x\n\"y\"", [10] = false,
