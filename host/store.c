@@ -2,13 +2,13 @@
  * statements only, a versioned schema migrated forward, a lock file that
  * names its holder, and a write queue committed once per loop turn.
  *
- * A file store commits on a writer thread with a connection of its own,
- * so that a burst of thousands of runs never holds the loop while sqlite
+ * The store commits on a writer thread with a connection of its own, so
+ * that a burst of thousands of runs never holds the loop while sqlite
  * writes and syncs: the loop hands each turn's queue over and goes on.
  * Reads use the loop's connection and first wait for the writer to
  * finish what was handed to it, so they see every write made before
- * them. A ":memory:" store cannot be shared by two connections and
- * writes on the loop. */
+ * them. A ":memory:" store is a database of sqlite's memdb VFS, which two
+ * connections of one process can share, so it works the same way. */
 #include "store.h"
 
 #include <errno.h>
@@ -135,21 +135,18 @@ static const char *const statements[ST_COUNT] = {
   [ST_ROLLBACK] = "ROLLBACK",
 };
 
-enum { MEMORY_BATCH_OPS = 4096, MEMORY_BATCH_US = 20000 };
-
 typedef struct conn {
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
 } conn;
 
 struct mb_store {
-  conn reader;      /* the loop's: opening, reads, and writes in memory */
-  conn own_writer;  /* the writer thread's, for a file */
-  conn *writer;     /* &own_writer, or &reader for ":memory:" */
-  char *path;
+  conn reader;      /* the loop's: opening and reads */
+  conn writer;      /* the writer thread's */
+  char *path;       /* as given: a file or ":memory:" */
+  char *open_path;  /* what sqlite opens: path, or a memdb URI */
   int lock_fd;
   op_list queue;    /* this turn's writes, the loop's alone */
-  uint64_t flushed_at;  /* a memory store's last commit, in µs */
 
   /* Shared with the writer thread, under mu. */
   bool threaded;
@@ -159,6 +156,9 @@ struct mb_store {
   op_list handed;   /* handed over, not yet committed */
   uint64_t handed_batches, tried_batches;
   bool stopping, writing;
+  bool resting;     /* the writer waits for work, not gathering it */
+  int waiting;      /* threads in wait_tried: commit at once */
+  uint64_t committed_at;  /* the latest commit's start, uv_hrtime */
   int last_rc;      /* the latest commit: 0 or MB_ESTORE */
   char last_error[512];
   long long commits, rows;
@@ -256,9 +256,9 @@ static void writer_main(void *arg);
 
 /* Open path on c with the settings every connection needs. */
 static int open_conn(mb_store *s, conn *c, bool memory, mb_err *err) {
-  if (sqlite3_open_v2(s->path, &c->db,
+  if (sqlite3_open_v2(s->open_path, &c->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                          SQLITE_OPEN_NOMUTEX,
+                          SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
                       NULL) != SQLITE_OK)
     return mb_err_set(err, MB_ESTORE, "%s: cannot open it: %s", s->path,
                       sqlite3_errmsg(c->db));
@@ -307,31 +307,38 @@ int mb_store_open(const char *path, mb_store **out, mb_err *err) {
   mb_store *s = mb_xcalloc(1, sizeof *s);
   s->path = mb_xstrdup(path);
   s->lock_fd = -1;
-  s->writer = &s->reader;
   bool memory = strcmp(path, ":memory:") == 0;
+  if (memory) {
+    /* A name of its own per store: memdb shares a database between the
+     * connections that open the same name. */
+    static unsigned long stores;
+    char uri[96];
+    snprintf(uri, sizeof uri, "file:/moonbeat-%ld-%lu?vfs=memdb",
+             (long)getpid(), ++stores);
+    s->open_path = mb_xstrdup(uri);
+  } else {
+    s->open_path = mb_xstrdup(path);
+  }
   int rc;
   if (!memory && (rc = take_lock(s, err)) < 0) goto fail;
   if ((rc = open_conn(s, &s->reader, memory, err)) < 0) goto fail;
   if ((rc = migrate(s, err)) < 0) goto fail;
   if ((rc = prepare_conn(s, &s->reader, err)) < 0) goto fail;
-  if (!memory) {
-    if ((rc = open_conn(s, &s->own_writer, false, err)) < 0 ||
-        (rc = prepare_conn(s, &s->own_writer, err)) < 0)
-      goto fail;
-    s->writer = &s->own_writer;
-    uv_mutex_init(&s->mu);
-    uv_cond_init(&s->work);
-    uv_cond_init(&s->idle);
-    if (uv_thread_create(&s->thread, writer_main, s) != 0) {
-      uv_cond_destroy(&s->idle);
-      uv_cond_destroy(&s->work);
-      uv_mutex_destroy(&s->mu);
-      rc = mb_err_set(err, MB_ESTORE, "%s: cannot start the writer thread",
-                      path);
-      goto fail;
-    }
-    s->threaded = true;
+  if ((rc = open_conn(s, &s->writer, memory, err)) < 0 ||
+      (rc = prepare_conn(s, &s->writer, err)) < 0)
+    goto fail;
+  uv_mutex_init(&s->mu);
+  uv_cond_init(&s->work);
+  uv_cond_init(&s->idle);
+  if (uv_thread_create(&s->thread, writer_main, s) != 0) {
+    uv_cond_destroy(&s->idle);
+    uv_cond_destroy(&s->work);
+    uv_mutex_destroy(&s->mu);
+    rc = mb_err_set(err, MB_ESTORE, "%s: cannot start the writer thread",
+                    path);
+    goto fail;
   }
+  s->threaded = true;
   *out = s;
   return 0;
 fail:
@@ -564,6 +571,14 @@ static size_t rows_of(const op_list *q) {
   return rows;
 }
 
+/* The writer commits at most every GATHER_NS, unless GATHER_OPS writes
+ * wait or someone waits for it: a loop turn per fire (ten thousand a
+ * second) then costs a hundred transactions, not ten thousand. A crash
+ * loses what is not yet committed either way, a run's record and the job
+ * state that says it is done together. */
+enum { GATHER_OPS = 8192 };
+#define GATHER_NS 10000000ULL
+
 /* The writer thread: commit what the loop hands over, batch by batch. A
  * batch that fails (a full disk) stays first in line and is tried again
  * with the next hand-over, or after a second when none comes. */
@@ -572,15 +587,25 @@ static void writer_main(void *arg) {
   op_list batch = {0};
   uv_mutex_lock(&s->mu);
   for (;;) {
+    s->resting = true;
     while (s->handed.len == 0 && !s->stopping) uv_cond_wait(&s->work, &s->mu);
+    s->resting = false;
     if (s->handed.len == 0) break;
+    for (;;) {
+      uint64_t since = uv_hrtime() - s->committed_at;
+      if (s->waiting || s->stopping || s->handed.len >= GATHER_OPS ||
+          since >= GATHER_NS)
+        break;
+      uv_cond_timedwait(&s->work, &s->mu, GATHER_NS - since);
+    }
+    s->committed_at = uv_hrtime();
     append_ops(&batch, &s->handed);
     uint64_t tried = s->handed_batches;
     s->writing = true;
     uv_mutex_unlock(&s->mu);
 
     char error[sizeof s->last_error];
-    int rc = write_ops(s->writer, &batch, error, sizeof error);
+    int rc = write_ops(&s->writer, &batch, error, sizeof error);
     size_t rows = rc == 0 ? rows_of(&batch) : 0;
     if (rc == 0) free_ops(&batch);
 
@@ -609,18 +634,16 @@ static void writer_main(void *arg) {
 /* Wait, with mu held, until the writer has tried every batch handed to
  * it so far. */
 static void wait_tried(mb_store *s) {
+  s->waiting++;
+  uv_cond_signal(&s->work);
   while (s->writing || s->tried_batches < s->handed_batches)
     uv_cond_wait(&s->idle, &s->mu);
+  s->waiting--;
 }
 
 /* Let the writer finish what it was handed (reads call this first). */
 static void sync_writer(mb_store *s) {
-  if (!s->threaded) {
-    /* Commit what a store in memory gathered (a failure is reported by
-     * the next flush). */
-    mb_store_flush(s, true, NULL);
-    return;
-  }
+  if (!s->threaded) return;
   uv_mutex_lock(&s->mu);
   wait_tried(s);
   uv_mutex_unlock(&s->mu);
@@ -628,29 +651,14 @@ static void sync_writer(mb_store *s) {
 
 int mb_store_flush(mb_store *s, bool wait, mb_err *err) {
   if (!s) return 0;
-  if (!s->threaded) {
-    if (s->queue.len == 0) return 0;
-    /* A store in memory has no crash to be safe from: a few turns'
-     * writes (up to 20 ms, or a large batch) go in one transaction. */
-    uint64_t now = uv_hrtime() / 1000;
-    if (!wait && s->queue.len < MEMORY_BATCH_OPS &&
-        now - s->flushed_at < MEMORY_BATCH_US)
-      return 0;
-    s->flushed_at = now;
-    char error[sizeof s->last_error];
-    if (write_ops(s->writer, &s->queue, error, sizeof error) < 0)
-      return mb_err_set(err, MB_ESTORE, "%s: %s", s->path, error);
-    int written = (int)rows_of(&s->queue);
-    free_ops(&s->queue);
-    s->commits++;
-    s->rows += written;
-    return written;
-  }
+  /* Only a store that failed to open has no writer: nothing to flush. */
+  if (!s->threaded) return 0;
   uv_mutex_lock(&s->mu);
   if (s->queue.len) {
     append_ops(&s->handed, &s->queue);
     s->handed_batches++;
-    uv_cond_signal(&s->work);
+    /* A writer gathering wakes by itself when its time is up. */
+    if (s->resting || s->handed.len >= GATHER_OPS) uv_cond_signal(&s->work);
   }
   if (wait) wait_tried(s);
   int rc = s->last_rc;
@@ -797,15 +805,14 @@ void mb_store_close(mb_store *s) {
     uv_cond_destroy(&s->idle);
     uv_cond_destroy(&s->work);
     uv_mutex_destroy(&s->mu);
-  } else if (s->reader.db) {
-    mb_store_flush(s, true, NULL);
   }
-  close_conn(&s->own_writer);
+  close_conn(&s->writer);
   close_conn(&s->reader);
   free_ops(&s->queue);
   free(s->queue.ops);
   if (s->lock_fd >= 0) close(s->lock_fd);
   free(s->path);
+  free(s->open_path);
   free(s);
 }
 
@@ -844,9 +851,9 @@ int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err) {
   }
   char *msg = NULL;
   int rc = 0;
-  if (sqlite3_exec(s->writer->db, sql, NULL, NULL, &msg) != SQLITE_OK)
+  if (sqlite3_exec(s->writer.db, sql, NULL, NULL, &msg) != SQLITE_OK)
     rc = mb_err_set(err, MB_ESTORE, "%s: %s", s->path,
-                    msg ? msg : sqlite3_errmsg(s->writer->db));
+                    msg ? msg : sqlite3_errmsg(s->writer.db));
   sqlite3_free(msg);
   if (s->threaded) uv_mutex_unlock(&s->mu);
   return rc;

@@ -5,8 +5,8 @@
  *
  * Writes are queued and committed together once per loop turn
  * (mb_store_flush), so a burst of runs costs one transaction, not one
- * per row; a file store commits them on a thread of its own, so the
- * loop does not wait for the disk. Reads (load, query) are synchronous,
+ * per row, committed on a thread of the store's own, so the loop does
+ * not wait for sqlite or the disk. Reads (load, query) are synchronous,
  * see every write queued before them, and are meant for start-up, the
  * API and the CLI. Strings passed in are copied; strings handed to
  * callbacks live until the callback returns. */
@@ -94,8 +94,8 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st);
 void mb_store_delete_job(mb_store *s, const char *job_id);
 void mb_store_save_run(mb_store *s, const mb_run_record *run);
 
-/* Commit the queue in one transaction: at once for a ":memory:" store,
- * on the writer thread for a file, waiting for it when wait is true.
+/* Commit the queue in one transaction on the writer thread, waiting for
+ * it when wait is true.
  * Writes that fail (a full disk) are kept and tried again, in order,
  * with the next flush or a second later. Returns < 0, with err saying
  * why, when the latest commit failed; else >= 0. */
