@@ -68,7 +68,7 @@ typedef struct host {
   mb_time last_age_prune;
   char last_store_error[256];
   int state_ref;             /* Lua function serialising ctx.state */
-  bool restoring;            /* sched:restore is adding stored jobs back */
+  const char *restoring_id;  /* the job sched:restore is putting back */
   char hostname[256];
   struct host *prev_current;
 } host;
@@ -286,8 +286,11 @@ static void record_event(host *h, const mb_event *ev) {
     mb_store_save_run(h->store, &run);
   }
   if (!job) return;
-  /* A job restore adds back is saved only if restoring changes its row. */
-  if (ev->kind == MB_EV_ADDED && h->restoring) return;
+  /* Adding or pausing the job restore puts back leaves its row as it
+   * was: restore_one saves it if restoring changed the row. */
+  if ((ev->kind == MB_EV_ADDED || ev->kind == MB_EV_PAUSED) &&
+      h->restoring_id && strcmp(ev->job_id, h->restoring_id) == 0)
+    return;
   if (status) job->rec.unpruned++;
   struct mb_job_record *rec = &job->rec;
   switch (ev->kind) {
@@ -1303,8 +1306,10 @@ static void restore_one(const mb_job_state *st, void *data) {
     if (!wanted) return;
   }
   mb_job *job = mb_sched_get_job(h->sched, st->job_id);
+  h->restoring_id = st->job_id;
   if (!job && st->spec && c->revive_idx) job = revive(c, st);
   if (!job) {
+    h->restoring_id = NULL;
     /* No file declares it any more: it goes, its history stays. Unless
      * a file failed to load: it may be the one that declares it. */
     if (!c->keep_missing) {
@@ -1336,6 +1341,7 @@ static void restore_one(const mb_job_state *st, void *data) {
     mb_fire fire = {st->retry_scheduled, st->retry_attempt};
     mb_sched_retry(h->sched, job, st->retry_due, &fire);
   }
+  h->restoring_id = NULL;
   /* The row is written again only when restoring changed what it says:
    * the counts, last run and state were copied from it; the rest is
    * compared here, and the schedule once it is back. */
@@ -1407,9 +1413,7 @@ static int sched_restore(lua_State *L) {
   c.templates_idx = lua_gettop(L);
   if (h->store) {
     mb_err err = {0};
-    h->restoring = true;
     int rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
-    h->restoring = false;
     if (rc == 0 && !c.only_idx)
       rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
     for (size_t i = 0; i < c.nschedules; i++) {
@@ -1491,28 +1495,6 @@ static int sched_set_job_spec(lua_State *L) {
   job->rec.memory_only = lua_toboolean(L, 4);
   if (h->store) mark_dirty(h, job);
   lua_pushboolean(L, 1);
-  return 1;
-}
-
-static void collect_spec(const mb_job_state *st, void *data) {
-  lua_State *L = data;
-  if (!st->spec) return;
-  lua_pushstring(L, st->spec);
-  lua_setfield(L, -2, st->job_id);
-}
-
-/* sched:stored_specs() -> {id = text}: jobs added at run time that the
- * store kept. */
-static int sched_stored_specs(lua_State *L) {
-  host *h = check_host(L, 1);
-  lua_newtable(L);
-  if (!h->store) return 1;
-  mb_err err = {0};
-  if (mb_store_load_jobs(h->store, collect_spec, L, &err) < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err.msg);
-    return 2;
-  }
   return 1;
 }
 
@@ -2291,7 +2273,6 @@ static const luaL_Reg sched_methods[] = {
   {"set_retention", sched_set_retention},
   {"store_limit_pages", sched_store_limit_pages},
   {"set_job_spec", sched_set_job_spec},
-  {"stored_specs", sched_stored_specs},
   {"store_stats", sched_store_stats},
   {"set_policy", sched_set_policy},
   {"set_event_handler", sched_set_event_handler},
