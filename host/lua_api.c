@@ -198,16 +198,18 @@ static void mark_dirty(host *h, mb_job *job) {
   h->dirty[h->ndirty++] = job;
 }
 
-/* A trigger's identity across restarts: its description and zone,
- * worked out once per trigger (every save needs it). */
+/* A trigger's identity across restarts: its description and zone. */
+static char *new_trigger_identity(const mb_trigger *t) {
+  char desc[512], id[600];
+  mb_trigger_describe(t, desc, sizeof desc);
+  snprintf(id, sizeof id, "%s@%s", desc, mb_tz_name(mb_trigger_tz(t)));
+  return mb_xstrdup(id);
+}
+
+/* Worked out once per trigger: every save needs it. */
 static const char *trigger_identity(mb_job *job) {
-  if (!job->rec.trigger_id) {
-    char desc[512], id[600];
-    mb_trigger_describe(job->trigger, desc, sizeof desc);
-    snprintf(id, sizeof id, "%s@%s", desc,
-             mb_tz_name(mb_trigger_tz(job->trigger)));
-    job->rec.trigger_id = mb_xstrdup(id);
-  }
+  if (!job->rec.trigger_id)
+    job->rec.trigger_id = new_trigger_identity(job->trigger);
   return job->rec.trigger_id;
 }
 
@@ -1118,8 +1120,13 @@ typedef struct restore_ctx {
   int revive_idx;     /* revive(id, text), or 0: stored specs stay */
   int load_state_idx; /* load_state(text) -> ctx.state, or 0 */
   int templates_idx;  /* spec text without its id -> template */
-  mb_trigger **protos;  /* the templates' triggers, copied per job */
-  size_t nprotos;
+  /* What jobs sharing a template share, besides its spec table: */
+  struct revive_template {
+    mb_trigger *trigger;  /* copied per job */
+    char *trigger_id;     /* its identity (trigger_identity) */
+    mb_job_policy policy;
+  } *templates;
+  size_t ntemplates;
   int restored, removed, interrupted;
   /* Schedules to put back once interrupted runs have been retried, so
    * that a one-shot job waiting on that retry is not taken for done. */
@@ -1127,7 +1134,7 @@ typedef struct restore_ctx {
     mb_job *job;
     mb_time next, last;
   } *schedules;
-  size_t nschedules;
+  size_t nschedules, schedules_cap;
 } restore_ctx;
 
 static bool same_text(const char *a, const char *b) {
@@ -1135,14 +1142,17 @@ static bool same_text(const char *a, const char *b) {
 }
 
 /* A copy of the table at idx, with nested tables copied too (a spec
- * holds plain data, functions and its policy: no cycles). */
-static void push_copy(lua_State *L, int idx) {
+ * holds plain data and functions: no cycles), but for a spec's policy,
+ * which is replaced and never changed in place. */
+static void push_copy(lua_State *L, int idx, int nrec) {
   idx = lua_absindex(L, idx);
-  lua_createtable(L, 0, 12);
+  lua_createtable(L, 0, nrec);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_type(L, -1) == LUA_TTABLE) {
-      push_copy(L, -1);
+    if (lua_type(L, -1) == LUA_TTABLE &&
+        !(lua_type(L, -2) == LUA_TSTRING &&
+          strcmp(lua_tostring(L, -2), "policy") == 0)) {
+      push_copy(L, -1, 0);
       lua_replace(L, -2);
     }
     lua_pushvalue(L, -2);
@@ -1155,7 +1165,8 @@ static void push_copy(lua_State *L, int idx) {
  * over); its definition is kept as the store's text. NULL, logged, when
  * the scheduler refuses it. */
 static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
-                           const char *text) {
+                           const char *text,
+                           const struct revive_template *tpl) {
   host *h = c->h;
   lua_State *L = c->L;
   norm_idx = lua_absindex(L, norm_idx);
@@ -1164,7 +1175,10 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
   lua_getfield(L, norm_idx, "paused");
   lua_getfield(L, norm_idx, "policy");
   mb_job_policy policy;
-  read_policy(L, -1, &policy);
+  if (tpl)
+    policy = tpl->policy;
+  else
+    read_policy(L, -1, &policy);
   const char *id = lua_tostring(L, -4);
   lua_pushvalue(L, norm_idx);
   int ref = mb_ref(L);
@@ -1187,6 +1201,8 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
   job->rec.pruned_at = mb_clock_now(h->clock);
   set_string(&job->rec.spec, text);
   job->rec.memory_only = false;
+  if (tpl && !job->rec.trigger_id)
+    job->rec.trigger_id = mb_xstrdup(tpl->trigger_id);
   mb_job_unref(job);
   return job;
 }
@@ -1213,16 +1229,17 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
     key_idx = lua_gettop(L);
     lua_pushvalue(L, key_idx);
     mb_trigger *t = NULL;
+    struct revive_template *tpl = NULL;
     if (lua_rawget(L, c->templates_idx) == LUA_TTABLE) {
       lua_rawgeti(L, -1, 2);
-      mb_trigger *proto = c->protos[lua_tointeger(L, -1) - 1];
+      tpl = &c->templates[lua_tointeger(L, -1) - 1];
       lua_pop(L, 1);
       mb_err err = {0};
-      t = mb_trigger_copy(proto, mb_clock_now(c->h->clock), &err);
+      t = mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err);
     }
     if (t) {
       lua_rawgeti(L, -1, 1);
-      push_copy(L, -1);
+      push_copy(L, -1, 12);
       lua_pushstring(L, st->job_id);
       lua_setfield(L, -2, "id");
       lua_rawgeti(L, -3, 3);
@@ -1231,7 +1248,7 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
         lua_setfield(L, -3, "name");
       }
       lua_pop(L, 1);
-      mb_job *job = add_revived(c, -1, t, st->spec);
+      mb_job *job = add_revived(c, -1, t, st->spec, tpl);
       lua_settop(L, key_idx - 1);
       return job;
     }
@@ -1261,21 +1278,27 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
       proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
     }
     if (proto) {
+      c->templates = mb_xrealloc(c->templates,
+                                 (c->ntemplates + 1) * sizeof *c->templates);
+      struct revive_template *tpl = &c->templates[c->ntemplates++];
+      tpl->trigger = proto;
+      tpl->trigger_id = new_trigger_identity(proto);
+      lua_getfield(L, base, "policy");
+      read_policy(L, -1, &tpl->policy);
+      lua_pop(L, 1);
       lua_pushvalue(L, key_idx);
-      lua_createtable(L, 3, 0);
-      push_copy(L, base);
+      lua_createtable(L, 2, 0);
+      push_copy(L, base, 12);
       lua_pushnil(L);
       lua_setfield(L, -2, "trigger");
       lua_rawseti(L, -2, 1);
-      c->protos = mb_xrealloc(c->protos, (c->nprotos + 1) * sizeof *c->protos);
-      c->protos[c->nprotos++] = proto;
-      lua_pushinteger(L, (lua_Integer)c->nprotos);
+      lua_pushinteger(L, (lua_Integer)c->ntemplates);
       lua_rawseti(L, -2, 2);
       lua_pushboolean(L, lua_toboolean(L, base + 3));
       lua_rawseti(L, -2, 3);
       lua_rawset(L, c->templates_idx);
     }
-    job = add_revived(c, base, t, keep);
+    job = add_revived(c, base, t, keep, NULL);
   }
   lua_settop(L, key_idx ? key_idx - 1 : base - 1);
   return job;
@@ -1355,8 +1378,11 @@ static void restore_one(const mb_job_state *st, void *data) {
   /* The same trigger: the schedule carries over, overdue fires and all;
    * a changed one keeps the next fire just computed. */
   if (same_trigger) {
-    c->schedules = mb_xrealloc(c->schedules,
-                               (c->nschedules + 1) * sizeof *c->schedules);
+    if (c->nschedules == c->schedules_cap) {
+      c->schedules_cap = c->schedules_cap ? 2 * c->schedules_cap : 64;
+      c->schedules = mb_xrealloc(c->schedules,
+                                 c->schedules_cap * sizeof *c->schedules);
+    }
     c->schedules[c->nschedules++] =
       (struct pending_schedule){job, st->next_fire, st->last_fire};
     mb_job_ref(job);
@@ -1426,8 +1452,11 @@ static int sched_restore(lua_State *L) {
       mb_job_unref(job);
     }
     free(c.schedules);
-    for (size_t i = 0; i < c.nprotos; i++) mb_trigger_free(c.protos[i]);
-    free(c.protos);
+    for (size_t i = 0; i < c.ntemplates; i++) {
+      mb_trigger_free(c.templates[i].trigger);
+      free(c.templates[i].trigger_id);
+    }
+    free(c.templates);
     if (rc < 0) {
       lua_pushnil(L);
       lua_pushstring(L, err.msg);
