@@ -565,6 +565,11 @@ size_t mb_cron_describe(const mb_cron *c, char *buf, size_t n) {
 
 static void unshare(mb_cron *c);
 
+mb_cron *mb_cron_hold(mb_cron *c) {
+  c->refs++;
+  return c;
+}
+
 void mb_cron_free(mb_cron *c) {
   if (!c || --c->refs > 0) return;
   if (c->key) unshare(c);

@@ -72,6 +72,10 @@ mb_cron *mb_cron_shared_fields(const char *const fields[MB_CRON_NFIELDS],
 mb_cron *mb_cron_shared_crontab(const char *expr, int gap, int repeat,
                                 mb_err *err);
 
+/* One more holder of c (a copy of a trigger shares its expression);
+ * returns c. */
+mb_cron *mb_cron_hold(mb_cron *c);
+
 /* Drops a holder of c, freeing it with the last; NULL is fine. */
 void mb_cron_free(mb_cron *c);
 

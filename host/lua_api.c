@@ -23,6 +23,7 @@
 #include "repl.h"
 #include "run.h"
 #include "sched.h"
+#include "spec_text.h"
 #include "sqlite.h"
 #include "store.h"
 #include "trigger.h"
@@ -67,6 +68,7 @@ typedef struct host {
   mb_time last_age_prune;
   char last_store_error[256];
   int state_ref;             /* Lua function serialising ctx.state */
+  const char *restoring_id;  /* the job sched:restore is putting back */
   char hostname[256];
   struct host *prev_current;
 } host;
@@ -196,21 +198,24 @@ static void mark_dirty(host *h, mb_job *job) {
   h->dirty[h->ndirty++] = job;
 }
 
-/* A trigger's identity across restarts: its description and zone,
- * worked out once per trigger (every save needs it). */
+/* A trigger's identity across restarts: its description and zone. */
+static char *new_trigger_identity(const mb_trigger *t) {
+  char desc[512];
+  size_t len = mb_trigger_describe(t, desc, sizeof desc);
+  if (len >= sizeof desc) len = sizeof desc - 1;
+  const char *zone = mb_tz_name(mb_trigger_tz(t));
+  size_t zlen = strlen(zone);
+  char *id = mb_xmalloc(len + zlen + 2);
+  memcpy(id, desc, len);
+  id[len] = '@';
+  memcpy(id + len + 1, zone, zlen + 1);
+  return id;
+}
+
+/* Worked out once per trigger: every save needs it. */
 static const char *trigger_identity(mb_job *job) {
-  if (!job->rec.trigger_id) {
-    char desc[512];
-    size_t len = mb_trigger_describe(job->trigger, desc, sizeof desc);
-    if (len >= sizeof desc) len = sizeof desc - 1;
-    const char *zone = mb_tz_name(mb_trigger_tz(job->trigger));
-    size_t zlen = strlen(zone);
-    char *id = mb_xmalloc(len + zlen + 2);
-    memcpy(id, desc, len);
-    id[len] = '@';
-    memcpy(id + len + 1, zone, zlen + 1);
-    job->rec.trigger_id = id;
-  }
+  if (!job->rec.trigger_id)
+    job->rec.trigger_id = new_trigger_identity(job->trigger);
   return job->rec.trigger_id;
 }
 
@@ -289,6 +294,11 @@ static void record_event(host *h, const mb_event *ev) {
     mb_store_save_run(h->store, &run);
   }
   if (!job) return;
+  /* Adding or pausing the job restore puts back leaves its row as it
+   * was: restore_one saves it if restoring changed the row. */
+  if ((ev->kind == MB_EV_ADDED || ev->kind == MB_EV_PAUSED) &&
+      h->restoring_id && strcmp(ev->job_id, h->restoring_id) == 0)
+    return;
   if (status) job->rec.unpruned++;
   struct mb_job_record *rec = &job->rec;
   switch (ev->kind) {
@@ -1110,9 +1120,19 @@ static int sched_get_runs(lua_State *L) {
 
 typedef struct restore_ctx {
   host *h;
+  lua_State *L;
   bool keep_missing;
-  lua_State *only_L;  /* restore only the ids in the set at only_idx */
-  int only_idx;
+  int only_idx;       /* a set of ids to restore alone, or 0: all */
+  int revive_idx;     /* revive(id, text), or 0: stored specs stay */
+  int load_state_idx; /* load_state(text) -> ctx.state, or 0 */
+  int templates_idx;  /* spec text without its id -> template */
+  /* What jobs sharing a template share, besides its spec table: */
+  struct revive_template {
+    mb_trigger *trigger;  /* copied per job */
+    char *trigger_id;     /* its identity (trigger_identity) */
+    mb_job_policy policy;
+  } *templates;
+  size_t ntemplates;
   int restored, removed, interrupted;
   /* Schedules to put back once interrupted runs have been retried, so
    * that a one-shot job waiting on that retry is not taken for done. */
@@ -1120,20 +1140,205 @@ typedef struct restore_ctx {
     mb_job *job;
     mb_time next, last;
   } *schedules;
-  size_t nschedules;
+  size_t nschedules, schedules_cap;
 } restore_ctx;
+
+static bool same_text(const char *a, const char *b) {
+  return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* A copy of the table at idx, with nested tables copied too (a spec
+ * holds plain data and functions: no cycles), but for a spec's policy,
+ * which is replaced and never changed in place. */
+static void push_copy(lua_State *L, int idx, int nrec) {
+  idx = lua_absindex(L, idx);
+  lua_createtable(L, 0, nrec);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -1) == LUA_TTABLE &&
+        !(lua_type(L, -2) == LUA_TSTRING &&
+          strcmp(lua_tostring(L, -2), "policy") == 0)) {
+      push_copy(L, -1, 0);
+      lua_replace(L, -2);
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}
+
+/* Add the job of the checked spec at norm_idx with trigger t (taken
+ * over); its definition is kept as the store's text. NULL, logged, when
+ * the scheduler refuses it. */
+static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
+                           const char *text,
+                           const struct revive_template *tpl) {
+  host *h = c->h;
+  lua_State *L = c->L;
+  norm_idx = lua_absindex(L, norm_idx);
+  lua_getfield(L, norm_idx, "id");
+  lua_getfield(L, norm_idx, "name");
+  lua_getfield(L, norm_idx, "paused");
+  lua_getfield(L, norm_idx, "policy");
+  mb_job_policy policy;
+  if (tpl)
+    policy = tpl->policy;
+  else
+    read_policy(L, -1, &policy);
+  const char *id = lua_tostring(L, -4);
+  lua_pushvalue(L, norm_idx);
+  int ref = mb_ref(L);
+  mb_job *job;
+  mb_err err = {0};
+  if (mb_sched_add_job(h->sched, id, lua_tostring(L, -3), NULL, t, &policy,
+                       false, lua_toboolean(L, -2), ref, &job, &err) < 0) {
+    mb_unref(L, ref);
+    mb_log_field f[] = {MB_LS("job", id), MB_LS("error", err.msg)};
+    mb_log(MB_LOG_ERROR, "stored job could not be added back", f, 2);
+    lua_pop(L, 4);
+    return NULL;
+  }
+  lua_pop(L, 4);
+  /* A listener of the added event may have removed it already. */
+  if (job->removed) {
+    mb_job_unref(job);
+    return NULL;
+  }
+  job->rec.pruned_at = mb_clock_now(h->clock);
+  set_string(&job->rec.spec, text);
+  job->rec.memory_only = false;
+  if (tpl && !job->rec.trigger_id)
+    job->rec.trigger_id = mb_xstrdup(tpl->trigger_id);
+  mb_job_unref(job);
+  return job;
+}
+
+/* The job of a stored spec whose id no file declares, added back. Specs
+ * that differ only in their id share one validation: the first is
+ * checked in Lua (revive), the rest copy its result with their own id,
+ * name and a copy of its trigger, checked again now. */
+static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
+  lua_State *L = c->L;
+  mb_spec_id where;
+  bool keyed = mb_spec_text_find_id(st->spec, &where) &&
+               where.id_len == strlen(st->job_id) &&
+               memcmp(st->spec + where.id_start, st->job_id,
+                      where.id_len) == 0 &&
+               !strpbrk(st->job_id, " \t\n\v\f\r");
+  int key_idx = 0;
+  if (keyed) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, st->spec, where.entry_start);
+    luaL_addstring(&b, st->spec + where.entry_end);
+    luaL_pushresult(&b);
+    key_idx = lua_gettop(L);
+    lua_pushvalue(L, key_idx);
+    mb_trigger *t = NULL;
+    struct revive_template *tpl = NULL;
+    if (lua_rawget(L, c->templates_idx) == LUA_TTABLE) {
+      lua_rawgeti(L, -1, 2);
+      tpl = &c->templates[lua_tointeger(L, -1) - 1];
+      lua_pop(L, 1);
+      mb_err err = {0};
+      t = mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err);
+    }
+    if (t) {
+      lua_rawgeti(L, -1, 1);
+      push_copy(L, -1, 12);
+      lua_pushstring(L, st->job_id);
+      lua_setfield(L, -2, "id");
+      lua_rawgeti(L, -3, 3);
+      if (!lua_toboolean(L, -1)) {
+        lua_pushstring(L, st->job_id);
+        lua_setfield(L, -3, "name");
+      }
+      lua_pop(L, 1);
+      mb_job *job = add_revived(c, -1, t, st->spec, tpl);
+      lua_settop(L, key_idx - 1);
+      return job;
+    }
+    lua_pop(L, 1);
+  }
+  /* The long way: revive(id, text) -> norm, text to keep, reusable,
+   * named; or nothing when it cannot come back (it said why). */
+  lua_pushvalue(L, c->revive_idx);
+  lua_pushstring(L, st->job_id);
+  lua_pushstring(L, st->spec);
+  int base = lua_gettop(L) - 2;
+  mb_job *job = NULL;
+  if (lua_pcall(L, 2, 4, 0) != LUA_OK) {
+    mb_log_field f[] = {MB_LS("job", st->job_id),
+                        MB_LS("error", lua_tostring(L, -1))};
+    mb_log(MB_LOG_ERROR, "stored job could not be added back", f, 2);
+  } else if (lua_istable(L, base)) {
+    const char *keep = lua_tostring(L, base + 1);
+    bool reusable = keyed && lua_toboolean(L, base + 2) &&
+                    same_text(keep, st->spec);
+    lua_getfield(L, base, "trigger");
+    mb_trigger *t = take_trigger(L, -1);
+    lua_pop(L, 1);
+    mb_trigger *proto = NULL;
+    if (reusable) {
+      mb_err err = {0};
+      proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
+    }
+    if (proto) {
+      c->templates = mb_xrealloc(c->templates,
+                                 (c->ntemplates + 1) * sizeof *c->templates);
+      struct revive_template *tpl = &c->templates[c->ntemplates++];
+      tpl->trigger = proto;
+      tpl->trigger_id = new_trigger_identity(proto);
+      lua_getfield(L, base, "policy");
+      read_policy(L, -1, &tpl->policy);
+      lua_pop(L, 1);
+      lua_pushvalue(L, key_idx);
+      lua_createtable(L, 2, 0);
+      push_copy(L, base, 12);
+      lua_pushnil(L);
+      lua_setfield(L, -2, "trigger");
+      lua_rawseti(L, -2, 1);
+      lua_pushinteger(L, (lua_Integer)c->ntemplates);
+      lua_rawseti(L, -2, 2);
+      lua_pushboolean(L, lua_toboolean(L, base + 3));
+      lua_rawseti(L, -2, 3);
+      lua_rawset(L, c->templates_idx);
+    }
+    job = add_revived(c, base, t, keep, NULL);
+  }
+  lua_settop(L, key_idx ? key_idx - 1 : base - 1);
+  return job;
+}
+
+/* ctx.state as the store kept it, back in the job's spec. */
+static void load_state(restore_ctx *c, mb_job *job) {
+  lua_State *L = c->L;
+  if (!c->load_state_idx || !job->rec.state || job->lua_ref == LUA_NOREF)
+    return;
+  lua_pushvalue(L, c->load_state_idx);
+  lua_pushstring(L, job->rec.state);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "state");
+  }
+  lua_pop(L, 1);
+}
 
 static void restore_one(const mb_job_state *st, void *data) {
   restore_ctx *c = data;
   host *h = c->h;
-  if (c->only_L) {
-    lua_getfield(c->only_L, c->only_idx, st->job_id);
-    bool wanted = lua_toboolean(c->only_L, -1);
-    lua_pop(c->only_L, 1);
+  if (c->only_idx) {
+    lua_getfield(c->L, c->only_idx, st->job_id);
+    bool wanted = lua_toboolean(c->L, -1);
+    lua_pop(c->L, 1);
     if (!wanted) return;
   }
   mb_job *job = mb_sched_get_job(h->sched, st->job_id);
+  h->restoring_id = st->job_id;
+  if (!job && st->spec && c->revive_idx) job = revive(c, st);
   if (!job) {
+    h->restoring_id = NULL;
     /* No file declares it any more: it goes, its history stays. Unless
      * a file failed to load: it may be the one that declares it. */
     if (!c->keep_missing) {
@@ -1154,6 +1359,7 @@ static void restore_one(const mb_job_state *st, void *data) {
   rec->last_duration = st->last_duration;
   set_string(&rec->last_error, st->last_error);
   set_string(&rec->state, st->state);
+  load_state(c, job);
   const char *trigger = trigger_identity(job);
   mb_job_ref(job);
   if (st->paused) {
@@ -1164,16 +1370,30 @@ static void restore_one(const mb_job_state *st, void *data) {
     mb_fire fire = {st->retry_scheduled, st->retry_attempt};
     mb_sched_retry(h->sched, job, st->retry_due, &fire);
   }
+  h->restoring_id = NULL;
+  /* The row is written again only when restoring changed what it says:
+   * the counts, last run and state were copied from it; the rest is
+   * compared here, and the schedule once it is back. */
+  bool same_trigger = st->trigger && strcmp(st->trigger, trigger) == 0;
+  bool changed = !same_trigger || job->paused != st->paused ||
+                 !same_text(rec->spec, st->spec) ||
+                 job->retry_due != st->retry_due ||
+                 (st->retry_due != MB_TIME_NONE &&
+                  (job->retry_fire.attempt != st->retry_attempt ||
+                   job->retry_fire.scheduled != st->retry_scheduled));
   /* The same trigger: the schedule carries over, overdue fires and all;
    * a changed one keeps the next fire just computed. */
-  if (st->trigger && strcmp(st->trigger, trigger) == 0) {
-    c->schedules = mb_xrealloc(c->schedules,
-                               (c->nschedules + 1) * sizeof *c->schedules);
+  if (same_trigger) {
+    if (c->nschedules == c->schedules_cap) {
+      c->schedules_cap = c->schedules_cap ? 2 * c->schedules_cap : 64;
+      c->schedules = mb_xrealloc(c->schedules,
+                                 c->schedules_cap * sizeof *c->schedules);
+    }
     c->schedules[c->nschedules++] =
       (struct pending_schedule){job, st->next_fire, st->last_fire};
     mb_job_ref(job);
   }
-  mark_dirty(h, job);
+  if (changed) mark_dirty(h, job);
   mb_job_unref(job);
   c->restored++;
 }
@@ -1195,33 +1415,54 @@ static void interrupted_one(const mb_run_record *r, void *data) {
                         "the process running it stopped before it finished");
 }
 
-/* sched:restore{keep_missing, only} -> {restored, removed, interrupted}:
- * after the job files are loaded, take back what the store kept. only:
- * a set of job ids, jobs a reload added, to restore alone (interrupted
- * runs were dealt with at start). */
+static int optional_function(lua_State *L, int how, const char *key) {
+  if (lua_getfield(L, how, key) == LUA_TFUNCTION) return lua_gettop(L);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* sched:restore{keep_missing, only, revive, load_state} -> {restored,
+ * removed, interrupted}: after the job files are loaded, take back what
+ * the store kept, in one pass over it. only: a set of job ids, jobs a
+ * reload added, to restore alone (interrupted runs were dealt with at
+ * start). revive(id, text) -> norm, text, reusable, named: a stored
+ * spec whose id no file declares, checked (see revive above).
+ * load_state(text) -> table: a saved ctx.state. */
 static int sched_restore(lua_State *L) {
   host *h = check_host(L, 1);
-  restore_ctx c = {h, false, NULL, 0, 0, 0, 0, NULL, 0};
+  restore_ctx c = {.h = h, .L = L};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "keep_missing");
     c.keep_missing = lua_toboolean(L, -1);
     if (lua_getfield(L, 2, "only") == LUA_TTABLE) {
-      c.only_L = L;
       c.only_idx = lua_gettop(L);
       c.keep_missing = true;
     }
+    c.revive_idx = optional_function(L, 2, "revive");
+    c.load_state_idx = optional_function(L, 2, "load_state");
   }
+  lua_newtable(L);
+  c.templates_idx = lua_gettop(L);
   if (h->store) {
     mb_err err = {0};
     int rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
-    if (rc == 0 && !c.only_L)
+    if (rc == 0 && !c.only_idx)
       rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
     for (size_t i = 0; i < c.nschedules; i++) {
       struct pending_schedule *p = &c.schedules[i];
-      mb_sched_restore_job(h->sched, p->job, p->next, p->last);
-      mb_job_unref(p->job);
+      mb_job *job = p->job;
+      mb_sched_restore_job(h->sched, job, p->next, p->last);
+      if (!job->removed &&
+          (job->next_fire != p->next || job->last_fire != p->last))
+        mark_dirty(h, job);
+      mb_job_unref(job);
     }
     free(c.schedules);
+    for (size_t i = 0; i < c.ntemplates; i++) {
+      mb_trigger_free(c.templates[i].trigger);
+      free(c.templates[i].trigger_id);
+    }
+    free(c.templates);
     if (rc < 0) {
       lua_pushnil(L);
       lua_pushstring(L, err.msg);
@@ -1289,28 +1530,6 @@ static int sched_set_job_spec(lua_State *L) {
   job->rec.memory_only = lua_toboolean(L, 4);
   if (h->store) mark_dirty(h, job);
   lua_pushboolean(L, 1);
-  return 1;
-}
-
-static void collect_spec(const mb_job_state *st, void *data) {
-  lua_State *L = data;
-  if (!st->spec) return;
-  lua_pushstring(L, st->spec);
-  lua_setfield(L, -2, st->job_id);
-}
-
-/* sched:stored_specs() -> {id = text}: jobs added at run time that the
- * store kept. */
-static int sched_stored_specs(lua_State *L) {
-  host *h = check_host(L, 1);
-  lua_newtable(L);
-  if (!h->store) return 1;
-  mb_err err = {0};
-  if (mb_store_load_jobs(h->store, collect_spec, L, &err) < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err.msg);
-    return 2;
-  }
   return 1;
 }
 
@@ -2089,7 +2308,6 @@ static const luaL_Reg sched_methods[] = {
   {"set_retention", sched_set_retention},
   {"store_limit_pages", sched_store_limit_pages},
   {"set_job_spec", sched_set_job_spec},
-  {"stored_specs", sched_stored_specs},
   {"store_stats", sched_store_stats},
   {"set_policy", sched_set_policy},
   {"set_event_handler", sched_set_event_handler},

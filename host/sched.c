@@ -32,6 +32,7 @@ struct mb_sched {
   bool stopped;
   bool closing;  /* jobs leave with the scheduler: no removed events */
   mb_timer timer;
+  mb_time timer_for;  /* the next fire the timer was started for */
   pending_fire *pending;
 };
 
@@ -179,12 +180,17 @@ static void queue(mb_sched *s, mb_job *j) {
   up(s, s->len - 1);
 }
 
-/* One timer for the earliest fire. */
+/* One timer for the earliest fire. An earliest fire that did not change
+ * keeps its timer: adding a million jobs behind a due one would
+ * otherwise restart it, and set the kernel's timer, a million times. */
 static void rearm(mb_sched *s) {
   if (s->len == 0 || s->stopped) {
     mb_timer_stop(s->clock, &s->timer);
     return;
   }
+  if (mb_timer_active(&s->timer) && s->heap[0]->next_fire == s->timer_for)
+    return;
+  s->timer_for = s->heap[0]->next_fire;
   mb_time delay = s->heap[0]->next_fire - mb_clock_now(s->clock);
   mb_timer_start(s->clock, &s->timer, delay > 0 ? delay : 0);
 }
@@ -314,6 +320,8 @@ static void on_jump(mb_clock *clock, mb_time delta, void *data) {
     queue(s, jobs[i]);
   }
   free(jobs);
+  /* The same next fire is now another delay away. */
+  mb_timer_stop(s->clock, &s->timer);
   rearm(s);
 }
 

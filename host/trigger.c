@@ -67,15 +67,9 @@ static void end_in_past(const mb_trigger_spec *s, mb_err *err) {
              mb_time_format(s->end, s->tz, when, sizeof when));
 }
 
-mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
-                           mb_err *err) {
-  mb_trigger *t = mb_xmalloc(sizeof *t);
-  t->spec = *spec;
+/* t, or NULL (t freed) when it cannot fire after now. */
+static mb_trigger *fireable(mb_trigger *t, mb_time now, mb_err *err) {
   mb_trigger_spec *s = &t->spec;
-  if (!s->tz) s->tz = mb_tz_utc();
-  t->anchored = s->start != MB_TIME_NONE;
-  if (s->kind == MB_TRIGGER_INTERVAL && !t->anchored)
-    s->start = now + s->interval;
   if (s->kind != MB_TRIGGER_DATE && s->start != MB_TIME_NONE &&
       s->end != MB_TIME_NONE && s->end < s->start) {
     mb_err_set(err, MB_EINVAL, "end_date: is before start_date");
@@ -98,6 +92,25 @@ mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
     return NULL;
   }
   return t;
+}
+
+mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
+                           mb_err *err) {
+  mb_trigger *t = mb_xmalloc(sizeof *t);
+  t->spec = *spec;
+  mb_trigger_spec *s = &t->spec;
+  if (!s->tz) s->tz = mb_tz_utc();
+  t->anchored = s->start != MB_TIME_NONE;
+  if (s->kind == MB_TRIGGER_INTERVAL && !t->anchored)
+    s->start = now + s->interval;
+  return fireable(t, now, err);
+}
+
+mb_trigger *mb_trigger_copy(const mb_trigger *t, mb_time now, mb_err *err) {
+  mb_trigger *copy = mb_xmalloc(sizeof *copy);
+  *copy = *t;
+  if (copy->spec.cron) mb_cron_hold(copy->spec.cron);
+  return fireable(copy, now, err);
 }
 
 int mb_trigger_kind(const mb_trigger *t) { return t->spec.kind; }

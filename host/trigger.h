@@ -33,6 +33,11 @@ typedef struct mb_trigger_spec {
 mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
                            mb_err *err);
 
+/* A trigger made from the same spec as t, checked again at now as
+ * mb_trigger_new checks (a cron whose end_date has passed since fails
+ * alike). An interval keeps t's grid. */
+mb_trigger *mb_trigger_copy(const mb_trigger *t, mb_time now, mb_err *err);
+
 /* The next fire after prev (MB_TIME_NONE: the first fire) as seen at
  * now, or MB_TIME_NONE when the trigger is done. Overdue fires are
  * returned too: the caller decides what to do with them. */

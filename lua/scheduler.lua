@@ -181,29 +181,37 @@ function M.new(sched, opts)
     return runs
   end
 
-  -- After the job files are loaded: take back what the store kept.
+  -- A stored spec whose id no file declares, checked as add_job checks
+  -- it, for sched:restore to add: the normalised spec, the text to keep,
+  -- whether jobs whose specs differ only in their id may reuse this
+  -- check (not when the trigger depends on the moment it is made), and
+  -- whether the spec names the job. Nothing when it cannot come back.
+  local function revive(id, text)
+    local spec = state_codec.deserialize(text)
+    local norm, err = validate.job(sched, spec, { defaults = st.defaults })
+    local kept
+    if norm then kept, err = persistent_spec(spec) end
+    if not kept then
+      core.log("error", "stored job could not be added back",
+        { job = id, error = tostring(err) })
+      return nil
+    end
+    local trigger = spec.trigger
+    local kind = type(trigger) == "table" and trigger[1]
+    local reusable = type(trigger) == "string" or kind == "cron"
+      or (kind == "date" and trigger.delay == nil)
+      or (kind == "interval" and trigger.start_date ~= nil)
+    return norm, kept, reusable, spec.name ~= nil
+  end
+
+  -- After the job files are loaded: take back what the store kept, in
+  -- one pass over it. Jobs added at run time with a run reference come
+  -- back through revive; every job gets its saved ctx.state.
   function api.restore(how)
-    -- Jobs added at run time with a run reference come back first.
-    local specs = sched:stored_specs()
-    for id, text in pairs(specs) do
-      if not sched:get_job(id) then
-        local spec = state_codec.deserialize(text)
-        local ok, aerr = pcall(api.add_job, spec)
-        if not ok then
-          core.log("error", "stored job could not be added back",
-            { job = id, error = tostring(aerr) })
-        end
-      end
-    end
-    local summary, err = sched:restore(how)
+    local args = { revive = revive, load_state = state_codec.deserialize }
+    for k, v in pairs(how or {}) do args[k] = v end
+    local summary, err = sched:restore(args)
     if not summary then error(err, 2) end
-    for _, job in ipairs(sched:get_jobs()) do
-      local text = job.saved_state
-      if text then
-        local value = state_codec.deserialize(text)
-        if value then sched:job_spec(job).state = value end
-      end
-    end
     return summary
   end
 

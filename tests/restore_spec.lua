@@ -1,0 +1,146 @@
+-- Restoring jobs added at run time: many stored specs that differ only
+-- in their id share one check and still come back as jobs of their own;
+-- rows that restoring leaves as they were are not written again.
+local harness = require "tests.harness"
+local support = require "tests.support"
+
+-- The functions these jobs run by reference; a spec may take one away.
+local jobs = {}
+package.preload["restore_jobs"] = function() return jobs end
+
+local function reset_jobs()
+  for k in pairs(jobs) do jobs[k] = nil end
+  jobs.calls = {}
+  function jobs.note(ctx, label, opts)
+    jobs.calls[#jobs.calls + 1] = { ctx.job_id, label, opts and opts.tag }
+  end
+  function jobs.bump(ctx)
+    ctx.state.n = (ctx.state.n or 0) + 1
+    ctx.state.who = ctx.job_id
+  end
+end
+
+describe("restoring stored jobs", function()
+  local dir, db
+  before_each(function()
+    dir = support.tempdir()
+    db = dir .. "/m.db"
+    reset_jobs()
+  end)
+  after_each(function() support.remove_tree(dir) end)
+
+  local function add_many(h, ids, extra)
+    for _, id in ipairs(ids) do
+      local spec = { id = id, trigger = { "cron", minute = "*/5" },
+        run = "restore_jobs.note", args = { "hello" }, kwargs = { tag = "t" } }
+      for k, v in pairs(extra or {}) do spec[k] = v end
+      h.scheduler.add_job(spec)
+    end
+  end
+
+  it("brings back jobs that differ only in their id, each with its own id, name, args and schedule", function()
+    local h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    add_many(h, { "a1", "a2", "a3" })
+    h.scheduler.add_job { id = "named", name = "A name", trigger = { "cron", minute = "*/5" },
+      run = "restore_jobs.note", args = { "hello" }, kwargs = { tag = "t" } }
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:02:00Z" }
+    local summary = h.scheduler.restore()
+    assert.equal(4, summary.restored)
+    for _, id in ipairs { "a1", "a2", "a3" } do
+      local job = h.scheduler.get_job(id)
+      assert.equal(id, job.id)
+      assert.equal(id, job.name)
+      assert.equal(harness.time("2026-01-01 00:05"), job.next_run_time)
+    end
+    assert.equal("A name", h.scheduler.get_job("named").name)
+    local a1 = h.core:job_spec(h.scheduler.get_job("a1"))
+    local a2 = h.core:job_spec(h.scheduler.get_job("a2"))
+    assert.are_not.equal(a1.args, a2.args)
+    assert.are_not.equal(a1.kwargs, a2.kwargs)
+    a1.kwargs.tag = "changed"
+    h:advance("4m")
+    h:close()
+    table.sort(jobs.calls, function(x, y) return x[1] < y[1] end)
+    assert.same({ { "a1", "hello", "changed" }, { "a2", "hello", "t" },
+      { "a3", "hello", "t" }, { "named", "hello", "t" } }, jobs.calls)
+  end)
+
+  it("keeps an id inside a job's data apart from the job's own", function()
+    local h = harness.new { db = db }
+    add_many(h, { "n1", "n2" }, { args = { { id = "n1" }, "x" } })
+    h:close()
+    h = harness.new { db = db }
+    h.scheduler.restore()
+    for _, id in ipairs { "n1", "n2" } do
+      local spec = h.core:job_spec(h.scheduler.get_job(id))
+      assert.equal(id, spec.id)
+      assert.same({ { id = "n1" }, "x", n = 2 }, spec.args)
+    end
+    h:close()
+  end)
+
+  it("writes no row that restoring leaves as it was, and loses nothing by it", function()
+    local h = harness.new { db = db }
+    add_many(h, { "r1", "r2", "r3" })
+    h.scheduler.add_job { id = "paused", trigger = { "interval", minutes = 7 },
+      run = "restore_jobs.note" }
+    h:advance("11m")
+    h.scheduler.pause_job("paused", { note = "maintenance" })
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:12:00Z" }
+    h.scheduler.restore()
+    assert.equal(0, h.core:store_stats().rows)
+    h:close()
+    -- The third start sees what the first left, through the second.
+    h = harness.new { db = db, start = "2026-01-01T00:13:00Z" }
+    h.scheduler.restore()
+    local r1 = h.scheduler.get_job("r1")
+    assert.equal(3, r1.counts.ok)
+    assert.equal(harness.time("2026-01-01 00:15"), r1.next_run_time)
+    local paused = h.scheduler.get_job("paused")
+    assert.is_nil(paused.next_run_time)
+    assert.equal("maintenance", paused.pause_note)
+    assert.equal(1, paused.counts.ok)
+    h:close()
+  end)
+
+  it("gives each job its own saved ctx.state", function()
+    local h = harness.new { db = db }
+    for _, id in ipairs { "s1", "s2" } do
+      h.scheduler.add_job { id = id, trigger = { "interval", minutes = 1 },
+        run = "restore_jobs.bump" }
+    end
+    h:advance("2m")
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:02:30Z" }
+    h.scheduler.restore()
+    for _, id in ipairs { "s1", "s2" } do
+      assert.same({ n = 2, who = id }, h.core:job_spec(h.scheduler.get_job(id)).state)
+    end
+    h:close()
+  end)
+
+  it("names each stored job whose function is gone, and drops it", function()
+    local h = harness.new { db = db }
+    add_many(h, { "g1", "g2" })
+    h:close()
+    jobs.note = nil
+    h = harness.new { db = db }
+    local summary = h.scheduler.restore()
+    assert.equal(2, summary.removed)
+    assert.is_nil(h.scheduler.get_job("g1"))
+    assert.is_nil(h.scheduler.get_job("g2"))
+    local said = h:logged("stored job could not be added back")
+    local seen = {}
+    for _, line in ipairs(said) do
+      assert.equal("error", line.level)
+      assert.equal("run: 'restore_jobs.note': module 'restore_jobs' has no function 'note'",
+        line.fields.error)
+      seen[#seen + 1] = line.fields.job
+    end
+    table.sort(seen)
+    assert.same({ "g1", "g2" }, seen)
+    h:close()
+  end)
+end)
