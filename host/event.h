@@ -4,6 +4,8 @@
 #ifndef MB_EVENT_H
 #define MB_EVENT_H
 
+#include <stdbool.h>
+
 #include "common.h"
 
 #define MB_EVENT_KINDS(X)                 \
@@ -45,6 +47,7 @@ typedef struct mb_event {
   const char *reason;      /* missed, skipped, buffered, cancelled: why */
   const char *detail;      /* added, modified: the trigger described */
   const char *log_tail;    /* a run's end: the last lines it logged */
+  bool manual;             /* a run asked for (run_job), not a fire */
 } mb_event;
 
 /* An event of kind about job_id with every optional field unset. */

@@ -62,8 +62,14 @@ typedef struct host {
   mb_store *store;
   uv_check_t flush_check;    /* commits once per loop turn (real clock) */
   bool flush_check_open;
-  mb_job **dirty;            /* jobs whose state is to be saved */
+  mb_job **dirty;            /* jobs whose state changed this turn */
   size_t ndirty, dirty_cap;
+  mb_job **stale;            /* rows behind their history (see sweep) */
+  size_t nstale, stale_cap;
+  mb_time last_sweep;        /* monotonic */
+  long long settled;         /* the run id the latest sweep settled */
+  long long closed_last_id;  /* the runner's last id, once it is freed */
+  bool final_flush;          /* closing: every row brought up to date */
   mb_retention retention;
   mb_time last_age_prune;
   char last_store_error[256];
@@ -187,16 +193,36 @@ static void push_event(lua_State *L, const mb_event *ev) {
 
 /* ---- the store: what events leave behind ---- */
 
-static void mark_dirty(host *h, mb_job *job) {
-  if (job->rec.dirty || job->removed) return;
-  job->rec.dirty = true;
-  if (h->ndirty == h->dirty_cap) {
-    h->dirty_cap = h->dirty_cap ? 2 * h->dirty_cap : 64;
-    h->dirty = mb_xrealloc(h->dirty, h->dirty_cap * sizeof *h->dirty);
+/* Job rows are written lazily. A run's record is the truth about its
+ * fire: a run that started or succeeded, a fire missed or skipped,
+ * changes nothing in the job's row that the history does not hold (its
+ * counters, last run and schedule follow from the runs after the row's
+ * checkpoint, and restore folds them back in). Such a job is only marked
+ * stale, and stale rows are written every SWEEP_EVERY, before their
+ * history is pruned, and on close. Anything else (a failure and its
+ * retry, a pause, ctx.state, a run asked for) saves the row with the
+ * turn's other writes, so that it is never apart from them. */
+#define SWEEP_EVERY (10 * MB_SEC)
+
+static void list_add(mb_job ***list, size_t *len, size_t *cap, mb_job *job) {
+  if (*len == *cap) {
+    *cap = *cap ? 2 * *cap : 64;
+    *list = mb_xrealloc(*list, *cap * sizeof **list);
   }
   mb_job_ref(job);
-  h->dirty[h->ndirty++] = job;
+  (*list)[(*len)++] = job;
 }
+
+static void touch(host *h, mb_job *job, bool must_save) {
+  if (job->removed) return;
+  if (must_save) job->rec.must_save = true;
+  if (job->rec.dirty) return;
+  job->rec.dirty = true;
+  list_add(&h->dirty, &h->ndirty, &h->dirty_cap, job);
+}
+
+/* Its row is to be written with this turn's writes. */
+static void mark_dirty(host *h, mb_job *job) { touch(h, job, true); }
 
 /* A trigger's identity across restarts: its description and zone. */
 static char *new_trigger_identity(const mb_trigger *t) {
@@ -217,6 +243,11 @@ static const char *trigger_identity(mb_job *job) {
   if (!job->rec.trigger_id)
     job->rec.trigger_id = new_trigger_identity(job->trigger);
   return job->rec.trigger_id;
+}
+
+static long long last_run_id(const host *h) {
+  return h->runner ? (long long)mb_runner_last_id(h->runner)
+                   : h->closed_last_id;
 }
 
 static void save_job(host *h, mb_job *job) {
@@ -241,8 +272,15 @@ static void save_job(host *h, mb_job *job) {
     .last_error = rec->last_error,
     .state = rec->state,
     .spec = rec->spec,
+    /* Every run recorded so far is in rec: this job's runs with ids up
+     * to the latest taken are all held by this row (one in flight ends
+     * with a save of its own, see record_event). */
+    .checkpoint = last_run_id(h),
   };
   mb_store_save_job(h->store, &st);
+  job->rec.checkpoint = st.checkpoint;
+  job->rec.must_save = false;
+  job->rec.stale = false;
 }
 
 static void set_string(char **slot, const char *v) {
@@ -271,6 +309,7 @@ static void record_event(host *h, const mb_event *ev) {
     return;
   }
   const char *status = status_name(ev->kind);
+  long long run_id = 0;
   if (ev->kind == MB_EV_STARTED || status) {
     mb_run_record run = {
       .run_id = ev->run_id ? (long long)ev->run_id
@@ -292,6 +331,7 @@ static void record_event(host *h, const mb_event *ev) {
       .pid = (long long)getpid(),
     };
     mb_store_save_run(h->store, &run);
+    run_id = run.run_id;
   }
   if (!job) return;
   /* Adding or pausing the job restore puts back leaves its row as it
@@ -316,7 +356,13 @@ static void record_event(host *h, const mb_event *ev) {
     rec->last_duration = ev->duration;
     set_string(&rec->last_error, ev->error);
   }
-  mark_dirty(h, job);
+  /* What a restore can fold back in from the history: a first attempt
+   * at a trigger's fire that started or succeeded, or a fire missed or
+   * skipped, recorded after the row's checkpoint. */
+  bool foldable = ev->kind == MB_EV_STARTED || ev->kind == MB_EV_EXECUTED ||
+                  ev->kind == MB_EV_MISSED || ev->kind == MB_EV_SKIPPED;
+  touch(h, job, !foldable || ev->manual || ev->attempt > 1 ||
+                    run_id <= rec->checkpoint);
 }
 
 static void report_store_error(host *h, const mb_err *err) {
@@ -328,19 +374,49 @@ static void report_store_error(host *h, const mb_err *err) {
 }
 
 /* Commit what this turn wrote, then prune a little. */
+/* Bring every stale row up to date and say so: every row now holds
+ * every run so far, and a restore folds in only what comes after. */
+static void sweep(host *h, mb_time now_mono) {
+  h->last_sweep = now_mono;
+  for (size_t i = 0; i < h->nstale; i++) {
+    mb_job *job = h->stale[i];
+    if (job->rec.stale && !job->removed) save_job(h, job);
+    job->rec.stale = false;
+    mb_job_unref(job);
+  }
+  h->nstale = 0;
+  h->settled = last_run_id(h);
+  mb_store_settle(h->store, h->settled);
+}
+
+/* Commit what this turn wrote, then prune a little. */
 static void host_flush(host *h) {
   if (!h->store) return;
   size_t n = h->ndirty;
   for (size_t i = 0; i < n; i++) {
     mb_job *job = h->dirty[i];
     job->rec.dirty = false;
-    if (!job->removed) save_job(h, job);
+    if (job->removed) continue;
+    if (job->rec.must_save) {
+      save_job(h, job);
+    } else if (!job->rec.stale) {
+      job->rec.stale = true;
+      list_add(&h->stale, &h->nstale, &h->stale_cap, job);
+    }
   }
+  mb_time now = mb_clock_now(h->clock);
+  mb_time now_mono = mb_clock_mono(h->clock);
+  bool age_prune_all = h->retention.max_age > 0 &&
+                       now - h->last_age_prune > 3600 * MB_SEC;
+  /* Before history of every job is pruned by age, every row holds it. */
+  if (h->final_flush || age_prune_all ||
+      ((h->nstale || last_run_id(h) > h->settled) &&
+       now_mono - h->last_sweep >= SWEEP_EVERY))
+    sweep(h, now_mono);
   if (!mb_store_pending(h->store)) goto done;
   /* History beyond retention goes in small steps, for the jobs that
    * just ran; history of removed jobs ages out hourly. */
   {
-    mb_time now = mb_clock_now(h->clock);
     mb_prune *items = mb_xmalloc((n + 1) * sizeof *items);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -356,9 +432,11 @@ static void host_flush(host *h) {
       if (job->removed || (job->rec.unpruned < every && !by_age)) continue;
       job->rec.unpruned = 0;
       job->rec.pruned_at = now;
+      /* What is pruned must be held by the row first. */
+      if (job->rec.stale) save_job(h, job);
       items[k++] = (mb_prune){job->id, r};
     }
-    if (h->retention.max_age > 0 && now - h->last_age_prune > 3600 * MB_SEC) {
+    if (age_prune_all) {
       h->last_age_prune = now;
       items[k++] = (mb_prune){NULL, {0, h->retention.max_age}};
     }
@@ -538,6 +616,8 @@ static int core_new(lua_State *L) {
   h->store = store;
   if (store) {
     mb_runner_set_last_id(h->runner, (uint64_t)mb_store_last_run_id(store));
+    h->settled = mb_store_settled(store);
+    h->last_sweep = mb_clock_mono(h->clock);
     mb_runner_on_state(h->runner, save_state, h);
     if (!h->own_loop) {
       uv_check_init(h->loop, &h->flush_check);
@@ -570,7 +650,10 @@ static void host_close(host *h) {
   h->hup_ref = LUA_NOREF;
   while (h->watches) detach_watch(h->watches);
   mb_timer_stop(h->clock, &h->shutdown_timer);
+  h->closed_last_id = (long long)mb_runner_last_id(h->runner);
   mb_runner_free(h->runner);
+  h->runner = NULL;
+  h->final_flush = true;
   host_flush(h);
   mb_unref(h->L, h->state_ref);
   h->state_ref = LUA_NOREF;
@@ -581,6 +664,7 @@ static void host_close(host *h) {
   mb_store_close(h->store);
   h->store = NULL;
   free(h->dirty);
+  free(h->stale);
   mb_clock_close(h->clock);
   mb_http_loop_close(h->loop);
   mb_sqlite_loop_drain(h->loop);
@@ -1126,6 +1210,7 @@ typedef struct restore_ctx {
   int revive_idx;     /* revive(id, text), or 0: stored specs stay */
   int load_state_idx; /* load_state(text) -> ctx.state, or 0 */
   int templates_idx;  /* spec text without its id -> template */
+  int recent_idx;     /* set of ids with runs after the store settled */
   /* What jobs sharing a template share, besides its spec table: */
   struct revive_template {
     mb_trigger *trigger;  /* copied per job */
@@ -1325,6 +1410,54 @@ static void load_state(restore_ctx *c, mb_job *job) {
   lua_pop(L, 1);
 }
 
+static void add_recent(const char *job_id, void *data) {
+  restore_ctx *c = data;
+  lua_pushboolean(c->L, 1);
+  lua_setfield(c->L, c->recent_idx, job_id);
+}
+
+/* The runs of a job recorded after its row was written, folded back
+ * into what the row says (see SWEEP_EVERY). */
+typedef struct fold {
+  mb_job *job;
+  mb_time last;  /* the latest fire they account for, or MB_TIME_NONE */
+  bool any;
+} fold;
+
+static void fold_run(const mb_run_record *r, void *data) {
+  fold *f = data;
+  struct mb_job_record *rec = &f->job->rec;
+  f->any = true;
+  if (r->attempt <= 1 && r->scheduled != MB_TIME_NONE &&
+      (f->last == MB_TIME_NONE || r->scheduled > f->last))
+    f->last = r->scheduled;
+  /* A run left running is counted when it is marked interrupted. */
+  if (strcmp(r->status, "running") == 0) return;
+  rec->unpruned++;
+  const char *st = r->status;
+  bool ends_run = true;
+  if (strcmp(st, "success") == 0) {
+    rec->ok++;
+  } else if (strcmp(st, "error") == 0 || strcmp(st, "interrupted") == 0) {
+    rec->failed++;
+  } else if (strcmp(st, "timeout") == 0) {
+    rec->timed_out++;
+  } else if (strcmp(st, "cancelled") == 0) {
+    rec->cancelled++;
+  } else {
+    ends_run = false;
+    if (strcmp(st, "missed") == 0) rec->missed++;
+    if (strcmp(st, "skipped") == 0) rec->skipped++;
+  }
+  if (ends_run && r->started != MB_TIME_NONE) {
+    set_string(&rec->last_status, st);
+    rec->last_start = r->started;
+    rec->last_duration =
+      r->finished != MB_TIME_NONE ? r->finished - r->started : -1;
+    set_string(&rec->last_error, strcmp(st, "success") == 0 ? NULL : r->error);
+  }
+}
+
 static void restore_one(const mb_job_state *st, void *data) {
   restore_ctx *c = data;
   host *h = c->h;
@@ -1359,6 +1492,19 @@ static void restore_one(const mb_job_state *st, void *data) {
   rec->last_duration = st->last_duration;
   set_string(&rec->last_error, st->last_error);
   set_string(&rec->state, st->state);
+  rec->checkpoint = st->checkpoint;
+  fold f = {job, MB_TIME_NONE, false};
+  if (c->recent_idx) {
+    lua_getfield(c->L, c->recent_idx, st->job_id);
+    bool recent = lua_toboolean(c->L, -1);
+    lua_pop(c->L, 1);
+    mb_err err = {0};
+    if (recent && mb_store_runs_since(h->store, st->job_id, st->checkpoint,
+                                      fold_run, &f, &err) < 0) {
+      mb_log_field fl[] = {MB_LS("job", st->job_id), MB_LS("error", err.msg)};
+      mb_log(MB_LOG_ERROR, "store read failed", fl, 2);
+    }
+  }
   load_state(c, job);
   const char *trigger = trigger_identity(job);
   mb_job_ref(job);
@@ -1367,7 +1513,7 @@ static void restore_one(const mb_job_state *st, void *data) {
     mb_sched_pause_job(h->sched, job);
   }
   if (st->retry_due != MB_TIME_NONE) {
-    mb_fire fire = {st->retry_scheduled, st->retry_attempt};
+    mb_fire fire = {st->retry_scheduled, st->retry_attempt, false};
     mb_sched_retry(h->sched, job, st->retry_due, &fire);
   }
   h->restoring_id = NULL;
@@ -1389,11 +1535,22 @@ static void restore_one(const mb_job_state *st, void *data) {
       c->schedules = mb_xrealloc(c->schedules,
                                  c->schedules_cap * sizeof *c->schedules);
     }
-    c->schedules[c->nschedules++] =
-      (struct pending_schedule){job, st->next_fire, st->last_fire};
+    /* Fires the history says are done since the row was written are
+     * not due again. */
+    mb_time next = st->next_fire, last = st->last_fire;
+    if (f.last != MB_TIME_NONE && (last == MB_TIME_NONE || f.last > last)) {
+      last = f.last;
+      if (next != MB_TIME_NONE && next <= last)
+        next = mb_trigger_next(job->trigger, last, mb_clock_now(h->clock));
+    }
+    c->schedules[c->nschedules++] = (struct pending_schedule){job, next, last};
     mb_job_ref(job);
   }
-  if (changed) mark_dirty(h, job);
+  /* What was folded in stays to be written by the next sweep. */
+  if (changed)
+    mark_dirty(h, job);
+  else if (f.any)
+    touch(h, job, false);
   mb_job_unref(job);
   c->restored++;
 }
@@ -1410,7 +1567,7 @@ static void interrupted_one(const mb_run_record *r, void *data) {
   job->rec.failed++;
   set_string(&job->rec.last_status, "interrupted");
   mark_dirty(h, job);
-  mb_fire fire = {r->scheduled, r->attempt};
+  mb_fire fire = {r->scheduled, r->attempt, false};
   mb_runner_interrupted(h->runner, job, &fire,
                         "the process running it stopped before it finished");
 }
@@ -1445,7 +1602,13 @@ static int sched_restore(lua_State *L) {
   c.templates_idx = lua_gettop(L);
   if (h->store) {
     mb_err err = {0};
-    int rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
+    /* Rows are written lazily: the jobs with runs after the store last
+     * settled may have runs their rows do not hold. */
+    lua_newtable(L);
+    c.recent_idx = lua_gettop(L);
+    int rc = mb_store_recent_jobs(h->store, mb_store_settled(h->store),
+                                  add_recent, &c, &err);
+    if (rc == 0) rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
     if (rc == 0 && !c.only_idx)
       rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
     for (size_t i = 0; i < c.nschedules; i++) {

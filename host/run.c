@@ -170,6 +170,8 @@ void mb_runner_set_last_id(mb_runner *r, uint64_t last) {
 
 uint64_t mb_runner_take_id(mb_runner *r) { return ++r->last_id; }
 
+uint64_t mb_runner_last_id(const mb_runner *r) { return r->last_id; }
+
 /* Keep the newest TAIL_BYTES of what a run logged, whole lines. */
 static void tail_append(mb_run *run, const char *line, size_t n) {
   if (n >= TAIL_BYTES) {
@@ -277,7 +279,7 @@ static void retry_policy(mb_runner *r, mb_job *job, const mb_fire *fire,
     return;
   }
   if (!retry_wanted(r, job, kind, error, traceback, attempt)) return;
-  mb_fire next = {fire->scheduled, attempt + 1};
+  mb_fire next = {fire->scheduled, attempt + 1, fire->manual};
   mb_time due = mb_sched_now(r->sched) + retry_delay(r->sched, p, attempt);
   if (mb_sched_retry(r->sched, job, due, &next) < 0) return;
   mb_event ev = mb_event_make(MB_EV_RETRY, job->id);
@@ -390,6 +392,7 @@ static void end_run(mb_run *run, int how, const char *error,
   ev.start_time = run->started;
   ev.duration = mb_clock_mono(clock) - run->started_mono;
   ev.attempt = run->fire.attempt;
+  ev.manual = run->fire.manual;
   ev.error = error;
   ev.traceback = traceback;
   ev.reason = reason;
@@ -836,6 +839,7 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   ev.scheduled_time = fire->scheduled;
   ev.start_time = run->started;
   ev.attempt = fire->attempt;
+  ev.manual = fire->manual;
   /* A listener may cancel the run it hears of: end it, do not start it. */
   run->busy = true;
   mb_sched_emit(r->sched, &ev);
@@ -853,6 +857,7 @@ static void overlap_event(mb_runner *r, mb_job *job, const mb_fire *fire,
   mb_event ev = mb_event_make(kind, job->id);
   ev.scheduled_time = fire->scheduled;
   ev.attempt = fire->attempt;
+  ev.manual = fire->manual;
   ev.reason = reason;
   mb_sched_emit(r->sched, &ev);
 }

@@ -27,6 +27,8 @@ void mb_runner_on_state(mb_runner *r,
 void mb_runner_set_last_id(mb_runner *r, uint64_t last);
 /* A fresh run id, for fires recorded without a run (missed, skipped). */
 uint64_t mb_runner_take_id(mb_runner *r);
+/* The latest run id taken. */
+uint64_t mb_runner_last_id(const mb_runner *r);
 /* A run of job for fire died with the process that ran it: apply the
  * retry policy as for a failure of kind "interrupted". */
 void mb_runner_interrupted(mb_runner *r, mb_job *job, const mb_fire *fire,

@@ -253,7 +253,7 @@ static void fire_or_miss(mb_sched *s, mb_job *j, mb_time scheduled,
     mb_sched_emit(s, &ev);
     return;
   }
-  mb_fire fire = {scheduled, 1};
+  mb_fire fire = {scheduled, 1, false};
   s->hooks.fire(s, j, &fire, s->data);
 }
 
@@ -609,7 +609,7 @@ int mb_sched_fire_soon(mb_sched *s, mb_job *j, const mb_fire *fire) {
   p->sched = s;
   p->job = j;
   p->now = fire == NULL;
-  p->fire = fire ? *fire : (mb_fire){MB_TIME_NONE, 1};
+  p->fire = fire ? *fire : (mb_fire){MB_TIME_NONE, 1, true};
   mb_job_ref(j);
   j->pending_fires++;
   p->next = s->pending;

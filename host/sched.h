@@ -52,6 +52,7 @@ void mb_job_policy_default(mb_job_policy *p);
 typedef struct mb_fire {
   mb_time scheduled;  /* when it was due; a retry keeps its first fire's */
   int attempt;        /* 1 for a scheduled fire, 2... for retries */
+  bool manual;        /* asked for (run_job), not one of the trigger's */
 } mb_fire;
 
 /* Read-only outside sched.c, but for the fields marked otherwise. */
@@ -87,7 +88,10 @@ struct mb_job {
     char *spec;          /* added at run time: the definition, serialised */
     char *trigger_id;    /* the trigger's identity, cached; NULL: not yet */
     bool memory_only;    /* added at run time with a function: not kept */
-    bool dirty;          /* to be saved at the next flush */
+    bool dirty;          /* in the host's list for the next flush */
+    bool must_save;      /* changed beyond run outcomes: saved at the flush */
+    bool stale;          /* its row lacks run outcomes the history holds */
+    long long checkpoint;  /* its latest row holds every run up to this id */
     int unpruned;        /* runs recorded since its history was pruned */
     mb_time pruned_at;   /* when it was last pruned */
   } rec;

@@ -42,6 +42,14 @@ static const char *const migrations[] = {
   "CREATE INDEX runs_running ON runs (status) WHERE status = 'running';",
   /* 1 -> 2: jobs added at run time keep their definition. */
   "ALTER TABLE jobs ADD COLUMN spec TEXT;",
+  /* 2 -> 3: a job's row is written lazily; it says which runs it holds
+   * (checkpoint), and settled says up to which run every row holds
+   * them. Rows written before held every run. */
+  "ALTER TABLE jobs ADD COLUMN checkpoint INTEGER NOT NULL DEFAULT 0;"
+  "CREATE TABLE store_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+  "  settled INTEGER NOT NULL);"
+  "INSERT INTO store_state VALUES (1, (SELECT coalesce(max(id), 0) FROM runs));"
+  "UPDATE jobs SET checkpoint = (SELECT settled FROM store_state);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -50,7 +58,7 @@ static const char *const migrations[] = {
   "SELECT id, job_id, scheduled, started, finished, attempt, status, error," \
   " traceback, log_tail, host, pid FROM runs"
 
-enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN, OP_PRUNE };
+enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN, OP_PRUNE, OP_SETTLE };
 
 typedef struct op {
   int kind;
@@ -59,6 +67,7 @@ typedef struct op {
     mb_job_state job;
     mb_run_record run;
     char *job_id;
+    long long settled;
     struct {
       mb_prune item;  /* job_id owned */
       mb_time now;
@@ -82,6 +91,10 @@ enum {
   ST_PRUNE_COUNT,
   ST_PRUNE_AGE,
   ST_PRUNE_AGE_ALL,
+  ST_SETTLE,
+  ST_SETTLED,
+  ST_RECENT_JOBS,
+  ST_RUNS_SINCE,
   ST_BEGIN,
   ST_COMMIT,
   ST_ROLLBACK,
@@ -93,14 +106,15 @@ static const char *const statements[ST_COUNT] = {
     "INSERT INTO jobs (id, trigger, next_fire, last_fire, paused, pause_note,"
     " retry_due, retry_attempt, retry_scheduled, ok, failed, timed_out,"
     " missed, skipped, cancelled, last_status, last_start, last_duration,"
-    " last_error, state, spec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-    " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+    " last_error, state, spec, checkpoint) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+    " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,"
+    " ?22)"
     " ON CONFLICT (id) DO UPDATE SET trigger = ?2, next_fire = ?3,"
     " last_fire = ?4, paused = ?5, pause_note = ?6, retry_due = ?7,"
     " retry_attempt = ?8, retry_scheduled = ?9, ok = ?10, failed = ?11,"
     " timed_out = ?12, missed = ?13, skipped = ?14, cancelled = ?15,"
     " last_status = ?16, last_start = ?17, last_duration = ?18,"
-    " last_error = ?19, state = ?20, spec = ?21",
+    " last_error = ?19, state = ?20, spec = ?21, checkpoint = ?22",
   [ST_DELETE_JOB] = "DELETE FROM jobs WHERE id = ?1",
   [ST_SAVE_RUN] =
     "INSERT INTO runs (id, job_id, scheduled, started, finished, attempt,"
@@ -112,7 +126,7 @@ static const char *const statements[ST_COUNT] = {
     "SELECT id, trigger, next_fire, last_fire, paused, pause_note, retry_due,"
     " retry_attempt, retry_scheduled, ok, failed, timed_out, missed,"
     " skipped, cancelled, last_status, last_start, last_duration,"
-    " last_error, state, spec FROM jobs",
+    " last_error, state, spec, checkpoint FROM jobs",
   [ST_RUNNING] = RUN_COLUMNS " WHERE status = 'running'",
   [ST_MARK_INTERRUPTED] =
     "UPDATE runs SET status = 'interrupted', error = 'the process running "
@@ -130,6 +144,10 @@ static const char *const statements[ST_COUNT] = {
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE"
     " status <> 'running' AND coalesce(finished, started, scheduled) < ?2"
     " ORDER BY id LIMIT ?3)",
+  [ST_SETTLE] = "UPDATE store_state SET settled = ?1",
+  [ST_SETTLED] = "SELECT settled FROM store_state",
+  [ST_RECENT_JOBS] = "SELECT DISTINCT job_id FROM runs WHERE id > ?1",
+  [ST_RUNS_SINCE] = RUN_COLUMNS " WHERE job_id = ?1 AND id > ?2 ORDER BY id",
   [ST_BEGIN] = "BEGIN IMMEDIATE",
   [ST_COMMIT] = "COMMIT",
   [ST_ROLLBACK] = "ROLLBACK",
@@ -435,6 +453,10 @@ void mb_store_save_run(mb_store *s, const mb_run_record *run) {
   o->strings = pack_strings(slots, sizeof slots / sizeof slots[0]);
 }
 
+void mb_store_settle(mb_store *s, long long run_id) {
+  push(&s->queue, OP_SETTLE)->u.settled = run_id;
+}
+
 void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
                     int max_rows) {
   for (size_t i = 0; i < n; i++) {
@@ -521,6 +543,10 @@ static int run_op(conn *c, const op *o) {
     bind_text(st, 19, j->last_error);
     bind_text(st, 20, j->state);
     bind_text(st, 21, j->spec);
+    sqlite3_bind_int64(st, 22, j->checkpoint);
+  } else if (o->kind == OP_SETTLE) {
+    st = c->st[ST_SETTLE];
+    sqlite3_bind_int64(st, 1, o->u.settled);
   } else if (o->kind == OP_DELETE_JOB) {
     st = c->st[ST_DELETE_JOB];
     bind_text(st, 1, o->u.job_id);
@@ -567,7 +593,8 @@ fail:
 
 static size_t rows_of(const op_list *q) {
   size_t rows = 0;
-  for (size_t i = 0; i < q->len; i++) rows += q->ops[i].kind != OP_PRUNE;
+  for (size_t i = 0; i < q->len; i++)
+    rows += q->ops[i].kind != OP_PRUNE && q->ops[i].kind != OP_SETTLE;
   return rows;
 }
 
@@ -707,6 +734,7 @@ int mb_store_load_jobs(mb_store *s,
       .last_error = col_text(st, 18),
       .state = col_text(st, 19),
       .spec = col_text(st, 20),
+      .checkpoint = sqlite3_column_int64(st, 21),
     };
     cb(&j, data);
   }
@@ -731,11 +759,10 @@ static void read_run(sqlite3_stmt *st, mb_run_record *r) {
   };
 }
 
-int mb_store_interrupted(mb_store *s,
-                         void (*cb)(const mb_run_record *run, void *data),
-                         void *data, mb_err *err) {
-  sync_writer(s);
-  sqlite3_stmt *st = s->reader.st[ST_RUNNING];
+/* Step st (bound), calling cb for each run; reset and cleared after. */
+static int each_run(mb_store *s, sqlite3_stmt *st,
+                    void (*cb)(const mb_run_record *run, void *data),
+                    void *data, mb_err *err) {
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     mb_run_record r;
@@ -743,10 +770,50 @@ int mb_store_interrupted(mb_store *s,
     cb(&r, data);
   }
   sqlite3_reset(st);
-  if (rc != SQLITE_DONE) return db_error(s, err, "cannot read runs");
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot read runs");
+}
+
+int mb_store_interrupted(mb_store *s,
+                         void (*cb)(const mb_run_record *run, void *data),
+                         void *data, mb_err *err) {
+  sync_writer(s);
+  int rc = each_run(s, s->reader.st[ST_RUNNING], cb, data, err);
+  if (rc < 0) return rc;
   if (step_reset(s->reader.st[ST_MARK_INTERRUPTED]) != 0)
     return db_error(s, err, "cannot mark interrupted runs");
   return 0;
+}
+
+long long mb_store_settled(mb_store *s) {
+  sync_writer(s);
+  sqlite3_stmt *st = s->reader.st[ST_SETTLED];
+  long long settled = 0;
+  if (sqlite3_step(st) == SQLITE_ROW) settled = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  return settled;
+}
+
+int mb_store_recent_jobs(mb_store *s, long long after,
+                         void (*cb)(const char *job_id, void *data),
+                         void *data, mb_err *err) {
+  sync_writer(s);
+  sqlite3_stmt *st = s->reader.st[ST_RECENT_JOBS];
+  sqlite3_bind_int64(st, 1, after);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) cb(col_text(st, 0), data);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot read runs");
+}
+
+int mb_store_runs_since(mb_store *s, const char *job_id, long long after,
+                        void (*cb)(const mb_run_record *run, void *data),
+                        void *data, mb_err *err) {
+  sync_writer(s);
+  sqlite3_stmt *st = s->reader.st[ST_RUNS_SINCE];
+  bind_text(st, 1, job_id);
+  sqlite3_bind_int64(st, 2, after);
+  return each_run(s, st, cb, data, err);
 }
 
 long long mb_store_last_run_id(mb_store *s) {

@@ -1,5 +1,7 @@
 /* store.h: what survives a restart. A store keeps each job's runtime
- * state and the history of every run attempt. The interface is a table
+ * state and the history of every run attempt. A job's row may lag its
+ * history (see mb_job_state.checkpoint and mb_store_settle): the host
+ * folds the later runs back in when it restores. The interface is a table
  * of operations so that a shared network store can implement it later;
  * store_sqlite.c is the one implementation today.
  *
@@ -39,6 +41,9 @@ typedef struct mb_job_state {
   const char *state;        /* ctx.state, serialised; NULL: none */
   const char *spec;         /* a job added at run time: its definition,
                                serialised; NULL for jobs files declare */
+  long long checkpoint;     /* the row holds the outcome of every run of
+                               the job up to this run id; later runs are
+                               folded in from history on restore */
 } mb_job_state;
 
 /* One run attempt. */
@@ -78,6 +83,16 @@ void mb_store_close(mb_store *s);
 
 /* The highest run id ever recorded (new runs count on from it). */
 long long mb_store_last_run_id(mb_store *s);
+/* The run id up to which every job row holds every run (settle). */
+long long mb_store_settled(mb_store *s);
+/* The jobs with runs after run id after, each once. */
+int mb_store_recent_jobs(mb_store *s, long long after,
+                         void (*cb)(const char *job_id, void *data),
+                         void *data, mb_err *err);
+/* job_id's runs after run id after, oldest first. */
+int mb_store_runs_since(mb_store *s, const char *job_id, long long after,
+                        void (*cb)(const mb_run_record *run, void *data),
+                        void *data, mb_err *err);
 
 /* Call cb for every stored job state. */
 int mb_store_load_jobs(mb_store *s,
@@ -91,6 +106,8 @@ int mb_store_interrupted(mb_store *s,
 
 /* Queue writes. */
 void mb_store_save_job(mb_store *s, const mb_job_state *st);
+/* Every job row now holds every run up to run_id. */
+void mb_store_settle(mb_store *s, long long run_id);
 void mb_store_delete_job(mb_store *s, const char *job_id);
 void mb_store_save_run(mb_store *s, const mb_run_record *run);
 

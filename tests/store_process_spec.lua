@@ -78,7 +78,7 @@ scheduler.add_job { id = "sleeper", trigger = { "date", run_date = "2026-01-01" 
     f:close()
     local out, code = support.sh(("%s run --db %s %s"):format(BIN, db, dir))
     assert.equal(1, code)
-    assert.matches("was written by a newer moonbeat (schema version 99; this one knows up to 2)", out, 1, true)
+    assert.matches("was written by a newer moonbeat (schema version 99; this one knows up to 3)", out, 1, true)
   end)
 
   it("refuses a database it cannot write", function()

@@ -245,6 +245,77 @@ describe("restarting", function()
     h:close()
   end)
 
+  -- The files as a kill -9 would leave them: copied while the scheduler
+  -- that wrote them is still open (the writer has committed the turn).
+  local function crash_copy(h)
+    local copy = dir .. "/crash.db"
+    assert(os.execute(("cp %s %s && cp %s-wal %s-wal"):format(db, copy, db, copy)))
+    h:close()
+    db = copy
+  end
+
+  it("writes only a run's own row for a run that succeeds, and the job's row at the sweep", function()
+    local h = boot("2026-01-01T00:00:00Z", function(s)
+      s.add_job { id = "tick", trigger = { "interval", seconds = 1 }, run = function() end }
+    end)
+    h:advance(0)
+    local before = h.core:store_stats().rows
+    h:advance("5s")
+    assert.equal(5, h.core:store_stats().rows - before)
+    -- Ten seconds after the scheduler opened, the row catches up.
+    h:advance("5s")
+    assert.equal(5 + 1, h.core:store_stats().rows - before - 5)
+    h:close()
+  end)
+
+  it("folds back in the runs a killed scheduler had not written into the job's row", function()
+    local ran = 0
+    local function add(s)
+      s.add_job { id = "tick", trigger = { "interval", seconds = 1 }, run = function()
+        ran = ran + 1
+      end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("5s")
+    assert.equal(5, ran)
+    crash_copy(h)
+    h = boot("2026-01-01T00:00:05.500Z", add)
+    local job = h.scheduler.get_job("tick")
+    assert.equal(5, job.counts.ok)
+    assert.equal("success", job.last_run.status)
+    -- The five fires are done: the next is the sixth, not an overdue one.
+    assert.equal(harness.time("2026-01-01 00:00:06"), job.next_run_time)
+    h:advance(0)
+    assert.equal(5, ran)
+    h:advance("1s")
+    assert.equal(6, ran)
+    assert.equal(6, h.scheduler.get_job("tick").counts.ok)
+    h:close()
+    -- Closed cleanly, the row holds them all: a third start agrees.
+    h = boot("2026-01-01T00:00:07Z", add)
+    assert.equal(6, h.scheduler.get_job("tick").counts.ok)
+    h:close()
+  end)
+
+  it("folds back in fires missed while the row was behind", function()
+    local function add(s)
+      s.add_job { id = "m", trigger = { "interval", seconds = 1 }, misfire_grace_time = "100ms",
+        coalesce = false, run = function() end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    -- Fires at 1 s and 2 s are missed, the one at 3 s runs.
+    h:stall("3s")
+    h:advance(0)
+    assert.equal(2, h.scheduler.get_job("m").counts.missed)
+    crash_copy(h)
+    h = boot("2026-01-01T00:00:03.500Z", add)
+    local job = h.scheduler.get_job("m")
+    assert.equal(2, job.counts.missed)
+    assert.equal(1, job.counts.ok)
+    assert.equal(harness.time("2026-01-01 00:00:04"), job.next_run_time)
+    h:close()
+  end)
+
   it("recomputes the next fire when the trigger changed", function()
     local h = boot("2026-01-01T00:00:00Z", function(s)
       s.add_job { id = "j", trigger = { "cron", hour = 5 }, run = function() end }
