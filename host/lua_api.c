@@ -68,6 +68,8 @@ typedef struct host {
   size_t nstale, stale_cap;
   mb_time last_sweep;        /* monotonic */
   long long settled;         /* the run id the latest sweep settled */
+  bool sweeping;             /* a sweep is under way, from sweep_from */
+  long long sweep_from;
   long long closed_last_id;  /* the runner's last id, once it is freed */
   bool final_flush;          /* closing: every row brought up to date */
   mb_retention retention;
@@ -142,14 +144,14 @@ static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
   mb_runner_fire(h->runner, job, fire);
 }
 
-static void save_job(host *h, mb_job *job);
+static void touch(host *h, mb_job *job, bool must_save);
 
 static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   (void)s;
   host *h = data;
   /* A job that is done stays on record, so a restart does not run its
    * date again. */
-  if (job->done && h->store) save_job(h, job);
+  if (job->done && h->store) touch(h, job, false);
   mb_unref(h->L, job->lua_ref);
   job->lua_ref = LUA_NOREF;
 }
@@ -203,6 +205,7 @@ static void push_event(lua_State *L, const mb_event *ev) {
  * retry, a pause, ctx.state, a run asked for) saves the row with the
  * turn's other writes, so that it is never apart from them. */
 #define SWEEP_EVERY (10 * MB_SEC)
+enum { SWEEP_BATCH = 1000 };
 
 static void list_add(mb_job ***list, size_t *len, size_t *cap, mb_job *job) {
   if (*len == *cap) {
@@ -213,8 +216,16 @@ static void list_add(mb_job ***list, size_t *len, size_t *cap, mb_job *job) {
   (*list)[(*len)++] = job;
 }
 
+/* Whether job's row is still its to write: a job removed is not, but a
+ * job that is done stays on record as done, unless its id went to a new
+ * job since. */
+static bool owns_row(host *h, mb_job *job) {
+  return !job->removed ||
+         (job->done && !mb_sched_get_job(h->sched, job->id));
+}
+
 static void touch(host *h, mb_job *job, bool must_save) {
-  if (job->removed) return;
+  if (!owns_row(h, job)) return;
   if (must_save) job->rec.must_save = true;
   if (job->rec.dirty) return;
   job->rec.dirty = true;
@@ -373,19 +384,21 @@ static void report_store_error(host *h, const mb_err *err) {
   mb_log(MB_LOG_ERROR, "store write failed; retrying", f, 1);
 }
 
-/* Commit what this turn wrote, then prune a little. */
-/* Bring every stale row up to date and say so: every row now holds
- * every run so far, and a restore folds in only what comes after. */
-static void sweep(host *h, mb_time now_mono) {
-  h->last_sweep = now_mono;
-  for (size_t i = 0; i < h->nstale; i++) {
-    mb_job *job = h->stale[i];
-    if (job->rec.stale && !job->removed) save_job(h, job);
+/* Bring stale rows up to date, at most `most` of them this turn (a
+ * sweep of many jobs goes over several turns, so that it never holds
+ * the loop for long). Once none is left, every row holds every run up
+ * to where the sweep began, and the store says so: a restore folds in
+ * only what comes after. */
+static void sweep(host *h, size_t most) {
+  while (h->nstale && most--) {
+    mb_job *job = h->stale[--h->nstale];
+    if (job->rec.stale && owns_row(h, job)) save_job(h, job);
     job->rec.stale = false;
     mb_job_unref(job);
   }
-  h->nstale = 0;
-  h->settled = last_run_id(h);
+  if (h->nstale) return;
+  h->sweeping = false;
+  h->settled = h->sweep_from;
   mb_store_settle(h->store, h->settled);
 }
 
@@ -396,7 +409,7 @@ static void host_flush(host *h) {
   for (size_t i = 0; i < n; i++) {
     mb_job *job = h->dirty[i];
     job->rec.dirty = false;
-    if (job->removed) continue;
+    if (!owns_row(h, job)) continue;
     if (job->rec.must_save) {
       save_job(h, job);
     } else if (!job->rec.stale) {
@@ -408,11 +421,16 @@ static void host_flush(host *h) {
   mb_time now_mono = mb_clock_mono(h->clock);
   bool age_prune_all = h->retention.max_age > 0 &&
                        now - h->last_age_prune > 3600 * MB_SEC;
+  if (!h->sweeping && (h->final_flush || age_prune_all ||
+                      ((h->nstale || last_run_id(h) > h->settled) &&
+                       now_mono - h->last_sweep >= SWEEP_EVERY))) {
+    h->sweeping = true;
+    h->sweep_from = last_run_id(h);
+    h->last_sweep = now_mono;
+  }
   /* Before history of every job is pruned by age, every row holds it. */
-  if (h->final_flush || age_prune_all ||
-      ((h->nstale || last_run_id(h) > h->settled) &&
-       now_mono - h->last_sweep >= SWEEP_EVERY))
-    sweep(h, now_mono);
+  if (h->sweeping)
+    sweep(h, h->final_flush || age_prune_all ? SIZE_MAX : SWEEP_BATCH);
   if (!mb_store_pending(h->store)) goto done;
   /* History beyond retention goes in small steps, for the jobs that
    * just ran; history of removed jobs ages out hourly. */
