@@ -754,7 +754,10 @@ static int ctx_index(lua_State *L) {
 
 static void push_ctx(lua_State *co, mb_run *run) {
   const mb_runner *r = run->runner;
-  lua_createtable(co, 0, 6);
+  /* Room for the fields set here, no more: a ctx is the garbage every
+   * run leaves, and log and state, which most runs never touch, grow it
+   * when they are first used. */
+  lua_createtable(co, 0, run->deadline_mono != MB_TIME_NONE ? 5 : 4);
   run->ctx = lua_topointer(co, -1);
   lua_pushstring(co, run->job->id);
   set_key(co, r, -2, KEY_JOB_ID);
