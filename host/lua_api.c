@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <math.h>
@@ -68,6 +69,8 @@ typedef struct host {
   size_t nstale, stale_cap;
   mb_time last_sweep;        /* monotonic */
   long long settled;         /* the run id the latest sweep settled */
+  long long settle_cap;      /* rows restore kept but could not fold
+                                hold runs only up to this id */
   bool sweeping;             /* a sweep is under way, from sweep_from */
   long long sweep_from;
   long long closed_last_id;  /* the runner's last id, once it is freed */
@@ -144,14 +147,14 @@ static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
   mb_runner_fire(h->runner, job, fire);
 }
 
-static void touch(host *h, mb_job *job, bool must_save);
+static void mark_dirty(host *h, mb_job *job);
 
 static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   (void)s;
   host *h = data;
   /* A job that is done stays on record, so a restart does not run its
    * date again. */
-  if (job->done && h->store) touch(h, job, false);
+  if (job->done && h->store) mark_dirty(h, job);
   mb_unref(h->L, job->lua_ref);
   job->lua_ref = LUA_NOREF;
 }
@@ -217,8 +220,9 @@ static void list_add(mb_job ***list, size_t *len, size_t *cap, mb_job *job) {
 }
 
 /* Whether job's row is still its to write: a job removed is not, but a
- * job that is done stays on record as done, unless its id went to a new
- * job since. */
+ * job that is done stays on record as done (saved in the turn it is
+ * done, so that a new job of its id writes after it), unless its id
+ * went to a new job already. */
 static bool owns_row(host *h, mb_job *job) {
   return !job->removed ||
          (job->done && !mb_sched_get_job(h->sched, job->id));
@@ -392,13 +396,13 @@ static void report_store_error(host *h, const mb_err *err) {
 static void sweep(host *h, size_t most) {
   while (h->nstale && most--) {
     mb_job *job = h->stale[--h->nstale];
-    if (job->rec.stale && owns_row(h, job)) save_job(h, job);
+    if (job->rec.stale && !job->removed) save_job(h, job);
     job->rec.stale = false;
     mb_job_unref(job);
   }
   if (h->nstale) return;
   h->sweeping = false;
-  h->settled = h->sweep_from;
+  h->settled = h->sweep_from < h->settle_cap ? h->sweep_from : h->settle_cap;
   mb_store_settle(h->store, h->settled);
 }
 
@@ -635,6 +639,7 @@ static int core_new(lua_State *L) {
   if (store) {
     mb_runner_set_last_id(h->runner, (uint64_t)mb_store_last_run_id(store));
     h->settled = mb_store_settled(store);
+    h->settle_cap = LLONG_MAX;
     h->last_sweep = mb_clock_mono(h->clock);
     mb_runner_on_state(h->runner, save_state, h);
     if (!h->own_loop) {
@@ -668,8 +673,8 @@ static void host_close(host *h) {
   h->hup_ref = LUA_NOREF;
   while (h->watches) detach_watch(h->watches);
   mb_timer_stop(h->clock, &h->shutdown_timer);
-  h->closed_last_id = (long long)mb_runner_last_id(h->runner);
-  mb_runner_free(h->runner);
+  /* Ending the runs may start and cancel buffered ones: their ids too. */
+  h->closed_last_id = (long long)mb_runner_free(h->runner);
   h->runner = NULL;
   h->final_flush = true;
   host_flush(h);
@@ -1428,6 +1433,14 @@ static void load_state(restore_ctx *c, mb_job *job) {
   lua_pop(L, 1);
 }
 
+static bool is_recent(restore_ctx *c, const char *job_id) {
+  if (!c->recent_idx) return false;
+  lua_getfield(c->L, c->recent_idx, job_id);
+  bool recent = lua_toboolean(c->L, -1);
+  lua_pop(c->L, 1);
+  return recent;
+}
+
 static void add_recent(const char *job_id, void *data) {
   restore_ctx *c = data;
   lua_pushboolean(c->L, 1);
@@ -1495,6 +1508,10 @@ static void restore_one(const mb_job_state *st, void *data) {
     if (!c->keep_missing) {
       mb_store_delete_job(h->store, st->job_id);
       c->removed++;
+    } else if (is_recent(c, st->job_id) && st->checkpoint < h->settle_cap) {
+      /* Its runs since the row wait to be folded in when the job is
+       * back: the store must not say every row holds them. */
+      h->settle_cap = st->checkpoint;
     }
     return;
   }
@@ -1512,16 +1529,12 @@ static void restore_one(const mb_job_state *st, void *data) {
   set_string(&rec->state, st->state);
   rec->checkpoint = st->checkpoint;
   fold f = {job, MB_TIME_NONE, false};
-  if (c->recent_idx) {
-    lua_getfield(c->L, c->recent_idx, st->job_id);
-    bool recent = lua_toboolean(c->L, -1);
-    lua_pop(c->L, 1);
-    mb_err err = {0};
-    if (recent && mb_store_runs_since(h->store, st->job_id, st->checkpoint,
-                                      fold_run, &f, &err) < 0) {
-      mb_log_field fl[] = {MB_LS("job", st->job_id), MB_LS("error", err.msg)};
-      mb_log(MB_LOG_ERROR, "store read failed", fl, 2);
-    }
+  mb_err err = {0};
+  if (is_recent(c, st->job_id) &&
+      mb_store_runs_since(h->store, st->job_id, st->checkpoint, fold_run, &f,
+                          &err) < 0) {
+    mb_log_field fl[] = {MB_LS("job", st->job_id), MB_LS("error", err.msg)};
+    mb_log(MB_LOG_ERROR, "store read failed", fl, 2);
   }
   load_state(c, job);
   const char *trigger = trigger_identity(job);
@@ -1683,18 +1696,20 @@ static int sched_set_retention(lua_State *L) {
   return 0;
 }
 
-/* sched:store_stats() -> {commits, rows, integrity} */
+/* sched:store_stats() -> {commits, rows, failed_commits, integrity} */
 static int sched_store_stats(lua_State *L) {
   host *h = check_host(L, 1);
   if (!h->store) return 0;
   host_flush(h);
-  long long commits, rows;
-  mb_store_counts(h->store, &commits, &rows);
-  lua_createtable(L, 0, 3);
+  long long commits, rows, failures;
+  mb_store_counts(h->store, &commits, &rows, &failures);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, commits);
   lua_setfield(L, -2, "commits");
   lua_pushinteger(L, rows);
   lua_setfield(L, -2, "rows");
+  lua_pushinteger(L, failures);
+  lua_setfield(L, -2, "failed_commits");
   char *check = mb_store_check(h->store);
   lua_pushstring(L, check);
   free(check);

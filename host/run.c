@@ -945,13 +945,15 @@ void mb_runner_cancel(mb_runner *r, mb_job *job, const char *reason) {
     end_run(run, ENDED_CANCELLED, NULL, NULL, reason);
 }
 
-void mb_runner_free(mb_runner *r) {
-  if (!r) return;
+uint64_t mb_runner_free(mb_runner *r) {
+  if (!r) return 0;
   r->on_empty = NULL;
   mb_runner_cancel(r, NULL, "the scheduler closed");
+  uint64_t last = r->last_id;
   while (r->nspare) mb_unref(r->L, r->spare[--r->nspare].ref);
   luaL_unref(r->L, LUA_REGISTRYINDEX, r->ctx_meta);
   for (int k = 0; k < KEY_COUNT; k++)
     luaL_unref(r->L, LUA_REGISTRYINDEX, r->keys[k]);
   free(r);
+  return last;
 }

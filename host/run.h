@@ -33,8 +33,9 @@ uint64_t mb_runner_last_id(const mb_runner *r);
  * retry policy as for a failure of kind "interrupted". */
 void mb_runner_interrupted(mb_runner *r, mb_job *job, const mb_fire *fire,
                            const char *error);
-/* Cancel every run in flight (recorded as cancelled) and free. */
-void mb_runner_free(mb_runner *r);
+/* Cancel every run in flight (recorded as cancelled) and free. Returns
+ * the last run id taken (ending runs may start buffered ones). */
+uint64_t mb_runner_free(mb_runner *r);
 
 /* Start a run of job for fire, or skip or buffer it when max_instances
  * runs are in flight: the sched fire hook. */

@@ -165,6 +165,7 @@ struct mb_store {
   char *open_path;  /* what sqlite opens: path, or a memdb URI */
   int lock_fd;
   op_list queue;    /* this turn's writes, the loop's alone */
+  int reading;      /* reads on the loop's connection in progress */
 
   /* Shared with the writer thread, under mu. */
   bool threaded;
@@ -179,7 +180,7 @@ struct mb_store {
   uint64_t committed_at;  /* the latest commit's start, uv_hrtime */
   int last_rc;      /* the latest commit: 0 or MB_ESTORE */
   char last_error[512];
-  long long commits, rows;
+  long long commits, rows, failures;
 };
 
 /* ---- errors ---- */
@@ -643,6 +644,7 @@ static void writer_main(void *arg) {
       s->commits++;
       s->rows += (long long)rows;
     } else {
+      s->failures++;
       snprintf(s->last_error, sizeof s->last_error, "%s", error);
       /* Older writes go first: put the batch back before what came in. */
       append_ops(&batch, &s->handed);
@@ -668,9 +670,35 @@ static void wait_tried(mb_store *s) {
   s->waiting--;
 }
 
+/* Commit the queue on the loop's own connection: for a read inside
+ * another read's callbacks. The outer read holds its connection's read
+ * lock, and a ":memory:" (memdb) database lets no other connection
+ * commit meanwhile; nothing was handed to the writer since the outer
+ * read began, so the order of writes is kept. */
+static void commit_here(mb_store *s) {
+  if (!s->queue.len) return;
+  char error[sizeof s->last_error];
+  int rc = write_ops(&s->reader, &s->queue, error, sizeof error);
+  uv_mutex_lock(&s->mu);
+  s->last_rc = rc;
+  if (rc == 0) {
+    s->commits++;
+    s->rows += (long long)rows_of(&s->queue);
+  } else {
+    s->failures++;
+    snprintf(s->last_error, sizeof s->last_error, "%s", error);
+  }
+  uv_mutex_unlock(&s->mu);
+  if (rc == 0) free_ops(&s->queue);
+}
+
 /* Let the writer finish what it was handed (reads call this first). */
 static void sync_writer(mb_store *s) {
   if (!s->threaded) return;
+  if (s->reading) {
+    commit_here(s);
+    return;
+  }
   uv_mutex_lock(&s->mu);
   wait_tried(s);
   uv_mutex_unlock(&s->mu);
@@ -680,8 +708,12 @@ int mb_store_flush(mb_store *s, bool wait, mb_err *err) {
   if (!s) return 0;
   /* Only a store that failed to open has no writer: nothing to flush. */
   if (!s->threaded) return 0;
+  /* Inside a read's callbacks the writer could not commit (see
+   * commit_here): the queue waits for the read to end, unless the
+   * caller waits for it. */
+  if (s->reading && wait) commit_here(s);
   uv_mutex_lock(&s->mu);
-  if (s->queue.len) {
+  if (s->queue.len && !s->reading) {
     append_ops(&s->handed, &s->queue);
     s->handed_batches++;
     /* A writer gathering wakes by itself when its time is up. */
@@ -711,6 +743,7 @@ int mb_store_load_jobs(mb_store *s,
   sync_writer(s);
   sqlite3_stmt *st = s->reader.st[ST_LOAD_JOBS];
   int rc;
+  s->reading++;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     mb_job_state j = {
       .job_id = col_text(st, 0),
@@ -739,6 +772,7 @@ int mb_store_load_jobs(mb_store *s,
     cb(&j, data);
   }
   sqlite3_reset(st);
+  s->reading--;
   return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot read jobs");
 }
 
@@ -764,6 +798,7 @@ static int each_run(mb_store *s, sqlite3_stmt *st,
                     void (*cb)(const mb_run_record *run, void *data),
                     void *data, mb_err *err) {
   int rc;
+  s->reading++;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     mb_run_record r;
     read_run(st, &r);
@@ -771,6 +806,7 @@ static int each_run(mb_store *s, sqlite3_stmt *st,
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
+  s->reading--;
   return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot read runs");
 }
 
@@ -801,8 +837,10 @@ int mb_store_recent_jobs(mb_store *s, long long after,
   sqlite3_stmt *st = s->reader.st[ST_RECENT_JOBS];
   sqlite3_bind_int64(st, 1, after);
   int rc;
+  s->reading++;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) cb(col_text(st, 0), data);
   sqlite3_reset(st);
+  s->reading--;
   return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot read runs");
 }
 
@@ -847,12 +885,14 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *f,
   bind_time(st, 3, f->since);
   sqlite3_bind_int(st, 4, f->limit > 0 ? f->limit : 100);
   int rc;
+  s->reading++;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     mb_run_record r;
     read_run(st, &r);
     cb(&r, data);
   }
   sqlite3_finalize(st);
+  s->reading--;
   return rc == SQLITE_DONE ? 0 : db_error(s, err, "cannot query runs");
 }
 
@@ -883,11 +923,13 @@ void mb_store_close(mb_store *s) {
   free(s);
 }
 
-void mb_store_counts(mb_store *s, long long *commits, long long *rows) {
+void mb_store_counts(mb_store *s, long long *commits, long long *rows,
+                     long long *failures) {
   sync_writer(s);
   if (s->threaded) uv_mutex_lock(&s->mu);
   *commits = s->commits;
   *rows = s->rows;
+  *failures = s->failures;
   if (s->threaded) uv_mutex_unlock(&s->mu);
 }
 

@@ -128,8 +128,10 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
  * would: for testing what a failed write does. */
 int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err);
 
-/* Commits and rows written since open: a check that writes batch. */
-void mb_store_counts(mb_store *s, long long *commits, long long *rows);
+/* Commits, rows written and commits that failed (to be tried again)
+ * since open: a check that writes batch and do not fail. */
+void mb_store_counts(mb_store *s, long long *commits, long long *rows,
+                     long long *failures);
 /* sqlite's integrity check: "ok" or what is wrong. Caller frees. */
 char *mb_store_check(mb_store *s);
 

@@ -74,6 +74,21 @@ describe("run history", function()
     assert.matches("get_runs: jobid: unknown filter", err)
   end)
 
+  it("lets a listener read history while a restore reads the store", function()
+    s.add_job { id = "p", trigger = { "interval", seconds = 10 }, run = function() end }
+    s.pause_job("p")
+    h:advance("1s")
+    local seen
+    s.add_listener(function() seen = #s.get_runs { job_id = "p" } end, { "paused" })
+    s.add_job { id = "p", trigger = { "interval", seconds = 10 }, replace_existing = true,
+      run = function() end }
+    s.restore { only = { p = true } }
+    assert.equal(0, seen)
+    -- The read inside the restore's did not hold up a commit.
+    assert.equal(0, h.core:store_stats().failed_commits)
+    assert.is_true(s.get_job("p").paused)
+  end)
+
   it("writes a burst of fires in one transaction per loop turn", function()
     for i = 1, 500 do h:record("burst-" .. i, { "date", delay = 5 }) end
     local before = h.core:store_stats()
@@ -254,6 +269,14 @@ describe("restarting", function()
     db = copy
   end
 
+  -- The job as a restart brought it back: its ok count and next fire.
+  local function assert_back(h, id, ok, next_time)
+    local job = h.scheduler.get_job(id)
+    assert.equal(ok, job.counts.ok)
+    assert.equal(harness.time(next_time), job.next_run_time)
+    h:close()
+  end
+
   it("writes only a run's own row for a run that succeeds, and the job's row at the sweep", function()
     local h = boot("2026-01-01T00:00:00Z", function(s)
       s.add_job { id = "tick", trigger = { "interval", seconds = 1 }, run = function() end }
@@ -312,11 +335,72 @@ describe("restarting", function()
     h = boot("2026-01-01T00:00:30Z", function(s)
       s.add_job { id = "reused", trigger = { "interval", seconds = 5 }, run = function() end }
     end)
-    local job = h.scheduler.get_job("reused")
-    assert.equal(4, job.counts.ok)
     -- Its grid, from 00:00:02: the fire at 27 s fell while it was down.
-    assert.equal(harness.time("2026-01-01 00:00:27"), job.next_run_time)
+    assert_back(h, "reused", 4, "2026-01-01 00:00:27")
+  end)
+
+  it("folds in the runs of a row kept while its file failed, once the file is back", function()
+    local fires = {}
+    local function add(s)
+      s.add_job { id = "tick", trigger = { "interval", seconds = 3 }, coalesce = false,
+        run = function(ctx) fires[#fires + 1] = ctx.scheduled_time end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("7s")
+    assert.equal(2, #fires)
+    crash_copy(h)
+    -- The file fails to load at the restart: the row is kept as it was.
+    h = harness.new { db = db, start = "2026-01-01T00:00:07.500Z" }
+    h.scheduler.restore { keep_missing = true }
+    -- Past the first sweeps: they must not settle past the kept row.
+    h:advance("15s")
+    -- The file is fixed: a reload adds the job and restores it alone.
+    add(h.scheduler)
+    h.scheduler.restore { only = { tick = true } }
+    -- Its fires at 3 s and 6 s are done; the one at 9 s fell meanwhile.
+    assert_back(h, "tick", 2, "2026-01-01 00:00:09")
+  end)
+
+  it("counts a buffered run cancelled by closing without a shutdown once", function()
+    local time = require "moonbeat.time"
+    local function add(s)
+      s.add_job { id = "slow", trigger = { "interval", seconds = 10 }, overlap = "buffer_one",
+        run = function() time.sleep(25) end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    -- Run 1 in flight since 10 s, the fire at 20 s buffered behind it;
+    -- closing cancels run 1, which starts the buffered one, cancelled too.
+    h:advance("21s")
     h:close()
+    h = boot("2026-01-01T00:00:22Z", add)
+    local cancelled = 0
+    for _, run in ipairs(h.scheduler.get_runs { job_id = "slow" }) do
+      if run.status == "cancelled" then cancelled = cancelled + 1 end
+    end
+    assert.equal(2, cancelled)
+    assert.equal(2, h.scheduler.get_job("slow").counts.cancelled)
+    h:close()
+  end)
+
+  it("keeps the row of the newer of two one-shot jobs of one id done before a sweep", function()
+    local runs = {}
+    local function second(s)
+      s.add_job { id = "once", trigger = { "date", run_date = "2026-01-01T00:00:03Z" },
+        run = function() runs[#runs + 1] = "second" end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", function(s)
+      s.add_job { id = "once", trigger = { "date", run_date = "2026-01-01T00:00:01Z" },
+        run = function() runs[#runs + 1] = "first" end }
+    end)
+    h:advance("2s")
+    -- Its file now says 00:00:03: a reload adds it anew; it runs too.
+    second(h.scheduler)
+    h:advance("2s")
+    h:close()
+    h = boot("2026-01-01T00:00:05Z", second)
+    h:advance("1s")
+    h:close()
+    assert.same({ "first", "second" }, runs)
   end)
 
   it("folds back in fires missed while the row was behind", function()
