@@ -18,6 +18,7 @@
 #include "exec.h"
 #include "fs.h"
 #include "http.h"
+#include "job_spec.h"
 #include "log.h"
 #include "loop.h"
 #include "repl.h"
@@ -880,6 +881,9 @@ static int sched_add_job(lua_State *L) {
   const char *file = lua_tostring(L, 5);
   bool replace = lua_toboolean(L, 6);
   mb_trigger *t = take_trigger(L, 7);
+  /* The job holds the trigger now; its emptied userdata is no use. */
+  lua_pushnil(L);
+  lua_setfield(L, 2, "trigger");
   bool paused = lua_toboolean(L, 8);
   mb_job_policy policy;
   read_policy(L, 9, &policy);
@@ -898,6 +902,56 @@ static int sched_add_job(lua_State *L) {
   /* Its history's age clock starts now: pruning a job by age at its
    * first run would search its history for nothing. */
   job->rec.pruned_at = mb_clock_now(h->clock);
+  push_job(L, 1, job);
+  mb_job_unref(job);
+  return 1;
+}
+
+/* sched:add_plain(spec) -> job | false | nil, message. add_job's fast
+ * path for a spec of the plain shape (job_spec.h), added at run time
+ * outside a job file with its run a function: false when spec is not
+ * plain, for lua/validate.lua to read in full. The job's Lua side is
+ * then { run = fn } alone; sched:job_spec fills in the rest when asked. */
+static int sched_add_plain(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_settop(L, 2);
+  mb_plain_spec spec;
+  if (!mb_job_spec_read(L, 2, h->default_tz, &spec)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  mb_time now = mb_clock_now(h->clock);
+  mb_err err = {0};
+  mb_trigger *t = mb_trigger_new(&spec.trigger, now, &err);
+  if (!t) {  /* the validator words why */
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_createtable(L, 0, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "run");
+  int ref = mb_ref(L);
+  mb_job *job;
+  if (mb_sched_add_job(h->sched, spec.id, spec.name, NULL, t, NULL, false,
+                       false, ref, &job, &err) < 0) {
+    mb_unref(L, ref);
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  job->lua_lean = true;
+  job->rec.pruned_at = now;
+  /* As scheduler.lua does for a job whose run is a function. */
+  job->rec.memory_only = true;
+  if (h->store) mark_dirty(h, job);
+  if (mb_log_wanted(MB_LOG_INFO)) {
+    mb_log_field f[] = {
+      MB_LS("job", job->id),
+      MB_LS("reason", "its run is a function; pass a \"module.function\" "
+                      "reference to keep it across restarts"),
+    };
+    mb_log(MB_LOG_INFO, "job kept in memory only", f, 2);
+  }
   push_job(L, 1, job);
   mb_job_unref(job);
   return 1;
@@ -1017,12 +1071,36 @@ static int sched_set_next_run_time(lua_State *L) {
   return 1;
 }
 
+/* A lean spec ({ run = fn }, from add_plain) made whole: the fields
+ * lua/validate.lua gives a plain spec, from what the job holds. */
+static void fill_spec(lua_State *L, mb_job *job) {
+  lua_pushstring(L, job->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, job->name);
+  lua_setfield(L, -2, "name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "replace_existing");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "paused");
+  lua_createtable(L, 0, 1);
+  lua_pushinteger(L, 0);
+  lua_setfield(L, -2, "jitter");
+  lua_setfield(L, -2, "policy");
+  if (lua_getfield(L, -1, "state") == LUA_TNIL) {
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -3, "state");
+  }
+  lua_pop(L, 1);
+  job->lua_lean = false;
+}
+
 /* sched:job_spec(job) -> the job's normalised spec table, to modify. */
 static int sched_job_spec(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  if (job->lua_lean) fill_spec(L, job);
   return 1;
 }
 
@@ -2065,6 +2143,7 @@ static const luaL_Reg sched_methods[] = {
   {"set_api", sched_set_api},
   {"new_trigger", sched_new_trigger},
   {"add_job", sched_add_job},
+  {"add_plain", sched_add_plain},
   {"get_job", sched_get_job},
   {"get_jobs", sched_get_jobs},
   {"pause_job", sched_pause_job},

@@ -70,6 +70,7 @@ struct mb_job {
   bool removed;          /* no longer in the scheduler */
   bool done;             /* removed because its trigger had no fire left */
   int lua_ref;           /* the hooks' handle on the Lua side */
+  bool lua_lean;         /* that side holds only the run function yet */
   mb_sched *sched;       /* the scheduler it belongs (or belonged) to */
   /* Kept by the runner. */
   unsigned running;      /* runs in flight */
