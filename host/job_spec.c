@@ -6,7 +6,6 @@
 
 #include <ctype.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "cron.h"
@@ -124,10 +123,19 @@ static bool read_interval(lua_State *L, int idx, mb_trigger_spec *t) {
   return true;
 }
 
-/* An integer field as Lua's tostring writes it. */
-static const char *integer_text(lua_Integer v, char *buf, size_t n) {
-  snprintf(buf, n, "%lld", (long long)v);
-  return buf;
+/* An integer field as Lua's tostring writes it ("%lld"), written by
+ * hand: snprintf was a good part of an add. buf holds 24 bytes. */
+static const char *integer_text(lua_Integer v, char *buf) {
+  char *p = buf + 23;
+  *p = '\0';
+  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v
+                               : (unsigned long long)v;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  return p;
 }
 
 static bool read_cron(lua_State *L, int idx, mb_trigger_spec *t) {
@@ -149,8 +157,7 @@ static bool read_cron(lua_State *L, int idx, mb_trigger_spec *t) {
       if (f < MB_CRON_NFIELDS) {
         /* The table keeps the string alive while the cron is made. */
         if (lua_isinteger(L, -1))
-          fields[f] = integer_text(lua_tointeger(L, -1), numbers[f],
-                                   sizeof numbers[f]);
+          fields[f] = integer_text(lua_tointeger(L, -1), numbers[f]);
         else if (lua_type(L, -1) == LUA_TSTRING)
           fields[f] = lua_tostring(L, -1);
         ok = fields[f] != NULL;

@@ -181,7 +181,8 @@ static void push_event(lua_State *L, const mb_event *ev) {
   set_string_field(L, "traceback", ev->traceback);
   set_time_field(L, "next_time", ev->next_time);
   set_string_field(L, "reason", ev->reason);
-  set_string_field(L, "trigger", ev->detail);
+  char desc[512];
+  set_string_field(L, "trigger", mb_event_detail(ev, desc, sizeof desc));
 }
 
 /* ---- the store: what events leave behind ---- */

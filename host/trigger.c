@@ -3,10 +3,15 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct mb_trigger {
   mb_trigger_spec spec;
   bool anchored;  /* start_date was given: no fire before it */
+  /* A cron trigger's first fire as seen when it was made: making it
+   * searches for that fire anyway, and the job that takes the trigger
+   * asks for it again at once. */
+  mb_time made_at, first;
 };
 
 static mb_time floor_div(mb_time a, mb_time b) {
@@ -44,6 +49,7 @@ static mb_time next_cron(const mb_trigger_spec *s, mb_time prev,
 
 mb_time mb_trigger_next(const mb_trigger *t, mb_time prev, mb_time now) {
   const mb_trigger_spec *s = &t->spec;
+  if (prev == MB_TIME_NONE && now == t->made_at) return t->first;
   mb_time next;
   switch (s->kind) {
   case MB_TRIGGER_DATE:
@@ -73,6 +79,7 @@ mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
   mb_trigger_spec *s = &t->spec;
   if (!s->tz) s->tz = mb_tz_utc();
   t->anchored = s->start != MB_TIME_NONE;
+  t->made_at = t->first = MB_TIME_NONE;
   if (s->kind == MB_TRIGGER_INTERVAL && !t->anchored)
     s->start = now + s->interval;
   if (s->kind != MB_TRIGGER_DATE && s->start != MB_TIME_NONE &&
@@ -81,14 +88,17 @@ mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
     mb_trigger_free(t);
     return NULL;
   }
-  if (s->kind == MB_TRIGGER_CRON &&
-      mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
-    if (s->end != MB_TIME_NONE && s->end < now)
-      end_in_past(s, err);
-    else
-      mb_err_set(err, MB_ENEVER, "can never fire");
-    mb_trigger_free(t);
-    return NULL;
+  if (s->kind == MB_TRIGGER_CRON) {
+    t->first = mb_trigger_next(t, MB_TIME_NONE, now);
+    if (t->first == MB_TIME_NONE) {
+      if (s->end != MB_TIME_NONE && s->end < now)
+        end_in_past(s, err);
+      else
+        mb_err_set(err, MB_ENEVER, "can never fire");
+      mb_trigger_free(t);
+      return NULL;
+    }
+    t->made_at = now;
   }
   if (s->kind == MB_TRIGGER_INTERVAL &&
       mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
@@ -139,6 +149,25 @@ char *mb_duration_format(mb_time d, char *buf, size_t n) {
   return buf;
 }
 
+/* prefix, the cron's description and "]" into buf, as snprintf would. */
+static size_t bracketed(const char *prefix, const mb_cron *c, char *buf,
+                        size_t n) {
+  size_t pl = strlen(prefix);
+  char *text = buf + (pl < n ? pl : n);
+  size_t rest = n - (size_t)(text - buf);
+  size_t tl = mb_cron_describe(c, text, rest);
+  size_t len = pl + tl + 1;
+  if (n == 0) return len;
+  memcpy(buf, prefix, pl < n - 1 ? pl : n - 1);
+  if (len < n) {
+    buf[len - 1] = ']';
+    buf[len] = '\0';
+  } else {
+    buf[n - 1] = '\0';
+  }
+  return len;
+}
+
 size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
   const mb_trigger_spec *s = &t->spec;
   char a[64], b[200];
@@ -150,11 +179,13 @@ size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
     return (size_t)snprintf(buf, n, "interval[%s]",
                             mb_duration_format(s->interval, a, sizeof a));
   default:
-    mb_cron_describe(s->cron, b, sizeof b);
-    if (s->tz_given)
+    if (s->tz_given) {
+      mb_cron_describe(s->cron, b, sizeof b);
       return (size_t)snprintf(buf, n, "cron[%s, timezone='%s']", b,
                               mb_tz_name(s->tz));
-    return (size_t)snprintf(buf, n, "cron[%s]", b);
+    }
+    /* Without snprintf: every job's identity in the store is one. */
+    return bracketed("cron[", s->cron, buf, n);
   }
 }
 

@@ -18,8 +18,8 @@ enum { MB_TRIGGER_DATE, MB_TRIGGER_INTERVAL, MB_TRIGGER_CRON };
  * not given. */
 typedef struct mb_trigger_spec {
   int kind;
-  const mb_tz *tz;      /* zone cron fields are read in */
   bool tz_given;        /* named by the user: describe shows it */
+  const mb_tz *tz;      /* zone cron fields are read in */
   mb_time run_date;     /* date */
   mb_time interval;     /* interval: > 0 microseconds */
   mb_time start, end;   /* interval, cron */
