@@ -199,16 +199,9 @@ static void mark_dirty(host *h, mb_job *job) {
 }
 
 /* A trigger's identity across restarts: its description and zone,
- * worked out once per trigger (every save needs it). */
+ * worked out once per (shared) trigger: every save needs it. */
 static const char *trigger_identity(mb_job *job) {
-  if (!job->rec.trigger_id) {
-    char desc[512], id[600];
-    mb_trigger_describe(job->trigger, desc, sizeof desc);
-    snprintf(id, sizeof id, "%s@%s", desc,
-             mb_tz_name(mb_trigger_tz(job->trigger)));
-    job->rec.trigger_id = mb_xstrdup(id);
-  }
-  return job->rec.trigger_id;
+  return mb_trigger_identity(job->trigger);
 }
 
 static void save_job(host *h, mb_job *job) {

@@ -404,7 +404,6 @@ void mb_job_unref(mb_job *j) {
   free(j->rec.pause_note);
   free(j->rec.state);
   free(j->rec.spec);
-  free(j->rec.trigger_id);
   if (j->name != j->id) free(j->name);
   free(j->id);
   free(j->file);
@@ -553,8 +552,6 @@ int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
   }
   mb_trigger_free(j->trigger);
   j->trigger = trigger;
-  free(j->rec.trigger_id);
-  j->rec.trigger_id = NULL;
   j->last_fire = MB_TIME_NONE;
   if (!j->paused) {
     schedule_from(s, j, mb_sched_now(s));

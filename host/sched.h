@@ -89,7 +89,6 @@ struct mb_job {
     char *pause_note;
     char *state;         /* ctx.state, serialised */
     char *spec;          /* added at run time: the definition, serialised */
-    char *trigger_id;    /* the trigger's identity, cached; NULL: not yet */
     bool memory_only;    /* added at run time with a function: not kept */
     bool dirty;          /* to be saved at the next flush */
     int unpruned;        /* runs recorded since its history was pruned */

@@ -5,14 +5,77 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Triggers are shared: jobs made from the same spec (the same cron
+ * expression, zone and bounds) hold one trigger, as they hold one cron
+ * expression. A million jobs then cost a million references, and what a
+ * trigger works out once (its first fire, its identity) serves them
+ * all. Nothing in a trigger changes once made, but for those caches. */
 struct mb_trigger {
   mb_trigger_spec spec;
   bool anchored;  /* start_date was given: no fire before it */
-  /* A cron trigger's first fire as seen when it was made: making it
-   * searches for that fire anyway, and the job that takes the trigger
-   * asks for it again at once. */
+  unsigned refs;
+  /* A cron trigger's first fire as seen at made_at: it stays the first
+   * fire up to that instant, and making a trigger searches for it
+   * anyway, just before the job taking it asks again. */
   mb_time made_at, first;
+  char *identity;  /* mb_trigger_identity's, made on first use */
+  mb_trigger *next_shared;
 };
+
+static struct {
+  mb_trigger **buckets;
+  size_t nbuckets, count;
+} shared;
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  return (h ^ v) * 1099511628211u;
+}
+
+static uint64_t hash_spec(const mb_trigger_spec *s, bool anchored) {
+  uint64_t h = 1469598103934665603u;
+  h = mix(h, (uint64_t)s->kind << 2 | (uint64_t)s->tz_given << 1 | anchored);
+  h = mix(h, (uint64_t)(uintptr_t)s->tz);
+  h = mix(h, (uint64_t)(uintptr_t)s->cron);
+  h = mix(h, (uint64_t)s->run_date);
+  h = mix(h, (uint64_t)s->interval);
+  h = mix(h, (uint64_t)s->start);
+  h = mix(h, (uint64_t)s->end);
+  return h ^ h >> 29;
+}
+
+static bool same_spec(const mb_trigger *t, const mb_trigger_spec *s,
+                      bool anchored) {
+  const mb_trigger_spec *o = &t->spec;
+  return t->anchored == anchored && o->kind == s->kind &&
+         o->tz_given == s->tz_given && o->tz == s->tz && o->cron == s->cron &&
+         o->run_date == s->run_date && o->interval == s->interval &&
+         o->start == s->start && o->end == s->end;
+}
+
+static mb_trigger **shared_slot(const mb_trigger_spec *s, bool anchored) {
+  mb_trigger **p = &shared.buckets[hash_spec(s, anchored) &
+                                   (shared.nbuckets - 1)];
+  while (*p && !same_spec(*p, s, anchored)) p = &(*p)->next_shared;
+  return p;
+}
+
+static void grow_shared(void) {
+  size_t n = shared.nbuckets ? 2 * shared.nbuckets : 64;
+  mb_trigger **old = shared.buckets;
+  size_t nold = shared.nbuckets;
+  shared.buckets = mb_xcalloc(n, sizeof *shared.buckets);
+  shared.nbuckets = n;
+  for (size_t i = 0; i < nold; i++) {
+    for (mb_trigger *t = old[i], *next; t; t = next) {
+      next = t->next_shared;
+      mb_trigger **p = &shared.buckets[hash_spec(&t->spec, t->anchored) &
+                                       (n - 1)];
+      t->next_shared = *p;
+      *p = t;
+    }
+  }
+  free(old);
+}
 
 static mb_time floor_div(mb_time a, mb_time b) {
   mb_time q = a / b;
@@ -49,7 +112,9 @@ static mb_time next_cron(const mb_trigger_spec *s, mb_time prev,
 
 mb_time mb_trigger_next(const mb_trigger *t, mb_time prev, mb_time now) {
   const mb_trigger_spec *s = &t->spec;
-  if (prev == MB_TIME_NONE && now == t->made_at) return t->first;
+  if (prev == MB_TIME_NONE && t->made_at != MB_TIME_NONE &&
+      now >= t->made_at && now <= t->first)
+    return t->first;
   mb_time next;
   switch (s->kind) {
   case MB_TRIGGER_DATE:
@@ -72,25 +137,47 @@ static void end_in_past(const mb_trigger_spec *s, mb_err *err) {
              mb_time_format(s->end, s->tz, when, sizeof when));
 }
 
+/* The trigger for spec s, shared when one like it exists; takes over
+ * the spec's holder of its cron expression. */
+static mb_trigger *share(const mb_trigger_spec *s, bool anchored) {
+  mb_trigger **p = shared.nbuckets ? shared_slot(s, anchored) : NULL;
+  if (p && *p) {
+    mb_cron_free(s->cron);  /* the shared trigger holds it already */
+    (*p)->refs++;
+    return *p;
+  }
+  mb_trigger *t = mb_xcalloc(1, sizeof *t);
+  t->spec = *s;
+  t->anchored = anchored;
+  t->refs = 1;
+  t->made_at = t->first = MB_TIME_NONE;
+  if (shared.count + 1 > shared.nbuckets / 4 * 3) grow_shared();
+  p = &shared.buckets[hash_spec(s, anchored) & (shared.nbuckets - 1)];
+  t->next_shared = *p;
+  *p = t;
+  shared.count++;
+  return t;
+}
+
 mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
                            mb_err *err) {
-  mb_trigger *t = mb_xmalloc(sizeof *t);
-  t->spec = *spec;
-  mb_trigger_spec *s = &t->spec;
+  mb_trigger_spec made = *spec;
+  mb_trigger_spec *s = &made;
   if (!s->tz) s->tz = mb_tz_utc();
-  t->anchored = s->start != MB_TIME_NONE;
-  t->made_at = t->first = MB_TIME_NONE;
-  if (s->kind == MB_TRIGGER_INTERVAL && !t->anchored)
+  bool anchored = s->start != MB_TIME_NONE;
+  if (s->kind == MB_TRIGGER_INTERVAL && !anchored)
     s->start = now + s->interval;
   if (s->kind != MB_TRIGGER_DATE && s->start != MB_TIME_NONE &&
       s->end != MB_TIME_NONE && s->end < s->start) {
     mb_err_set(err, MB_EINVAL, "end_date: is before start_date");
-    mb_trigger_free(t);
+    mb_cron_free(s->cron);
     return NULL;
   }
+  mb_trigger *t = share(s, anchored);
+  s = &t->spec;
   if (s->kind == MB_TRIGGER_CRON) {
-    t->first = mb_trigger_next(t, MB_TIME_NONE, now);
-    if (t->first == MB_TIME_NONE) {
+    mb_time first = mb_trigger_next(t, MB_TIME_NONE, now);
+    if (first == MB_TIME_NONE) {
       if (s->end != MB_TIME_NONE && s->end < now)
         end_in_past(s, err);
       else
@@ -99,6 +186,7 @@ mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
       return NULL;
     }
     t->made_at = now;
+    t->first = first;
   }
   if (s->kind == MB_TRIGGER_INTERVAL &&
       mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
@@ -189,8 +277,27 @@ size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
   }
 }
 
+const char *mb_trigger_identity(mb_trigger *t) {
+  if (!t->identity) {
+    char desc[512], id[600];
+    mb_trigger_describe(t, desc, sizeof desc);
+    snprintf(id, sizeof id, "%s@%s", desc, mb_tz_name(t->spec.tz));
+    t->identity = mb_xstrdup(id);
+  }
+  return t->identity;
+}
+
 void mb_trigger_free(mb_trigger *t) {
-  if (!t) return;
+  if (!t || --t->refs > 0) return;
+  mb_trigger **p = shared_slot(&t->spec, t->anchored);
+  while (*p != t) p = &(*p)->next_shared;
+  *p = t->next_shared;
+  if (--shared.count == 0) {
+    free(shared.buckets);
+    shared.buckets = NULL;
+    shared.nbuckets = 0;
+  }
   mb_cron_free(t->spec.cron);
+  free(t->identity);
   free(t);
 }
