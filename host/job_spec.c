@@ -138,6 +138,19 @@ static const char *integer_text(lua_Integer v, char *buf) {
   return p;
 }
 
+/* The MB_CRON_* field named key, or MB_CRON_NFIELDS. */
+static int cron_field(const char *key, size_t len) {
+  static size_t lens[MB_CRON_NFIELDS];
+  if (!lens[0])
+    for (int f = 0; f < MB_CRON_NFIELDS; f++)
+      lens[f] = strlen(mb_cron_field_name(f));
+  int f = 0;
+  while (f < MB_CRON_NFIELDS &&
+         !(lens[f] == len && memcmp(mb_cron_field_name(f), key, len) == 0))
+    f++;
+  return f;
+}
+
 static bool read_cron(lua_State *L, int idx, mb_trigger_spec *t) {
   const char *fields[MB_CRON_NFIELDS] = {0};
   char numbers[MB_CRON_NFIELDS][24];
@@ -149,11 +162,7 @@ static bool read_cron(lua_State *L, int idx, mb_trigger_spec *t) {
     const char *key = string_key(L, &len);
     bool ok = false;
     if (key) {
-      int f = 0;
-      while (f < MB_CRON_NFIELDS &&
-             !(strlen(mb_cron_field_name(f)) == len &&
-               memcmp(mb_cron_field_name(f), key, len) == 0))
-        f++;
+      int f = cron_field(key, len);
       if (f < MB_CRON_NFIELDS) {
         /* The table keeps the string alive while the cron is made. */
         if (lua_isinteger(L, -1))
