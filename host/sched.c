@@ -73,8 +73,8 @@ static uint64_t hash(const char *s) {
   return h;
 }
 
-static mb_job **bucket_of(const mb_sched *s, const char *id) {
-  return &s->buckets[hash(id) & (s->nbuckets - 1)];
+static mb_job **bucket_of(const mb_sched *s, uint64_t h) {
+  return &s->buckets[h & (s->nbuckets - 1)];
 }
 
 static void table_grow(mb_sched *s) {
@@ -83,7 +83,7 @@ static void table_grow(mb_sched *s) {
   for (size_t i = 0; i < s->nbuckets; i++) {
     for (mb_job *j = s->buckets[i], *next; j; j = next) {
       next = j->hnext;
-      mb_job **slot = &b[hash(j->id) & (n - 1)];
+      mb_job **slot = &b[j->hash & (n - 1)];
       j->hnext = *slot;
       *slot = j;
     }
@@ -95,14 +95,14 @@ static void table_grow(mb_sched *s) {
 
 static void table_insert(mb_sched *s, mb_job *j) {
   if (s->njobs + 1 > s->nbuckets) table_grow(s);
-  mb_job **slot = bucket_of(s, j->id);
+  mb_job **slot = bucket_of(s, j->hash);
   j->hnext = *slot;
   *slot = j;
   s->njobs++;
 }
 
 static void table_remove(mb_sched *s, mb_job *j) {
-  for (mb_job **p = bucket_of(s, j->id); *p; p = &(*p)->hnext) {
+  for (mb_job **p = bucket_of(s, j->hash); *p; p = &(*p)->hnext) {
     if (*p == j) {
       *p = j->hnext;
       s->njobs--;
@@ -112,8 +112,9 @@ static void table_remove(mb_sched *s, mb_job *j) {
 }
 
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id) {
-  for (mb_job *j = *bucket_of(s, id); j; j = j->hnext)
-    if (strcmp(j->id, id) == 0) return j;
+  uint64_t h = hash(id);
+  for (mb_job *j = *bucket_of(s, h); j; j = j->hnext)
+    if (j->hash == h && strcmp(j->id, id) == 0) return j;
   return NULL;
 }
 
@@ -449,6 +450,7 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   if (old) drop(s, old, "replaced");
   mb_job *j = mb_xcalloc(1, sizeof *j);
   j->id = mb_xstrdup(id);
+  j->hash = hash(id);
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;

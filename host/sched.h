@@ -100,6 +100,7 @@ struct mb_job {
   size_t slot;
   uint64_t seq;
   mb_job *hnext;
+  uint64_t hash;          /* of id: a lookup skips other ids unread */
   mb_timer *retry_timer;  /* NULL until a retry is first armed */
 };
 
