@@ -559,7 +559,11 @@ mb_cron *mb_cron_from_crontab(const char *expr, mb_err *err) {
 
 size_t mb_cron_describe(const mb_cron *c, char *buf, size_t n) {
   size_t len = strlen(c->text);
-  if (n > 0) snprintf(buf, n, "%s", c->text);
+  if (n > 0) {
+    size_t k = len < n ? len : n - 1;
+    memcpy(buf, c->text, k);
+    buf[k] = '\0';
+  }
   return len;
 }
 

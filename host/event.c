@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "trigger.h"
 #include "tz.h"
 
 static const char *const names[] = {
@@ -65,14 +66,21 @@ static const char *status_of(int kind) {
   }
 }
 
+const char *mb_event_detail(const mb_event *ev, char *buf, size_t n) {
+  if (ev->detail || !ev->trigger) return ev->detail;
+  mb_trigger_describe(ev->trigger, buf, n);
+  return buf;
+}
+
 void mb_event_log(const mb_event *ev) {
   if (!mb_log_wanted(level_of(ev->kind))) return;
   mb_log_field f[12];
   size_t n = 0;
-  char scheduled[64], next[64];
+  char scheduled[64], next[64], desc[512];
+  const char *detail = mb_event_detail(ev, desc, sizeof desc);
   f[n++] = MB_LS("job", ev->job_id);
   if (ev->run_id) f[n++] = MB_LI("run", ev->run_id);
-  if (ev->detail) f[n++] = MB_LS("trigger", ev->detail);
+  if (detail) f[n++] = MB_LS("trigger", detail);
   if (ev->attempt > 1 || (ev->attempt && ev->kind == MB_EV_RETRY))
     f[n++] = MB_LI("attempt", ev->attempt);
   /* A run's end names its run; the run started line has the schedule. */

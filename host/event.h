@@ -46,6 +46,9 @@ typedef struct mb_event {
   mb_time next_time;       /* added, resumed, retry: when it fires next */
   const char *reason;      /* missed, skipped, buffered, cancelled: why */
   const char *detail;      /* added, modified: the trigger described */
+  /* added: the trigger, described as detail only by those who read it
+   * (most adds are neither logged nor heard). */
+  const struct mb_trigger *trigger;
   const char *log_tail;    /* a run's end: the last lines it logged */
   bool manual;             /* a run asked for (run_job), not a fire */
 } mb_event;
@@ -56,6 +59,9 @@ mb_event mb_event_make(int kind, const char *job_id);
 /* "executed", "retries_exhausted", ...; kind from a name, or -1. */
 const char *mb_event_name(int kind);
 int mb_event_kind(const char *name);
+
+/* ev's detail, or its trigger described into buf (NULL: neither). */
+const char *mb_event_detail(const mb_event *ev, char *buf, size_t n);
 
 /* Write ev as one log line: "run finished job=... status=...". */
 void mb_event_log(const mb_event *ev);

@@ -19,6 +19,7 @@
 #include "exec.h"
 #include "fs.h"
 #include "http.h"
+#include "job_spec.h"
 #include "log.h"
 #include "loop.h"
 #include "repl.h"
@@ -193,7 +194,8 @@ static void push_event(lua_State *L, const mb_event *ev) {
   set_string_field(L, "traceback", ev->traceback);
   set_time_field(L, "next_time", ev->next_time);
   set_string_field(L, "reason", ev->reason);
-  set_string_field(L, "trigger", ev->detail);
+  char desc[512];
+  set_string_field(L, "trigger", mb_event_detail(ev, desc, sizeof desc));
 }
 
 /* ---- the store: what events leave behind ---- */
@@ -239,25 +241,10 @@ static void touch(host *h, mb_job *job, bool must_save) {
 /* Its row is to be written with this turn's writes. */
 static void mark_dirty(host *h, mb_job *job) { touch(h, job, true); }
 
-/* A trigger's identity across restarts: its description and zone. */
-static char *new_trigger_identity(const mb_trigger *t) {
-  char desc[512];
-  size_t len = mb_trigger_describe(t, desc, sizeof desc);
-  if (len >= sizeof desc) len = sizeof desc - 1;
-  const char *zone = mb_tz_name(mb_trigger_tz(t));
-  size_t zlen = strlen(zone);
-  char *id = mb_xmalloc(len + zlen + 2);
-  memcpy(id, desc, len);
-  id[len] = '@';
-  memcpy(id + len + 1, zone, zlen + 1);
-  return id;
-}
-
-/* Worked out once per trigger: every save needs it. */
+/* A trigger's identity across restarts: its description and zone,
+ * worked out once per (shared) trigger: every save needs it. */
 static const char *trigger_identity(mb_job *job) {
-  if (!job->rec.trigger_id)
-    job->rec.trigger_id = new_trigger_identity(job->trigger);
-  return job->rec.trigger_id;
+  return mb_trigger_identity(job->trigger);
 }
 
 static long long last_run_id(const host *h) {
@@ -1002,6 +989,9 @@ static int sched_add_job(lua_State *L) {
   const char *file = lua_tostring(L, 5);
   bool replace = lua_toboolean(L, 6);
   mb_trigger *t = take_trigger(L, 7);
+  /* The job holds the trigger now; its emptied userdata is no use. */
+  lua_pushnil(L);
+  lua_setfield(L, 2, "trigger");
   bool paused = lua_toboolean(L, 8);
   mb_job_policy policy;
   read_policy(L, 9, &policy);
@@ -1020,6 +1010,56 @@ static int sched_add_job(lua_State *L) {
   /* Its history's age clock starts now: pruning a job by age at its
    * first run would search its history for nothing. */
   job->rec.pruned_at = mb_clock_now(h->clock);
+  push_job(L, 1, job);
+  mb_job_unref(job);
+  return 1;
+}
+
+/* sched:add_plain(spec) -> job | false | nil, message. add_job's fast
+ * path for a spec of the plain shape (job_spec.h), added at run time
+ * outside a job file with its run a function: false when spec is not
+ * plain, for lua/validate.lua to read in full. The job's Lua side is
+ * then { run = fn } alone; sched:job_spec fills in the rest when asked. */
+static int sched_add_plain(lua_State *L) {
+  host *h = check_host(L, 1);
+  lua_settop(L, 2);
+  mb_plain_spec spec;
+  if (!mb_job_spec_read(L, 2, h->default_tz, &spec)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  mb_time now = mb_clock_now(h->clock);
+  mb_err err = {0};
+  mb_trigger *t = mb_trigger_new(&spec.trigger, now, &err);
+  if (!t) {  /* the validator words why */
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_createtable(L, 0, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "run");
+  int ref = mb_ref(L);
+  mb_job *job;
+  if (mb_sched_add_job(h->sched, spec.id, spec.name, NULL, t, NULL, false,
+                       false, ref, &job, &err) < 0) {
+    mb_unref(L, ref);
+    lua_pushnil(L);
+    lua_pushstring(L, err.msg);
+    return 2;
+  }
+  job->lua_lean = true;
+  job->rec.pruned_at = now;
+  /* As scheduler.lua does for a job whose run is a function. */
+  job->rec.memory_only = true;
+  if (h->store) mark_dirty(h, job);
+  if (mb_log_wanted(MB_LOG_INFO)) {
+    mb_log_field f[] = {
+      MB_LS("job", job->id),
+      MB_LS("reason", "its run is a function; pass a \"module.function\" "
+                      "reference to keep it across restarts"),
+    };
+    mb_log(MB_LOG_INFO, "job kept in memory only", f, 2);
+  }
   push_job(L, 1, job);
   mb_job_unref(job);
   return 1;
@@ -1139,12 +1179,36 @@ static int sched_set_next_run_time(lua_State *L) {
   return 1;
 }
 
+/* A lean spec ({ run = fn }, from add_plain) made whole: the fields
+ * lua/validate.lua gives a plain spec, from what the job holds. */
+static void fill_spec(lua_State *L, mb_job *job) {
+  lua_pushstring(L, job->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, job->name);
+  lua_setfield(L, -2, "name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "replace_existing");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "paused");
+  lua_createtable(L, 0, 1);
+  lua_pushinteger(L, 0);
+  lua_setfield(L, -2, "jitter");
+  lua_setfield(L, -2, "policy");
+  if (lua_getfield(L, -1, "state") == LUA_TNIL) {
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -3, "state");
+  }
+  lua_pop(L, 1);
+  job->lua_lean = false;
+}
+
 /* sched:job_spec(job) -> the job's normalised spec table, to modify. */
 static int sched_job_spec(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  if (job->lua_lean) fill_spec(L, job);
   return 1;
 }
 
@@ -1237,7 +1301,6 @@ typedef struct restore_ctx {
   /* What jobs sharing a template share, besides its spec table: */
   struct revive_template {
     mb_trigger *trigger;  /* copied per job */
-    char *trigger_id;     /* its identity (trigger_identity) */
     mb_job_policy policy;
   } *templates;
   size_t ntemplates;
@@ -1315,8 +1378,6 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
   job->rec.pruned_at = mb_clock_now(h->clock);
   set_string(&job->rec.spec, text);
   job->rec.memory_only = false;
-  if (tpl && !job->rec.trigger_id)
-    job->rec.trigger_id = mb_xstrdup(tpl->trigger_id);
   mb_job_unref(job);
   return job;
 }
@@ -1396,7 +1457,6 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
                                  (c->ntemplates + 1) * sizeof *c->templates);
       struct revive_template *tpl = &c->templates[c->ntemplates++];
       tpl->trigger = proto;
-      tpl->trigger_id = new_trigger_identity(proto);
       lua_getfield(L, base, "policy");
       read_policy(L, -1, &tpl->policy);
       lua_pop(L, 1);
@@ -1654,7 +1714,6 @@ static int sched_restore(lua_State *L) {
     free(c.schedules);
     for (size_t i = 0; i < c.ntemplates; i++) {
       mb_trigger_free(c.templates[i].trigger);
-      free(c.templates[i].trigger_id);
     }
     free(c.templates);
     if (rc < 0) {
@@ -2485,6 +2544,7 @@ static const luaL_Reg sched_methods[] = {
   {"set_api", sched_set_api},
   {"new_trigger", sched_new_trigger},
   {"add_job", sched_add_job},
+  {"add_plain", sched_add_plain},
   {"get_job", sched_get_job},
   {"get_jobs", sched_get_jobs},
   {"pause_job", sched_pause_job},

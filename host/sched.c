@@ -74,8 +74,8 @@ static uint64_t hash(const char *s) {
   return h;
 }
 
-static mb_job **bucket_of(const mb_sched *s, const char *id) {
-  return &s->buckets[hash(id) & (s->nbuckets - 1)];
+static mb_job **bucket_of(const mb_sched *s, uint64_t h) {
+  return &s->buckets[h & (s->nbuckets - 1)];
 }
 
 static void table_grow(mb_sched *s) {
@@ -84,7 +84,7 @@ static void table_grow(mb_sched *s) {
   for (size_t i = 0; i < s->nbuckets; i++) {
     for (mb_job *j = s->buckets[i], *next; j; j = next) {
       next = j->hnext;
-      mb_job **slot = &b[hash(j->id) & (n - 1)];
+      mb_job **slot = &b[j->hash & (n - 1)];
       j->hnext = *slot;
       *slot = j;
     }
@@ -96,14 +96,14 @@ static void table_grow(mb_sched *s) {
 
 static void table_insert(mb_sched *s, mb_job *j) {
   if (s->njobs + 1 > s->nbuckets) table_grow(s);
-  mb_job **slot = bucket_of(s, j->id);
+  mb_job **slot = bucket_of(s, j->hash);
   j->hnext = *slot;
   *slot = j;
   s->njobs++;
 }
 
 static void table_remove(mb_sched *s, mb_job *j) {
-  for (mb_job **p = bucket_of(s, j->id); *p; p = &(*p)->hnext) {
+  for (mb_job **p = bucket_of(s, j->hash); *p; p = &(*p)->hnext) {
     if (*p == j) {
       *p = j->hnext;
       s->njobs--;
@@ -113,8 +113,9 @@ static void table_remove(mb_sched *s, mb_job *j) {
 }
 
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id) {
-  for (mb_job *j = *bucket_of(s, id); j; j = j->hnext)
-    if (strcmp(j->id, id) == 0) return j;
+  uint64_t h = hash(id);
+  for (mb_job *j = *bucket_of(s, h); j; j = j->hnext)
+    if (j->hash == h && strcmp(j->id, id) == 0) return j;
   return NULL;
 }
 
@@ -213,11 +214,7 @@ void mb_sched_emit(mb_sched *s, const mb_event *ev) {
 static void emit_job(mb_sched *s, int kind, mb_job *j) {
   mb_event ev = mb_event_make(kind, j->id);
   ev.next_time = j->next_fire;
-  char desc[512];
-  if (kind == MB_EV_ADDED) {
-    mb_trigger_describe(j->trigger, desc, sizeof desc);
-    ev.detail = desc;
-  }
+  if (kind == MB_EV_ADDED) ev.trigger = j->trigger;
   mb_sched_emit(s, &ev);
 }
 
@@ -346,6 +343,11 @@ static void on_pending_fire(mb_timer *timer) {
   mb_job_unref(j);
 }
 
+/* Stop job's retry timer, if it ever had one. */
+static void stop_retry_timer(mb_sched *s, mb_job *j) {
+  if (j->retry_timer) mb_timer_stop(s->clock, j->retry_timer);
+}
+
 static void on_retry_due(mb_timer *timer) {
   mb_job *j = timer->data;
   mb_sched *s = j->sched;
@@ -404,15 +406,15 @@ void mb_job_ref(mb_job *j) { j->refs++; }
 void mb_job_unref(mb_job *j) {
   if (--j->refs > 0) return;
   mb_trigger_free(j->trigger);
+  free(j->retry_timer);
   free(j->buffer);
   free(j->rec.last_status);
   free(j->rec.last_error);
   free(j->rec.pause_note);
   free(j->rec.state);
   free(j->rec.spec);
-  free(j->rec.trigger_id);
+  if (j->name != j->id) free(j->name);
   free(j->id);
-  free(j->name);
   free(j->file);
   free(j);
 }
@@ -422,7 +424,7 @@ void mb_job_unref(mb_job *j) {
  * when it was removed. */
 static void drop(mb_sched *s, mb_job *j, const char *reason) {
   cancel_pending(s, j);
-  mb_timer_stop(s->clock, &j->retry_timer);
+  stop_retry_timer(s, j);
   j->retry_due = MB_TIME_NONE;
   j->nbuffered = 0;
   unqueue(s, j);
@@ -456,7 +458,8 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   if (old) drop(s, old, "replaced");
   mb_job *j = mb_xcalloc(1, sizeof *j);
   j->id = mb_xstrdup(id);
-  j->name = mb_xstrdup(name ? name : id);
+  j->hash = hash(id);
+  j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;
   if (policy)
@@ -471,7 +474,6 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   j->slot = SIZE_MAX;
   j->sched = s;
   j->paused = paused;
-  mb_timer_init(&j->retry_timer, on_retry_due, j);
   if (paused)
     j->next_fire = j->next_base = MB_TIME_NONE;
   else
@@ -509,14 +511,18 @@ mb_job **mb_sched_jobs(const mb_sched *s, size_t *n) {
 static void arm_retry(mb_sched *s, mb_job *j) {
   if (j->retry_due == MB_TIME_NONE || j->paused || s->stopped) return;
   mb_time delay = j->retry_due - mb_sched_now(s);
-  mb_timer_start(s->clock, &j->retry_timer, delay > 0 ? delay : 0);
+  if (!j->retry_timer) {
+    j->retry_timer = mb_xmalloc(sizeof *j->retry_timer);
+    mb_timer_init(j->retry_timer, on_retry_due, j);
+  }
+  mb_timer_start(s->clock, j->retry_timer, delay > 0 ? delay : 0);
 }
 
 int mb_sched_pause_job(mb_sched *s, mb_job *j) {
   if (j->removed) return MB_ENOTFOUND;
   j->paused = true;
   j->next_fire = j->next_base = MB_TIME_NONE;
-  mb_timer_stop(s->clock, &j->retry_timer);
+  stop_retry_timer(s, j);
   unqueue(s, j);
   rearm(s);
   emit_job(s, MB_EV_PAUSED, j);
@@ -556,8 +562,6 @@ int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
   }
   mb_trigger_free(j->trigger);
   j->trigger = trigger;
-  free(j->rec.trigger_id);
-  j->rec.trigger_id = NULL;
   j->last_fire = MB_TIME_NONE;
   if (!j->paused) {
     schedule_from(s, j, mb_sched_now(s));
@@ -635,7 +639,7 @@ void mb_sched_stop(mb_sched *s) {
   cancel_pending(s, NULL);
   for (size_t i = 0; i < s->nbuckets; i++)
     for (mb_job *j = s->buckets[i]; j; j = j->hnext)
-      mb_timer_stop(s->clock, &j->retry_timer);
+      stop_retry_timer(s, j);
 }
 
 bool mb_sched_stopped(const mb_sched *s) { return s->stopped; }
@@ -647,8 +651,8 @@ void mb_sched_run_ended(mb_sched *s, mb_job *j) {
 }
 
 void mb_sched_rename_job(mb_job *j, const char *name) {
-  free(j->name);
-  j->name = mb_xstrdup(name);
+  if (j->name != j->id) free(j->name);
+  j->name = strcmp(name, j->id) != 0 ? mb_xstrdup(name) : j->id;
 }
 
 void mb_sched_set_file(mb_job *j, const char *file) {

@@ -27,21 +27,22 @@ enum {
 
 enum { MB_BACKOFF_FIXED, MB_BACKOFF_LINEAR, MB_BACKOFF_EXPONENTIAL };
 
-/* How a job's fires and runs behave. Durations in microseconds. */
+/* How a job's fires and runs behave. Durations in microseconds. (Wide
+ * fields first, then narrow: every job holds one.) */
 typedef struct mb_job_policy {
   mb_time timeout;         /* per attempt; 0: none */
+  mb_time misfire_grace;   /* MB_TIME_NONE: a late fire always runs */
+  mb_time jitter;          /* random delay in [0, jitter] per fire */
+  mb_time retry_delay, retry_max_delay;  /* max 0: no cap */
+  double retry_jitter;     /* the delay varies by +- this fraction */
+  mb_time keep_for;        /* history kept: age; 0: the scheduler's */
   unsigned max_instances;  /* concurrent runs, >= 1 */
   int overlap;             /* MB_OVERLAP_*: a fire beyond max_instances */
   unsigned max_buffered;   /* buffer_all's bound */
-  mb_time misfire_grace;   /* MB_TIME_NONE: a late fire always runs */
-  bool coalesce;           /* several overdue fires run once */
-  mb_time jitter;          /* random delay in [0, jitter] per fire */
   int retry_attempts;      /* tries in all, the first included; >= 1 */
   int retry_backoff;       /* MB_BACKOFF_* */
-  mb_time retry_delay, retry_max_delay;  /* max 0: no cap */
-  double retry_jitter;     /* the delay varies by +- this fraction */
   int keep_runs;           /* history kept: runs; 0: the scheduler's */
-  mb_time keep_for;        /* history kept: age; 0: the scheduler's */
+  bool coalesce;           /* several overdue fires run once */
 } mb_job_policy;
 
 /* The defaults: no timeout, one instance, skip, buffer of 100, no grace
@@ -55,10 +56,12 @@ typedef struct mb_fire {
   bool manual;        /* asked for (run_job), not one of the trigger's */
 } mb_fire;
 
-/* Read-only outside sched.c, but for the fields marked otherwise. */
+/* Read-only outside sched.c, but for the fields marked otherwise. A
+ * million jobs may be held at once: fields are ordered so that none
+ * pads, and what few jobs use (a retry's timer) is allocated on use. */
 struct mb_job {
   char *id;
-  char *name;
+  char *name;            /* may be id itself (the usual case) */
   char *file;            /* declaring file, or NULL */
   mb_trigger *trigger;   /* owned */
   mb_job_policy policy;
@@ -67,15 +70,16 @@ struct mb_job {
   mb_time last_fire;     /* scheduled time of the latest fire */
   mb_time retry_due;     /* pending retry, or MB_TIME_NONE */
   mb_fire retry_fire;
+  mb_sched *sched;       /* the scheduler it belongs (or belonged) to */
+  int lua_ref;           /* the hooks' handle on the Lua side */
+  bool lua_lean;         /* that side holds only the run function yet */
   bool paused;
   bool removed;          /* no longer in the scheduler */
   bool done;             /* removed because its trigger had no fire left */
-  int lua_ref;           /* the hooks' handle on the Lua side */
-  mb_sched *sched;       /* the scheduler it belongs (or belonged) to */
   /* Kept by the runner. */
   unsigned running;      /* runs in flight */
-  mb_fire *buffer;       /* fires waiting for a free instance */
   unsigned nbuffered, buffer_cap;
+  mb_fire *buffer;       /* fires waiting for a free instance */
   /* Kept by the host: what the store keeps besides the schedule. Strings
    * are owned and freed with the job. */
   struct mb_job_record {
@@ -86,7 +90,6 @@ struct mb_job {
     char *pause_note;
     char *state;         /* ctx.state, serialised */
     char *spec;          /* added at run time: the definition, serialised */
-    char *trigger_id;    /* the trigger's identity, cached; NULL: not yet */
     bool memory_only;    /* added at run time with a function: not kept */
     bool dirty;          /* in the host's list for the next flush */
     bool must_save;      /* changed beyond run outcomes: saved at the flush */
@@ -97,11 +100,12 @@ struct mb_job {
   } rec;
   /* Private. */
   int refs;
+  unsigned pending_fires;
   size_t slot;
   uint64_t seq;
   mb_job *hnext;
-  unsigned pending_fires;
-  mb_timer retry_timer;
+  uint64_t hash;          /* of id: a lookup skips other ids unread */
+  mb_timer *retry_timer;  /* NULL until a retry is first armed */
 };
 
 typedef struct mb_sched_hooks {

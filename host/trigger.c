@@ -4,11 +4,79 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
+#include <string.h>
 
+/* Triggers are shared: jobs made from the same spec (the same cron
+ * expression, zone and bounds) hold one trigger, as they hold one cron
+ * expression. A million jobs then cost a million references, and what a
+ * trigger works out once (its first fire, its identity) serves them
+ * all. Nothing in a trigger changes once made, but for those caches. */
 struct mb_trigger {
   mb_trigger_spec spec;
   bool anchored;  /* start_date was given: no fire before it */
+  unsigned refs;
+  /* A cron trigger's first fire as seen at made_at: it stays the first
+   * fire up to that instant, and making a trigger searches for it
+   * anyway, just before the job taking it asks again. */
+  mb_time made_at, first;
+  char *identity;  /* mb_trigger_identity's, made on first use */
+  mb_trigger *next_shared;
 };
+
+static struct {
+  mb_trigger **buckets;
+  size_t nbuckets, count;
+} shared;
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  return (h ^ v) * 1099511628211u;
+}
+
+static uint64_t hash_spec(const mb_trigger_spec *s, bool anchored) {
+  uint64_t h = 1469598103934665603u;
+  h = mix(h, (uint64_t)s->kind << 2 | (uint64_t)s->tz_given << 1 | anchored);
+  h = mix(h, (uint64_t)(uintptr_t)s->tz);
+  h = mix(h, (uint64_t)(uintptr_t)s->cron);
+  h = mix(h, (uint64_t)s->run_date);
+  h = mix(h, (uint64_t)s->interval);
+  h = mix(h, (uint64_t)s->start);
+  h = mix(h, (uint64_t)s->end);
+  return h ^ h >> 29;
+}
+
+static bool same_spec(const mb_trigger *t, const mb_trigger_spec *s,
+                      bool anchored) {
+  const mb_trigger_spec *o = &t->spec;
+  return t->anchored == anchored && o->kind == s->kind &&
+         o->tz_given == s->tz_given && o->tz == s->tz && o->cron == s->cron &&
+         o->run_date == s->run_date && o->interval == s->interval &&
+         o->start == s->start && o->end == s->end;
+}
+
+static mb_trigger **shared_slot(const mb_trigger_spec *s, bool anchored) {
+  mb_trigger **p = &shared.buckets[hash_spec(s, anchored) &
+                                   (shared.nbuckets - 1)];
+  while (*p && !same_spec(*p, s, anchored)) p = &(*p)->next_shared;
+  return p;
+}
+
+static void grow_shared(void) {
+  size_t n = shared.nbuckets ? 2 * shared.nbuckets : 64;
+  mb_trigger **old = shared.buckets;
+  size_t nold = shared.nbuckets;
+  shared.buckets = mb_xcalloc(n, sizeof *shared.buckets);
+  shared.nbuckets = n;
+  for (size_t i = 0; i < nold; i++) {
+    for (mb_trigger *t = old[i], *next; t; t = next) {
+      next = t->next_shared;
+      mb_trigger **p = &shared.buckets[hash_spec(&t->spec, t->anchored) &
+                                       (n - 1)];
+      t->next_shared = *p;
+      *p = t;
+    }
+  }
+  free(old);
+}
 
 static mb_time floor_div(mb_time a, mb_time b) {
   mb_time q = a / b;
@@ -45,6 +113,9 @@ static mb_time next_cron(const mb_trigger_spec *s, mb_time prev,
 
 mb_time mb_trigger_next(const mb_trigger *t, mb_time prev, mb_time now) {
   const mb_trigger_spec *s = &t->spec;
+  if (prev == MB_TIME_NONE && t->made_at != MB_TIME_NONE &&
+      now >= t->made_at && now <= t->first)
+    return t->first;
   mb_time next;
   switch (s->kind) {
   case MB_TRIGGER_DATE:
@@ -67,23 +138,53 @@ static void end_in_past(const mb_trigger_spec *s, mb_err *err) {
              mb_time_format(s->end, s->tz, when, sizeof when));
 }
 
-/* t, or NULL (t freed) when it cannot fire after now. */
-static mb_trigger *fireable(mb_trigger *t, mb_time now, mb_err *err) {
-  mb_trigger_spec *s = &t->spec;
+/* The trigger for spec s, shared when one like it exists; takes over
+ * the spec's holder of its cron expression. */
+static mb_trigger *share(const mb_trigger_spec *s, bool anchored) {
+  mb_trigger **p = shared.nbuckets ? shared_slot(s, anchored) : NULL;
+  if (p && *p) {
+    mb_cron_free(s->cron);  /* the shared trigger holds it already */
+    (*p)->refs++;
+    return *p;
+  }
+  mb_trigger *t = mb_xcalloc(1, sizeof *t);
+  t->spec = *s;
+  t->anchored = anchored;
+  t->refs = 1;
+  t->made_at = t->first = MB_TIME_NONE;
+  if (shared.count + 1 > shared.nbuckets / 4 * 3) grow_shared();
+  p = &shared.buckets[hash_spec(s, anchored) & (shared.nbuckets - 1)];
+  t->next_shared = *p;
+  *p = t;
+  shared.count++;
+  return t;
+}
+
+/* The trigger for s (its tz and start worked out), checked at now: NULL
+ * with err when it cannot fire after now. Takes over s's holder of its
+ * cron expression either way. */
+static mb_trigger *make(mb_trigger_spec *s, bool anchored, mb_time now,
+                        mb_err *err) {
   if (s->kind != MB_TRIGGER_DATE && s->start != MB_TIME_NONE &&
       s->end != MB_TIME_NONE && s->end < s->start) {
     mb_err_set(err, MB_EINVAL, "end_date: is before start_date");
-    mb_trigger_free(t);
+    mb_cron_free(s->cron);
     return NULL;
   }
-  if (s->kind == MB_TRIGGER_CRON &&
-      mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
-    if (s->end != MB_TIME_NONE && s->end < now)
-      end_in_past(s, err);
-    else
-      mb_err_set(err, MB_ENEVER, "can never fire");
-    mb_trigger_free(t);
-    return NULL;
+  mb_trigger *t = share(s, anchored);
+  s = &t->spec;
+  if (s->kind == MB_TRIGGER_CRON) {
+    mb_time first = mb_trigger_next(t, MB_TIME_NONE, now);
+    if (first == MB_TIME_NONE) {
+      if (s->end != MB_TIME_NONE && s->end < now)
+        end_in_past(s, err);
+      else
+        mb_err_set(err, MB_ENEVER, "can never fire");
+      mb_trigger_free(t);
+      return NULL;
+    }
+    t->made_at = now;
+    t->first = first;
   }
   if (s->kind == MB_TRIGGER_INTERVAL &&
       mb_trigger_next(t, MB_TIME_NONE, now) == MB_TIME_NONE) {
@@ -96,21 +197,18 @@ static mb_trigger *fireable(mb_trigger *t, mb_time now, mb_err *err) {
 
 mb_trigger *mb_trigger_new(const mb_trigger_spec *spec, mb_time now,
                            mb_err *err) {
-  mb_trigger *t = mb_xmalloc(sizeof *t);
-  t->spec = *spec;
-  mb_trigger_spec *s = &t->spec;
-  if (!s->tz) s->tz = mb_tz_utc();
-  t->anchored = s->start != MB_TIME_NONE;
-  if (s->kind == MB_TRIGGER_INTERVAL && !t->anchored)
-    s->start = now + s->interval;
-  return fireable(t, now, err);
+  mb_trigger_spec made = *spec;
+  if (!made.tz) made.tz = mb_tz_utc();
+  bool anchored = made.start != MB_TIME_NONE;
+  if (made.kind == MB_TRIGGER_INTERVAL && !anchored)
+    made.start = now + made.interval;
+  return make(&made, anchored, now, err);
 }
 
 mb_trigger *mb_trigger_copy(const mb_trigger *t, mb_time now, mb_err *err) {
-  mb_trigger *copy = mb_xmalloc(sizeof *copy);
-  *copy = *t;
-  if (copy->spec.cron) mb_cron_hold(copy->spec.cron);
-  return fireable(copy, now, err);
+  mb_trigger_spec again = t->spec;
+  if (again.cron) mb_cron_hold(again.cron);
+  return make(&again, t->anchored, now, err);
 }
 
 int mb_trigger_kind(const mb_trigger *t) { return t->spec.kind; }
@@ -153,6 +251,25 @@ char *mb_duration_format(mb_time d, char *buf, size_t n) {
   return buf;
 }
 
+/* prefix, the cron's description and "]" into buf, as snprintf would. */
+static size_t bracketed(const char *prefix, const mb_cron *c, char *buf,
+                        size_t n) {
+  size_t pl = strlen(prefix);
+  char *text = buf + (pl < n ? pl : n);
+  size_t rest = n - (size_t)(text - buf);
+  size_t tl = mb_cron_describe(c, text, rest);
+  size_t len = pl + tl + 1;
+  if (n == 0) return len;
+  memcpy(buf, prefix, pl < n - 1 ? pl : n - 1);
+  if (len < n) {
+    buf[len - 1] = ']';
+    buf[len] = '\0';
+  } else {
+    buf[n - 1] = '\0';
+  }
+  return len;
+}
+
 size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
   const mb_trigger_spec *s = &t->spec;
   char a[64], b[200];
@@ -172,16 +289,37 @@ size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n) {
     return (size_t)snprintf(buf, n, "interval[%s]",
                             mb_duration_format(s->interval, a, sizeof a));
   default:
-    mb_cron_describe(s->cron, b, sizeof b);
-    if (s->tz_given)
+    if (s->tz_given) {
+      mb_cron_describe(s->cron, b, sizeof b);
       return (size_t)snprintf(buf, n, "cron[%s, timezone='%s']", b,
                               mb_tz_name(s->tz));
-    return (size_t)snprintf(buf, n, "cron[%s]", b);
+    }
+    /* Without snprintf: every job's identity in the store is one. */
+    return bracketed("cron[", s->cron, buf, n);
   }
 }
 
+const char *mb_trigger_identity(mb_trigger *t) {
+  if (!t->identity) {
+    char desc[512], id[600];
+    mb_trigger_describe(t, desc, sizeof desc);
+    snprintf(id, sizeof id, "%s@%s", desc, mb_tz_name(t->spec.tz));
+    t->identity = mb_xstrdup(id);
+  }
+  return t->identity;
+}
+
 void mb_trigger_free(mb_trigger *t) {
-  if (!t) return;
+  if (!t || --t->refs > 0) return;
+  mb_trigger **p = shared_slot(&t->spec, t->anchored);
+  while (*p != t) p = &(*p)->next_shared;
+  *p = t->next_shared;
+  if (--shared.count == 0) {
+    free(shared.buckets);
+    shared.buckets = NULL;
+    shared.nbuckets = 0;
+  }
   mb_cron_free(t->spec.cron);
+  free(t->identity);
   free(t);
 }

@@ -18,15 +18,17 @@ enum { MB_TRIGGER_DATE, MB_TRIGGER_INTERVAL, MB_TRIGGER_CRON };
  * not given. */
 typedef struct mb_trigger_spec {
   int kind;
-  const mb_tz *tz;      /* zone cron fields are read in */
   bool tz_given;        /* named by the user: describe shows it */
+  const mb_tz *tz;      /* zone cron fields are read in */
   mb_time run_date;     /* date */
   mb_time interval;     /* interval: > 0 microseconds */
   mb_time start, end;   /* interval, cron */
   mb_cron *cron;        /* cron: ownership passes to the trigger */
 } mb_trigger_spec;
 
-/* Make a trigger. now anchors an interval without start_date (its first
+/* Make a trigger, or take one more hold of the same trigger made
+ * before from an equal spec (triggers are shared, and for the loop's
+ * thread only). now anchors an interval without start_date (its first
  * fire is one interval after now). Fails with MB_ENEVER when it can
  * never fire after now, with a message saying why. On failure the cron
  * expression in spec is freed too. */
@@ -50,7 +52,11 @@ const mb_tz *mb_trigger_tz(const mb_trigger *t);
  * snprintf, returns the length the whole text needs. */
 size_t mb_trigger_describe(const mb_trigger *t, char *buf, size_t n);
 
-/* Frees t; NULL is fine. */
+/* What tells t from another trigger across restarts ("cron[hour='2']@UTC"),
+ * made once and kept with t. */
+const char *mb_trigger_identity(mb_trigger *t);
+
+/* Drops a hold of t, freeing it with the last; NULL is fine. */
 void mb_trigger_free(mb_trigger *t);
 
 /* "1h30m", "10s", "250ms", "2d": the shortest spelling of a duration. */

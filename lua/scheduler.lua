@@ -95,7 +95,18 @@ function M.new(sched, opts)
 
   local st = state(sched)
 
+  -- A plain spec added at run time skips the validator (host/job_spec.c).
+  local plain = not opts.stage and not opts.file
+
   function api.add_job(spec)
+    if plain and not st.defaults then
+      local job, why = sched:add_plain(spec)
+      if job then
+        if opts.on_add then opts.on_add(job) end
+        return job
+      end
+      if job == nil then error(why, 2) end
+    end
     local norm, err = validate.job(sched, spec,
       { file = opts.file, defaults = st.defaults })
     if not norm then error(err, 2) end

@@ -11,6 +11,17 @@ describe("listeners", function()
   end)
   after_each(function() h:close() end)
 
+  it("hear an added job's trigger, described, as the log line shows it", function()
+    local heard = h:events { "added" }
+    s.add_job { id = "c", trigger = { "cron", hour = 2, minute = 30 }, run = function() end }
+    s.add_job { id = "i", trigger = { "interval", minutes = 90 }, run = function() end }
+    assert.equal("cron[hour='2', minute='30']", heard[1].trigger)
+    assert.equal("interval[1h30m]", heard[2].trigger)
+    local lines = h:logged("job added")
+    assert.equal("cron[hour='2', minute='30']", lines[1].fields.trigger)
+    assert.equal("interval[1h30m]", lines[2].fields.trigger)
+  end)
+
   it("see every kind of event", function()
     local seen = {}
     s.add_listener(function(ev) seen[ev.kind] = (seen[ev.kind] or 0) + 1 end)
