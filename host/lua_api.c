@@ -82,6 +82,8 @@ typedef struct host {
   int state_ref;             /* Lua function serialising ctx.state */
   const char *restoring_id;  /* the job sched:restore is putting back */
   char hostname[256];
+  long long pid;             /* ours, for run records (getpid is a
+                                system call per run) */
   struct host *prev_current;
 } host;
 
@@ -303,7 +305,11 @@ static const char *status_name(int kind) {
 }
 
 static void record_event(host *h, const mb_event *ev) {
-  mb_job *job = mb_sched_get_job(h->sched, ev->job_id);
+  /* A run's job while it is in the scheduler is the job of its id;
+   * once removed, the id may belong to a new one. */
+  mb_job *job = ev->job && !ev->job->removed
+                    ? ev->job
+                    : mb_sched_get_job(h->sched, ev->job_id);
   if (ev->kind == MB_EV_REMOVED) {
     /* A job that is done stays on record as done, so that a restart
      * does not run its date again; a replaced one is saved anew. */
@@ -330,7 +336,7 @@ static void record_event(host *h, const mb_event *ev) {
       .traceback = ev->traceback,
       .log_tail = ev->log_tail,
       .host = h->hostname,
-      .pid = (long long)getpid(),
+      .pid = h->pid,
     };
     mb_store_save_run(h->store, &run);
     run_id = run.run_id;
@@ -622,6 +628,7 @@ static int core_new(lua_State *L) {
   h->state_ref = LUA_NOREF;
   h->retention = (mb_retention){1000, 30 * 86400 * MB_SEC};
   gethostname(h->hostname, sizeof h->hostname - 1);
+  h->pid = (long long)getpid();
   h->store = store;
   if (store) {
     mb_runner_set_last_id(h->runner, (uint64_t)mb_store_last_run_id(store));

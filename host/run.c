@@ -386,6 +386,7 @@ static void end_run(mb_run *run, int how, const char *error,
   static const int kinds[] = {MB_EV_EXECUTED, MB_EV_ERROR, MB_EV_TIMEOUT,
                               MB_EV_CANCELLED};
   mb_event ev = mb_event_make(kinds[how], job->id);
+  ev.job = job;
   ev.log_tail = run->tail;
   ev.run_id = run->id;
   ev.scheduled_time = run->fire.scheduled;
@@ -838,6 +839,7 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   lua_remove(co, -(nargs + 2));  /* the spec */
 
   mb_event ev = mb_event_make(MB_EV_STARTED, job->id);
+  ev.job = job;
   ev.run_id = run->id;
   ev.scheduled_time = fire->scheduled;
   ev.start_time = run->started;
