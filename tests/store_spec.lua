@@ -238,6 +238,55 @@ describe("restarting", function()
     return h, summary
   end
 
+  -- The job as a restart brought it back: its ok count and next fire.
+  local function assert_back(h, id, ok, next_time)
+    local job = h.scheduler.get_job(id)
+    assert.equal(ok, job.counts.ok)
+    assert.equal(harness.time(next_time), job.next_run_time)
+    h:close()
+  end
+
+  it("takes a store of schema 2, where every row held every run, without counting a run twice", function()
+    -- A store as the previous schema wrote it: a job's row written with
+    -- each of its three runs.
+    local writer = harness.new { db = false }
+    writer:call(function()
+      local sqlite = require "moonbeat.sqlite"
+      local old = assert(sqlite.open(db))
+      assert(old:exec([[
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, trigger TEXT, next_fire INTEGER,
+          last_fire INTEGER, paused INTEGER NOT NULL DEFAULT 0, pause_note TEXT,
+          retry_due INTEGER, retry_attempt INTEGER, retry_scheduled INTEGER,
+          ok INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+          timed_out INTEGER NOT NULL DEFAULT 0, missed INTEGER NOT NULL DEFAULT 0,
+          skipped INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0,
+          last_status TEXT, last_start INTEGER, last_duration INTEGER,
+          last_error TEXT, state TEXT, spec TEXT);
+        CREATE TABLE runs (id INTEGER PRIMARY KEY, job_id TEXT NOT NULL,
+          scheduled INTEGER, started INTEGER, finished INTEGER,
+          attempt INTEGER NOT NULL, status TEXT NOT NULL, error TEXT,
+          traceback TEXT, log_tail TEXT, host TEXT, pid INTEGER);
+        CREATE INDEX runs_by_job ON runs (job_id, id);
+        CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+        PRAGMA user_version = 2;]]))
+      local T = harness.time("2026-01-01 00:00:00") * 1000000
+      assert(old:exec([[INSERT INTO jobs (id, trigger, next_fire, last_fire, ok,
+        last_status, last_start, last_duration) VALUES ('tick', 'interval[10s]@UTC',
+        ?, ?, 3, 'success', ?, 0)]], T + 40e6, T + 30e6, T + 30e6))
+      for i = 1, 3 do
+        local at = T + i * 10e6
+        assert(old:exec([[INSERT INTO runs (id, job_id, scheduled, started, finished,
+          attempt, status) VALUES (?, 'tick', ?, ?, ?, 1, 'success')]], i, at, at, at))
+      end
+      old:close()
+    end)
+    writer:close()
+    local h = boot("2026-01-01T00:00:35Z", function(s)
+      s.add_job { id = "tick", trigger = { "interval", seconds = 10 }, run = function() end }
+    end)
+    assert_back(h, "tick", 3, "2026-01-01 00:00:40")
+  end)
+
   it("carries the schedule, counters and state over when the trigger is unchanged", function()
     local function add(s)
       s.add_job { id = "tick", trigger = { "interval", minutes = 10 }, run = function(ctx)
@@ -267,14 +316,6 @@ describe("restarting", function()
     assert(os.execute(("cp %s %s && cp %s-wal %s-wal"):format(db, copy, db, copy)))
     h:close()
     db = copy
-  end
-
-  -- The job as a restart brought it back: its ok count and next fire.
-  local function assert_back(h, id, ok, next_time)
-    local job = h.scheduler.get_job(id)
-    assert.equal(ok, job.counts.ok)
-    assert.equal(harness.time(next_time), job.next_run_time)
-    h:close()
   end
 
   it("writes only a run's own row for a run that succeeds, and the job's row at the sweep", function()
