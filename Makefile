@@ -75,7 +75,7 @@ clean:
 # Kept apart from the build above: own flags, own outputs under build/fuzz
 # and build/bench, and nothing above depends on them. Both need only the
 # plain-C modules.
-HOST_CORE = host/common.c host/tz.c host/cron.c
+HOST_CORE = host/common.c host/tz.c host/cron.c host/share.c
 
 # `make fuzz`: libFuzzer targets for cron (fuzz/cron_fuzz.c) and for the
 # TZif reader and time parser (fuzz/tz_fuzz.c), each run FUZZ_SECONDS.

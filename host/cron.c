@@ -16,6 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "share.h"
+
 #define MIN_YEAR 1970
 #define MAX_YEAR 2199
 #define DAY INT64_C(86400)
@@ -35,6 +37,7 @@ typedef struct dayset {
 } dayset;
 
 struct mb_cron {
+  mb_share_node share; /* first: the shared table's node (see below) */
   uint64_t years[4]; /* bit y - MIN_YEAR */
   bool any_year;     /* also matches years outside 1970-2199 */
   uint32_t months;   /* bit m, 1-12 */
@@ -46,11 +49,10 @@ struct mb_cron {
   int dst_gap;       /* MB_DST_GAP_*: fixed-hour fires in a gap */
   int dst_repeat;    /* MB_DST_REPEAT_*: fixed-hour fires in an overlap */
   uint64_t hours, minutes, seconds;
-  /* Sharing: holders of this copy, and its place in the shared table
-   * (key NULL: a private copy). */
+  /* Sharing: holders of this copy, and its key in the shared table
+   * (NULL: a private copy). */
   unsigned refs;
   char *key;
-  struct mb_cron *next_shared;
   char text[];       /* the description */
 };
 
@@ -585,71 +587,38 @@ void mb_cron_free(mb_cron *c) {
 /* Expressions compiled from the same input, by that input. Jobs mostly
  * repeat a few schedules; a million jobs on "0 2 * * *" then hold one
  * compiled copy, and adding one costs a lookup instead of a parse. */
-static struct {
-  mb_cron **buckets;
-  size_t nbuckets, count;
-} shared;
+static mb_share_table shared;
 
 static uint64_t hash_key(const char *k) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+  uint64_t h = MB_SHARE_HASH_START;
+  for (; *k; k++) h = mb_share_mix(h, (unsigned char)*k);
   return h;
 }
 
-static mb_cron **slot_of(const char *key) {
-  mb_cron **p = &shared.buckets[hash_key(key) & (shared.nbuckets - 1)];
-  while (*p && strcmp((*p)->key, key) != 0) p = &(*p)->next_shared;
-  return p;
-}
-
-static void grow_shared(void) {
-  size_t n = shared.nbuckets ? 2 * shared.nbuckets : 64;
-  mb_cron **old = shared.buckets;
-  size_t nold = shared.nbuckets;
-  shared.buckets = mb_xcalloc(n, sizeof *shared.buckets);
-  shared.nbuckets = n;
-  for (size_t i = 0; i < nold; i++) {
-    for (mb_cron *c = old[i], *next; c; c = next) {
-      next = c->next_shared;
-      mb_cron **p = &shared.buckets[hash_key(c->key) & (n - 1)];
-      c->next_shared = *p;
-      *p = c;
-    }
-  }
-  free(old);
+static bool same_key(const mb_share_node *node, const void *key) {
+  return strcmp(((const mb_cron *)node)->key, key) == 0;
 }
 
 static void unshare(mb_cron *c) {
-  mb_cron **p = slot_of(c->key);
-  if (*p == c) *p = c->next_shared;
+  mb_share_remove(&shared, &c->share);
   free(c->key);
-  if (--shared.count == 0) {
-    free(shared.buckets);
-    shared.buckets = NULL;
-    shared.nbuckets = 0;
-  }
 }
 
 /* The shared copy for key, or a new one from compile (which may fail). */
 static mb_cron *share(const char *key, int gap, int repeat,
                       mb_cron *(*compile)(const void *input, mb_err *err),
                       const void *input, mb_err *err) {
-  if (shared.nbuckets) {
-    mb_cron *c = *slot_of(key);
-    if (c) {
-      c->refs++;
-      return c;
-    }
+  uint64_t hash = hash_key(key);
+  mb_cron *c = (mb_cron *)mb_share_find(&shared, hash, same_key, key);
+  if (c) {
+    c->refs++;
+    return c;
   }
-  mb_cron *c = compile(input, err);
+  c = compile(input, err);
   if (!c) return NULL;
   mb_cron_set_dst(c, gap, repeat);
-  if (shared.count + 1 > shared.nbuckets / 4 * 3) grow_shared();
   c->key = mb_xstrdup(key);
-  mb_cron **p = &shared.buckets[hash_key(key) & (shared.nbuckets - 1)];
-  c->next_shared = *p;
-  *p = c;
-  shared.count++;
+  mb_share_add(&shared, &c->share, hash);
   return c;
 }
 

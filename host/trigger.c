@@ -2,9 +2,10 @@
 #include "trigger.h"
 
 #include <stdio.h>
-#include <string.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "share.h"
 
 /* Triggers are shared: jobs made from the same spec (the same cron
  * expression, zone and bounds) hold one trigger, as they hold one cron
@@ -12,6 +13,7 @@
  * trigger works out once (its first fire, its identity) serves them
  * all. Nothing in a trigger changes once made, but for those caches. */
 struct mb_trigger {
+  mb_share_node share;  /* first: the shared table's node */
   mb_trigger_spec spec;
   bool anchored;  /* start_date was given: no fire before it */
   unsigned refs;
@@ -20,62 +22,38 @@ struct mb_trigger {
    * anyway, just before the job taking it asks again. */
   mb_time made_at, first;
   char *identity;  /* mb_trigger_identity's, made on first use */
-  mb_trigger *next_shared;
 };
 
-static struct {
-  mb_trigger **buckets;
-  size_t nbuckets, count;
-} shared;
+static mb_share_table shared;
 
-static uint64_t mix(uint64_t h, uint64_t v) {
-  return (h ^ v) * 1099511628211u;
-}
+/* What is looked up: a spec, and whether its start was given. */
+typedef struct spec_key {
+  const mb_trigger_spec *spec;
+  bool anchored;
+} spec_key;
 
-static uint64_t hash_spec(const mb_trigger_spec *s, bool anchored) {
-  uint64_t h = 1469598103934665603u;
-  h = mix(h, (uint64_t)s->kind << 2 | (uint64_t)s->tz_given << 1 | anchored);
-  h = mix(h, (uint64_t)(uintptr_t)s->tz);
-  h = mix(h, (uint64_t)(uintptr_t)s->cron);
-  h = mix(h, (uint64_t)s->run_date);
-  h = mix(h, (uint64_t)s->interval);
-  h = mix(h, (uint64_t)s->start);
-  h = mix(h, (uint64_t)s->end);
+static uint64_t hash_spec(const spec_key *k) {
+  const mb_trigger_spec *s = k->spec;
+  uint64_t h = MB_SHARE_HASH_START;
+  h = mb_share_mix(h, (uint64_t)s->kind << 2 | (uint64_t)s->tz_given << 1 |
+                          k->anchored);
+  h = mb_share_mix(h, (uint64_t)(uintptr_t)s->tz);
+  h = mb_share_mix(h, (uint64_t)(uintptr_t)s->cron);
+  h = mb_share_mix(h, (uint64_t)s->run_date);
+  h = mb_share_mix(h, (uint64_t)s->interval);
+  h = mb_share_mix(h, (uint64_t)s->start);
+  h = mb_share_mix(h, (uint64_t)s->end);
   return h ^ h >> 29;
 }
 
-static bool same_spec(const mb_trigger *t, const mb_trigger_spec *s,
-                      bool anchored) {
-  const mb_trigger_spec *o = &t->spec;
-  return t->anchored == anchored && o->kind == s->kind &&
+static bool same_spec(const mb_share_node *node, const void *key) {
+  const mb_trigger *t = (const mb_trigger *)node;
+  const spec_key *k = key;
+  const mb_trigger_spec *o = &t->spec, *s = k->spec;
+  return t->anchored == k->anchored && o->kind == s->kind &&
          o->tz_given == s->tz_given && o->tz == s->tz && o->cron == s->cron &&
          o->run_date == s->run_date && o->interval == s->interval &&
          o->start == s->start && o->end == s->end;
-}
-
-static mb_trigger **shared_slot(const mb_trigger_spec *s, bool anchored) {
-  mb_trigger **p = &shared.buckets[hash_spec(s, anchored) &
-                                   (shared.nbuckets - 1)];
-  while (*p && !same_spec(*p, s, anchored)) p = &(*p)->next_shared;
-  return p;
-}
-
-static void grow_shared(void) {
-  size_t n = shared.nbuckets ? 2 * shared.nbuckets : 64;
-  mb_trigger **old = shared.buckets;
-  size_t nold = shared.nbuckets;
-  shared.buckets = mb_xcalloc(n, sizeof *shared.buckets);
-  shared.nbuckets = n;
-  for (size_t i = 0; i < nold; i++) {
-    for (mb_trigger *t = old[i], *next; t; t = next) {
-      next = t->next_shared;
-      mb_trigger **p = &shared.buckets[hash_spec(&t->spec, t->anchored) &
-                                       (n - 1)];
-      t->next_shared = *p;
-      *p = t;
-    }
-  }
-  free(old);
 }
 
 static mb_time floor_div(mb_time a, mb_time b) {
@@ -141,22 +119,20 @@ static void end_in_past(const mb_trigger_spec *s, mb_err *err) {
 /* The trigger for spec s, shared when one like it exists; takes over
  * the spec's holder of its cron expression. */
 static mb_trigger *share(const mb_trigger_spec *s, bool anchored) {
-  mb_trigger **p = shared.nbuckets ? shared_slot(s, anchored) : NULL;
-  if (p && *p) {
+  spec_key key = {s, anchored};
+  uint64_t hash = hash_spec(&key);
+  mb_trigger *t = (mb_trigger *)mb_share_find(&shared, hash, same_spec, &key);
+  if (t) {
     mb_cron_free(s->cron);  /* the shared trigger holds it already */
-    (*p)->refs++;
-    return *p;
+    t->refs++;
+    return t;
   }
-  mb_trigger *t = mb_xcalloc(1, sizeof *t);
+  t = mb_xcalloc(1, sizeof *t);
   t->spec = *s;
   t->anchored = anchored;
   t->refs = 1;
   t->made_at = t->first = MB_TIME_NONE;
-  if (shared.count + 1 > shared.nbuckets / 4 * 3) grow_shared();
-  p = &shared.buckets[hash_spec(s, anchored) & (shared.nbuckets - 1)];
-  t->next_shared = *p;
-  *p = t;
-  shared.count++;
+  mb_share_add(&shared, &t->share, hash);
   return t;
 }
 
@@ -311,14 +287,7 @@ const char *mb_trigger_identity(mb_trigger *t) {
 
 void mb_trigger_free(mb_trigger *t) {
   if (!t || --t->refs > 0) return;
-  mb_trigger **p = shared_slot(&t->spec, t->anchored);
-  while (*p != t) p = &(*p)->next_shared;
-  *p = t->next_shared;
-  if (--shared.count == 0) {
-    free(shared.buckets);
-    shared.buckets = NULL;
-    shared.nbuckets = 0;
-  }
+  mb_share_remove(&shared, &t->share);
   mb_cron_free(t->spec.cron);
   free(t->identity);
   free(t);
