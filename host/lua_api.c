@@ -62,8 +62,13 @@ typedef struct host {
   int sigint_ref;            /* sched:run's on_sigint, while it runs */
   /* The store, when there is one. */
   mb_store *store;
-  uv_check_t flush_check;    /* commits once per loop turn (real clock) */
-  bool flush_check_open;
+  /* Commits once per loop turn (real clock), just before the loop
+   * waits: what anything did since the last wait, in any phase of the
+   * turn or before the loop started, goes to the writer then, not after
+   * the next wake-up (which may be a minute away, or the instant a burst
+   * is due). */
+  uv_prepare_t flush_prepare;
+  bool flush_prepare_open;
   mb_job **dirty;            /* jobs whose state changed this turn */
   size_t ndirty, dirty_cap;
   mb_job **stale;            /* rows behind their history (see sweep) */
@@ -479,7 +484,7 @@ done:
   h->ndirty -= n;
 }
 
-static void on_flush_check(uv_check_t *c) { host_flush(c->data); }
+static void on_flush_prepare(uv_prepare_t *p) { host_flush(p->data); }
 
 /* The runner's question after each run: keep ctx.state. */
 static const char *save_state(mb_job *job, void *data) {
@@ -637,11 +642,11 @@ static int core_new(lua_State *L) {
     h->last_sweep = mb_clock_mono(h->clock);
     mb_runner_on_state(h->runner, save_state, h);
     if (!h->own_loop) {
-      uv_check_init(h->loop, &h->flush_check);
-      h->flush_check.data = h;
-      uv_check_start(&h->flush_check, on_flush_check);
-      uv_unref((uv_handle_t *)&h->flush_check);
-      h->flush_check_open = true;
+      uv_prepare_init(h->loop, &h->flush_prepare);
+      h->flush_prepare.data = h;
+      uv_prepare_start(&h->flush_prepare, on_flush_prepare);
+      uv_unref((uv_handle_t *)&h->flush_prepare);
+      h->flush_prepare_open = true;
     }
   }
   h->prev_current = current;
@@ -674,8 +679,8 @@ static void host_close(host *h) {
   host_flush(h);
   mb_unref(h->L, h->state_ref);
   h->state_ref = LUA_NOREF;
-  if (h->flush_check_open) {
-    uv_close((uv_handle_t *)&h->flush_check, on_handle_closed);
+  if (h->flush_prepare_open) {
+    uv_close((uv_handle_t *)&h->flush_prepare, on_handle_closed);
   }
   mb_sched_free(h->sched);
   mb_store_close(h->store);

@@ -60,6 +60,35 @@ scheduler.add_job { id = "sleeper", trigger = { "date", run_date = "2026-01-01" 
     assert.equal("the process running it stopped before it finished", runs[2].error)
   end)
 
+  it("commits what was written before the loop waits, not at its next wake-up", function()
+    -- "later" is added before the loop runs; "probe", already due, runs
+    -- on the loop's first wake-up and looks for later's row from another
+    -- process, holding the loop meanwhile. The row must be committed
+    -- before the loop first waited.
+    local db = dir .. "/m.db"
+    local sched = assert(core.new { clock = "real", db = db })
+    local api = require("mb.scheduler").new(sched)
+    local now = core.now()
+    api.add_job { id = "later", trigger = { "date", run_date = now + 3600 },
+      run = function() end }
+    local seen
+    api.add_job { id = "probe", trigger = { "date", run_date = now - 1 },
+      misfire_grace_time = false, run = function()
+        local query = ("sqlite3 %s 'SELECT id FROM jobs' 2>/dev/null"):format(support.quote(db))
+        for _ = 1, 40 do
+          local p = io.popen(query)
+          seen = p:read("a")
+          p:close()
+          if seen:find("later", 1, true) then break end
+          os.execute("sleep 0.05")
+        end
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.matches("later", seen, 1, true)
+  end)
+
   it("refuses a file that is not a database", function()
     local db = dir .. "/bad.db"
     support.write(db, ("this is not a database\n"):rep(200))
