@@ -161,10 +161,13 @@ bench-build:
 	@$(MAKE) --no-print-directory SANITIZE= BUILD=$(BENCH_DIR)/obj \
 	  $(BENCH_DIR)/obj/moonbeat
 	@cp $(BENCH_DIR)/obj/moonbeat $(BENCH_DIR)/moonbeat
-	@$(MAKE) --no-print-directory $(BENCH_DIR)/cron_bench
+	@$(MAKE) --no-print-directory $(BENCH_DIR)/cron_bench $(BENCH_DIR)/wake_floor
 
 $(BENCH_DIR):
 	@mkdir -p $@
+
+$(BENCH_DIR)/wake_floor: bench/wake_floor.c | $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -o $@ $<
 
 $(BENCH_DIR)/cron_bench: bench/cron_bench.c $(HOST_CORE) $(wildcard host/*.h) \
                          | $(BENCH_DIR)

@@ -225,10 +225,19 @@ local function tick_runs(spread)
     db = ":memory:" }
   local aopt = { n = S.tick_jobs, seconds = S.tick_seconds, spread = spread }
   local limit = S.tick_seconds + 90
-  return {
+  local runs = {
     { "mb", function() return run(mb_cmd("interval", opt), limit) end },
     { "aps", function() return run(aps_cmd("interval", aopt), limit) end },
   }
+  -- B1's deadlines with nothing but the wake-ups: the machine's floor,
+  -- over 5 s at most (50,000 wake-ups are plenty).
+  if spread == 1 then
+    runs[#runs + 1] = { "floor", function()
+      return run(("%s/wake_floor %d %d"):format(cfg.dir, S.tick_jobs,
+        math.min(S.tick_seconds, 5)), limit)
+    end }
+  end
+  return runs
 end
 
 local function many_runs()
@@ -523,6 +532,14 @@ local function build_rows()
     row { workload = W, key = key, figure = "fires lost", unit = "count",
       mb = { key, "mb", "lost" }, aps = { key, "aps", "lost" },
       target = "0", test = none_ever }
+    if key == "B1" then
+      row { workload = W, key = key, figure = "the machine's floor: CPU, % "
+        .. "of one core, of the wake-ups alone", unit = "pct",
+        mb = { key, "floor", "cpu_pct" }, aps = false }
+      row { workload = W, key = key, figure = "the machine's floor: lateness "
+        .. "p99 of the wake-ups alone", unit = "ms", unit_label = "ms",
+        mb = { key, "floor", "late_p99_ms" }, aps = false }
+    end
   end
 
   local C = ("C. cron jobs hours ahead: moonbeat %s, APScheduler %s")
@@ -844,7 +861,10 @@ add("- A: date jobs all due at one instant set after adding them; runs/s "
   .. "and with no store.")
 add("- B1, B2: interval jobs every second, moonbeat with `--db :memory:`; "
   .. "a fire due in the window and not run 2 s after it is lost; CPU of the "
-  .. "whole process over the window.")
+  .. "whole process over the window. B1's floor is `bench/wake_floor.c`: "
+  .. "the same deadlines waited for the way moonbeat's loop waits (a timerfd "
+  .. "armed for the next one, an epoll wait), and nothing else done; it is "
+  .. "what one wake-up per fire costs this machine.")
 add("- C: cron jobs 2 to 21 hours ahead added one by one to a running "
   .. "scheduler (moonbeat from inside a run, into a sqlite file; APScheduler "
   .. "fewer, to keep the run short); memory is resident growth per job; "

@@ -128,10 +128,16 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
  * would: for testing what a failed write does. */
 int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err);
 
-/* Commits, rows written and commits that failed (to be tried again)
- * since open: a check that writes batch and do not fail. */
-void mb_store_counts(mb_store *s, long long *commits, long long *rows,
-                     long long *failures);
+/* What the store did since open: a check that writes batch, do not fail
+ * and do not pile up. */
+typedef struct mb_store_counts {
+  long long commits;
+  long long rows;      /* rows written */
+  long long failures;  /* commits that failed (to be tried again) */
+  long long catch_ups; /* flushes that waited for a writer behind by
+                        * more than the lag allowed (see flush) */
+} mb_store_counts;
+void mb_store_get_counts(mb_store *s, mb_store_counts *out);
 /* sqlite's integrity check: "ok" or what is wrong. Caller frees. */
 char *mb_store_check(mb_store *s);
 

@@ -97,3 +97,37 @@ describe("the clock", function()
     assert.is_false(h:settle(function() return false end, 0))
   end)
 end)
+
+-- The real clock's loop, in process: what it does at the end of each
+-- turn, before it waits. The jobs used are due at once.
+describe("the real clock's turns", function()
+  local core = require "moonbeat.core"
+  local time = require "moonbeat.time"
+
+  it("collects young garbage at the end of a turn that made enough of it", function()
+    local sched = assert(core.new { clock = "real" })
+    local api = require("mb.scheduler").new(sched)
+    local function collections() return sched:stats().young_collections end
+    local quiet, churned
+    api.add_job { id = "churn", trigger = { "date", run_date = core.now() - 1 },
+      misfire_grace_time = false, run = function()
+        -- A young collection now: the collector's own next one is a fifth
+        -- of the heap away, further than the garbage made below.
+        collectgarbage("step")
+        time.sleep(0)
+        local before = collections()
+        time.sleep(0)  -- a turn that made next to no garbage
+        quiet = collections() - before
+        before = collections()
+        -- About 125 KB of garbage, more than a turn may leave.
+        for i = 1, 1200 do local _ = { i, i + 1, i + 2 } end
+        time.sleep(0)
+        churned = collections() - before
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.equal(0, quiet)
+    assert.equal(1, churned)
+  end)
+end)

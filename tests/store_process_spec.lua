@@ -89,6 +89,34 @@ scheduler.add_job { id = "sleeper", trigger = { "date", run_date = "2026-01-01" 
     assert.matches("later", seen, 1, true)
   end)
 
+  it("makes the loop wait for a writer that fell too far behind, and loses nothing", function()
+    -- 70,000 jobs added before the loop runs are 70,000 row writes in
+    -- its first turn, more than may wait for the writer.
+    core.configure_log { stream = "none" }
+    local db = dir .. "/m.db"
+    local sched = assert(core.new { clock = "real", db = db })
+    local api = require("mb.scheduler").new(sched)
+    local far = core.now() + 3600
+    local noop = function() end
+    for i = 1, 70000 do
+      api.add_job { id = "j" .. i, trigger = { "date", run_date = far }, run = noop }
+    end
+    local stats
+    api.add_job { id = "probe", trigger = { "date", run_date = core.now() - 1 },
+      misfire_grace_time = false, run = function()
+        stats = sched:store_stats()
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.equal(1, stats.catch_ups)
+    assert.equal(0, stats.failed_commits)
+    local p = io.popen(("sqlite3 %s 'SELECT count(*) FROM jobs'"):format(support.quote(db)))
+    local rows = p:read("a")
+    p:close()
+    assert.equal("70001", rows:match("%d+"))
+  end)
+
   it("refuses a file that is not a database", function()
     local db = dir .. "/bad.db"
     support.write(db, ("this is not a database\n"):rep(200))
