@@ -31,6 +31,7 @@ struct mb_clock {
   /* Real clock. */
   int tfd, wfd;
   mb_time armed;        /* deadline the timerfd holds, or MB_TIME_NONE */
+  bool expired;         /* the timerfd went off: readable until re-armed */
   uv_poll_t tpoll, wpoll;
   int open_handles;
 };
@@ -117,7 +118,9 @@ static void arm(mb_clock *c) {
   else
     uv_unref((uv_handle_t *)&c->tpoll);
   mb_time due = c->len ? c->heap[0]->due : MB_TIME_NONE;
-  if (due == c->armed) return;
+  /* Setting the timerfd, to a deadline or to none, also clears the
+   * expiry that made it readable: an expired one is always set again. */
+  if (due == c->armed && !c->expired) return;
   struct itimerspec its;
   memset(&its, 0, sizeof its);
   if (due != MB_TIME_NONE) {
@@ -129,6 +132,7 @@ static void arm(mb_clock *c) {
   }
   timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL);
   c->armed = due;
+  c->expired = false;
 }
 
 static void arm_wall_watch(mb_clock *c) {
@@ -191,11 +195,9 @@ static void on_timerfd(uv_poll_t *p, int status, int events) {
   (void)status;
   (void)events;
   mb_clock *c = p->data;
-  uint64_t expirations;
-  /* One read takes every expiry and resets the count: a second would
-   * only meet EAGAIN, a system call per fire for nothing. */
-  ssize_t got = read(c->tfd, &expirations, sizeof expirations);
-  (void)got;
+  /* No read of the expiry count: arm sets the timerfd again after the
+   * dispatch, which clears it, and saves a system call per wake-up. */
+  c->expired = true;
   c->armed = MB_TIME_NONE;
   c->wakeups++;
   check_jump(c);

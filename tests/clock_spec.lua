@@ -104,6 +104,25 @@ describe("the real clock's turns", function()
   local core = require "moonbeat.core"
   local time = require "moonbeat.time"
 
+  it("does not wake again once its last timer fired, while the loop waits on other work", function()
+    -- The run waits for a child process: the loop is kept alive by the
+    -- child, not by the clock, whose heap is then empty.
+    local exec = require "moonbeat.exec"
+    local sched = assert(core.new { clock = "real" })
+    local api = require("mb.scheduler").new(sched)
+    local woke
+    api.add_job { id = "waits", trigger = { "date", run_date = core.now() - 1 },
+      misfire_grace_time = false, run = function()
+        local before = sched:stats().wakeups
+        assert(exec.run { "sleep", "0.3" })
+        woke = sched:stats().wakeups - before
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.equal(0, woke)
+  end)
+
   it("collects young garbage at the end of a turn that made enough of it", function()
     local sched = assert(core.new { clock = "real" })
     local api = require("mb.scheduler").new(sched)
