@@ -65,23 +65,35 @@ enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN, OP_PRUNE, OP_SETTLE };
 
 typedef struct op {
   int kind;
-  char *strings;  /* one block holding every string the op points to */
   union {
     mb_job_state job;
     mb_run_record run;
     char *job_id;
     long long settled;
     struct {
-      mb_prune item;  /* job_id owned */
+      mb_prune item;
       mb_time now;
       int max_rows;
     } prune;
   } u;
 } op;
 
+/* The strings queued ops point to live in blocks that go with the ops
+ * from list to list and are freed with them: a burst of runs costs the
+ * loop a few allocations, not one per op, and the writer thread frees a
+ * few blocks, not every op's strings. */
+typedef struct text_block {
+  struct text_block *next;
+  size_t used, cap;
+  char data[];
+} text_block;
+
+enum { TEXT_BLOCK_MIN = 1024, TEXT_BLOCK_MAX = 64 * 1024 };
+
 typedef struct op_list {
   op *ops;
   size_t len, cap;
+  text_block *texts, *texts_tail;  /* the newest, which fills, first */
 } op_list;
 
 enum {
@@ -372,27 +384,51 @@ fail:
 
 /* ---- the write queue ---- */
 
-/* Copy the strings the slots point to into one block (one allocation
- * per op: a burst queues several strings per run) and point the slots
- * at the copies. */
-static char *pack_strings(const char **slots[], size_t n) {
+/* n bytes in q's newest text block, or in a new one: each new block of
+ * a list is twice the last, up to TEXT_BLOCK_MAX, so that a turn of one
+ * run allocates a little and a burst a few large blocks. */
+static char *text_alloc(op_list *q, size_t n) {
+  text_block *b = q->texts;
+  if (!b || b->cap - b->used < n) {
+    size_t cap = b ? 2 * b->cap : TEXT_BLOCK_MIN;
+    if (cap > TEXT_BLOCK_MAX) cap = TEXT_BLOCK_MAX;
+    if (cap < n) cap = n;
+    b = mb_xmalloc(sizeof *b + cap);
+    b->used = 0;
+    b->cap = cap;
+    b->next = q->texts;
+    if (!q->texts) q->texts_tail = b;
+    q->texts = b;
+  }
+  char *p = b->data + b->used;
+  b->used += n;
+  return p;
+}
+
+/* Copy the strings the slots point to into q's text blocks and point the
+ * slots at the copies. */
+static void pack_strings(op_list *q, const char **slots[], size_t n) {
   size_t len[8], total = 0;
   for (size_t i = 0; i < n; i++) {
     len[i] = *slots[i] ? strlen(*slots[i]) + 1 : 0;
     total += len[i];
   }
-  if (total == 0) return NULL;
-  char *block = mb_xmalloc(total), *p = block;
+  if (total == 0) return;
+  char *p = text_alloc(q, total);
   for (size_t i = 0; i < n; i++) {
     if (!len[i]) continue;
     memcpy(p, *slots[i], len[i]);
     *slots[i] = p;
     p += len[i];
   }
-  return block;
 }
 
-static void free_op(op *o);
+static char *copy_text(op_list *q, const char *text) {
+  const char *copy = text;
+  const char **slots[] = {&copy};
+  pack_strings(q, slots, 1);
+  return (char *)copy;
+}
 
 static op *push(op_list *q, int kind) {
   if (q->len == q->cap) {
@@ -406,16 +442,35 @@ static op *push(op_list *q, int kind) {
 }
 
 static void free_ops(op_list *q) {
-  for (size_t i = 0; i < q->len; i++) free_op(&q->ops[i]);
   q->len = 0;
+  while (q->texts) {
+    text_block *next = q->texts->next;
+    free(q->texts);
+    q->texts = next;
+  }
+  q->texts_tail = NULL;
 }
 
-/* Move every op of from to the end of to (from is left empty). */
+/* Move every op of from, and the text it points to, to the end of to
+ * (from is left empty). */
 static void append_ops(op_list *to, op_list *from) {
+  if (from->texts) {
+    /* Behind to's blocks: to's newest stays first. */
+    if (to->texts)
+      to->texts_tail->next = from->texts;
+    else
+      to->texts = from->texts;
+    to->texts_tail = from->texts_tail;
+    from->texts = from->texts_tail = NULL;
+  }
   if (to->len == 0) {
-    op_list t = *to;
-    *to = *from;
-    *from = t;
+    op *ops = to->ops;
+    size_t cap = to->cap;
+    to->ops = from->ops;
+    to->cap = from->cap;
+    to->len = from->len;
+    from->ops = ops;
+    from->cap = cap;
     from->len = 0;
     return;
   }
@@ -435,28 +490,28 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st) {
   const char **slots[] = {&j->job_id, &j->trigger, &j->pause_note,
                           &j->last_status, &j->last_error, &j->state,
                           &j->spec};
-  o->strings = pack_strings(slots, sizeof slots / sizeof slots[0]);
+  pack_strings(&s->queue, slots, sizeof slots / sizeof slots[0]);
 }
 
 void mb_store_delete_job(mb_store *s, const char *job_id) {
   op *o = push(&s->queue, OP_DELETE_JOB);
-  o->u.job_id = o->strings = mb_xstrdup(job_id);
+  o->u.job_id = copy_text(&s->queue, job_id);
 }
 
 void mb_store_save_run(mb_store *s, const mb_run_record *run) {
   /* A run that ended in the turn it started is written once: its end
-   * replaces its start, still queued right behind it. */
+   * replaces its start, still queued right behind it (whose strings
+   * stay in the text blocks until the batch is done). */
   op_list *q = &s->queue;
   if (q->len && q->ops[q->len - 1].kind == OP_SAVE_RUN &&
-      q->ops[q->len - 1].u.run.run_id == run->run_id) {
-    free_op(&q->ops[--q->len]);
-  }
+      q->ops[q->len - 1].u.run.run_id == run->run_id)
+    q->len--;
   op *o = push(q, OP_SAVE_RUN);
   mb_run_record *r = &o->u.run;
   *r = *run;
   const char **slots[] = {&r->job_id, &r->status, &r->error, &r->traceback,
                           &r->log_tail, &r->host};
-  o->strings = pack_strings(slots, sizeof slots / sizeof slots[0]);
+  pack_strings(q, slots, sizeof slots / sizeof slots[0]);
 }
 
 void mb_store_settle(mb_store *s, long long run_id) {
@@ -469,13 +524,12 @@ void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
     op *o = push(&s->queue, OP_PRUNE);
     o->u.prune.item = items[i];
     if (items[i].job_id)
-      o->u.prune.item.job_id = o->strings = mb_xstrdup(items[i].job_id);
+      o->u.prune.item.job_id = copy_text(&s->queue, items[i].job_id);
     o->u.prune.now = now;
     o->u.prune.max_rows = max_rows;
   }
 }
 
-static void free_op(op *o) { free(o->strings); }
 
 bool mb_store_pending(const mb_store *s) { return s && s->queue.len > 0; }
 
@@ -681,6 +735,7 @@ static void writer_main(void *arg) {
     if (rc != 0 && s->stopping) break;
   }
   uv_mutex_unlock(&s->mu);
+  free_ops(&batch);
   free(batch.ops);
 }
 

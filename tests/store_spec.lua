@@ -309,6 +309,33 @@ describe("restarting", function()
     h:close()
   end)
 
+  it("keeps every string of a turn's writes, small ones and one larger than the queue's blocks", function()
+    -- One turn: 300 jobs' runs, each with its own id and error, and a
+    -- state of 200 KB between them.
+    local big = ("0123456789"):rep(20000)
+    local function add(s)
+      for i = 1, 300 do
+        s.add_job { id = "j" .. i, trigger = { "interval", minutes = 10 },
+          run = function(ctx)
+            if i == 150 then ctx.state.big = big end
+            error("failed " .. i)
+          end }
+      end
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("10m")
+    h:close()
+    h = boot("2026-01-01T00:11:00Z", add)
+    for _, i in ipairs { 1, 149, 150, 151, 300 } do
+      local job = h.scheduler.get_job("j" .. i)
+      assert.equal(1, job.counts.failed)
+      local run = h.scheduler.get_runs { job_id = "j" .. i }[1]
+      assert.matches("failed " .. i .. "$", run.error)
+    end
+    assert.equal(big, h.core:job_spec(h.scheduler.get_job("j150")).state.big)
+    h:close()
+  end)
+
   -- The files as a kill -9 would leave them: copied while the scheduler
   -- that wrote them is still open (the writer has committed the turn).
   local function crash_copy(h)
