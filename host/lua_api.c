@@ -1846,6 +1846,17 @@ static int sched_store_limit_pages(lua_State *L) {
   return 0;
 }
 
+/* sched:store_set_lag(n): how many writes may wait for the writer before
+ * the loop waits for it (0: the default). For specs of that bound. */
+static int sched_store_set_lag(lua_State *L) {
+  host *h = check_host(L, 1);
+  if (!h->store) return luaL_error(L, "store_set_lag: no store");
+  lua_Integer ops = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, ops >= 0, 2, "a count of writes, 0 or more");
+  mb_store_set_lag(h->store, (size_t)ops);
+  return 0;
+}
+
 /* sched:modified(job): tell the log and listeners the job changed. */
 static int sched_modified(lua_State *L) {
   host *h = check_host(L, 1);
@@ -2613,6 +2624,7 @@ static const luaL_Reg sched_methods[] = {
   {"set_state_codec", sched_set_state_codec},
   {"set_retention", sched_set_retention},
   {"store_limit_pages", sched_store_limit_pages},
+  {"store_set_lag", sched_store_set_lag},
   {"set_job_spec", sched_set_job_spec},
   {"store_stats", sched_store_stats},
   {"set_policy", sched_set_policy},

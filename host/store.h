@@ -124,6 +124,11 @@ int mb_store_query_runs(mb_store *s, const mb_run_filter *filter,
                         void (*cb)(const mb_run_record *run, void *data),
                         void *data, mb_err *err);
 
+/* How many writes may wait for the writer thread before a flush waits
+ * for it to take them (0: the default, about a million): for testing
+ * the bound without a million writes. */
+void mb_store_set_lag(mb_store *s, size_t ops);
+
 /* Cap the database at pages pages (0: sqlite's default), as a full disk
  * would: for testing what a failed write does. */
 int mb_store_limit_pages(mb_store *s, long long pages, mb_err *err);
