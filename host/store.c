@@ -733,6 +733,9 @@ static void writer_main(void *arg) {
     }
     s->tried_batches = tried;
     uv_cond_broadcast(&s->idle);
+    /* A loop waiting for the writer to catch up stops waiting on a
+     * failure (see mb_store_flush), not a second later at the retry. */
+    if (rc != 0) uv_cond_broadcast(&s->taken);
     if (rc != 0 && !s->stopping)
       uv_cond_timedwait(&s->work, &s->mu, 1000000000ULL);
     if (rc != 0 && s->stopping) break;
