@@ -65,18 +65,20 @@ local function signal_lines(signal)
 end
 
 -- Start `moonbeat ARGS` in the background, wait (at most 20 s of real
--- time) until its output contains `until_text`, send it `signal`, and
--- return its output and exit status. This waits for a process, never
--- for a schedule: the jobs used fire at once.
-function M.run_until(args, until_text, signal)
+-- time) until its output contains `until_text` (and the shell condition
+-- `also` holds, if given), send it `signal`, and return its output and
+-- exit status. This waits for a process, never for a schedule: the jobs
+-- used fire at once.
+function M.run_until(args, until_text, signal, also)
   local out = os.tmpname()
   local script = table.concat({
     OWN_RUNTIME_DIR,
     shell_quote(M.BIN) .. " " .. args .. " >" .. out .. " 2>&1 &",
     "pid=$!",
     "i=0",
-    "while [ $i -lt 200 ] && ! grep -qF -- " .. shell_quote(until_text)
-      .. " " .. out .. "; do sleep 0.1; i=$((i+1)); done",
+    "ready() { grep -qF -- " .. shell_quote(until_text) .. " " .. out
+      .. (also and " && { " .. also .. "; }" or "") .. "; }",
+    "while [ $i -lt 200 ] && ! ready; do sleep 0.1; i=$((i+1)); done",
     signal_lines(signal),
     "wait $pid 2>/dev/null",
     "echo \"exit=$?\"",
