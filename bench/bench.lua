@@ -340,9 +340,14 @@ local idle_files = {}
 for r = 1, S.idle_pairs do
   local mb_out = ("%s/idle-mb-%d.json"):format(cfg.dir, r)
   local aps_out = ("%s/idle-aps-%d.json"):format(cfg.dir, r)
+  -- Each process its own control socket, in a directory only we may
+  -- enter: on the default one, the first to start would be the only one
+  -- to run.
+  local sockets = cfg.dir .. "/idle-sockets"
+  os.execute(("mkdir -p %s && chmod 700 %s"):format(sockets, sockets))
   os.execute(("bench/idle.sh %s %s run bench/idle_jobs --db %s/idle-%d.db "
-    .. "--log-level warn >/dev/null 2>>%s &"):format(mb_out, BIN, cfg.dir, r,
-    ERRLOG))
+    .. "--socket %s/%d.sock --log-level warn >/dev/null 2>>%s &")
+    :format(mb_out, BIN, cfg.dir, r, sockets, r, ERRLOG))
   os.execute(("bench/idle.sh %s %s bench/aps_bench.py idle >/dev/null 2>>%s &")
     :format(aps_out, cfg.python, ERRLOG))
   idle_files[#idle_files + 1] = { "mb", mb_out }
