@@ -25,6 +25,7 @@
 #include "repl.h"
 #include "run.h"
 #include "sched.h"
+#include "share.h"
 #include "spec_text.h"
 #include "sqlite.h"
 #include "store.h"
@@ -151,10 +152,68 @@ static void push_time(lua_State *L, mb_time t) {
 
 /* ---- hooks from the scheduler core ---- */
 
+/* ---- spec tables shared by restored jobs ---- */
+
+/* The checked spec of jobs restored from stored specs that differ only
+ * in their id, one table for them all until a job needs one of its own:
+ * to run (ctx.state lives in it), or to be read or changed whole
+ * (sched:job_spec). A store of a million such jobs then starts with one
+ * table, not a million. */
+struct mb_shared_spec {
+  int ref;
+  unsigned users;  /* jobs, and the restore while it adds more */
+};
+
+static void release_shared(host *h, struct mb_shared_spec *spec) {
+  if (--spec->users > 0) return;
+  mb_unref(h->L, spec->ref);
+  free(spec);
+}
+
+/* A copy of the table at idx, with nested tables copied too (a spec
+ * holds plain data and functions: no cycles), but for a spec's policy,
+ * which is replaced and never changed in place. */
+static void push_copy(lua_State *L, int idx, int nrec) {
+  idx = lua_absindex(L, idx);
+  lua_createtable(L, 0, nrec);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -1) == LUA_TTABLE &&
+        !(lua_type(L, -2) == LUA_TSTRING &&
+          strcmp(lua_tostring(L, -2), "policy") == 0)) {
+      push_copy(L, -1, 0);
+      lua_replace(L, -2);
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}
+
+
+/* Give job a spec table of its own when it shares one: a copy with its
+ * id and name. */
+static void own_spec(host *h, mb_job *job) {
+  struct mb_shared_spec *spec = job->lua_shared;
+  if (!spec) return;
+  lua_State *L = h->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, spec->ref);
+  push_copy(L, -1, 12);
+  lua_pushstring(L, job->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, job->name);
+  lua_setfield(L, -2, "name");
+  job->lua_ref = mb_ref(L);
+  lua_pop(L, 1);
+  job->lua_shared = NULL;
+  release_shared(h, spec);
+}
+
 static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
                       void *data) {
   (void)s;
   host *h = data;
+  own_spec(h, job);
   mb_runner_fire(h->runner, job, fire);
 }
 
@@ -166,7 +225,11 @@ static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   /* A job that is done stays on record, so a restart does not run its
    * date again. */
   if (job->done && h->store) mark_dirty(h, job);
-  mb_unref(h->L, job->lua_ref);
+  if (job->lua_shared)
+    release_shared(h, job->lua_shared);
+  else
+    mb_unref(h->L, job->lua_ref);
+  job->lua_shared = NULL;
   job->lua_ref = LUA_NOREF;
 }
 
@@ -1043,10 +1106,10 @@ static int sched_add_job(lua_State *L) {
   mb_err err = {0};
   /* The spec must be the job's before the added event reaches Lua. */
   lua_pushvalue(L, 2);
-  int ref = mb_ref(L);
+  mb_job_lua lua = {.ref = mb_ref(L)};
   if (mb_sched_add_job(h->sched, id, name, file, t, &policy, replace, paused,
-                       ref, &job, &err) < 0) {
-    mb_unref(L, ref);
+                       &lua, &job, &err) < 0) {
+    mb_unref(L, lua.ref);
     lua_pushnil(L);
     lua_pushstring(L, err.msg);
     return 2;
@@ -1082,16 +1145,15 @@ static int sched_add_plain(lua_State *L) {
   lua_createtable(L, 0, 1);
   lua_insert(L, -2);
   lua_setfield(L, -2, "run");
-  int ref = mb_ref(L);
+  mb_job_lua lua = {.ref = mb_ref(L), .lean = true};
   mb_job *job;
   if (mb_sched_add_job(h->sched, spec.id, spec.name, NULL, t, NULL, false,
-                       false, ref, &job, &err) < 0) {
-    mb_unref(L, ref);
+                       false, &lua, &job, &err) < 0) {
+    mb_unref(L, lua.ref);
     lua_pushnil(L);
     lua_pushstring(L, err.msg);
     return 2;
   }
-  job->lua_lean = true;
   job->rec.pruned_at = now;
   /* As scheduler.lua does for a job whose run is a function. */
   job->rec.memory_only = true;
@@ -1251,6 +1313,7 @@ static int sched_job_spec(lua_State *L) {
   host *h = check_host(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
+  own_spec(h, job);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
   if (job->lua_lean) fill_spec(L, job);
   return 1;
@@ -1333,6 +1396,20 @@ static int sched_get_runs(lua_State *L) {
   return 1;
 }
 
+/* What the jobs restored from stored specs that differ only in their id
+ * share: the first is checked in Lua (revive), the rest copy its result
+ * with their own id and a copy of its trigger, checked again then. */
+struct revive_template {
+  mb_share_node node;    /* first: the restore's table of templates */
+  char *key;             /* the spec's text without its id entry */
+  size_t key_len;
+  mb_trigger *trigger;   /* copied per job */
+  mb_job_policy policy;
+  char *name;            /* the spec's name, or NULL: each job's id */
+  bool paused;
+  struct mb_shared_spec *spec;
+};
+
 typedef struct restore_ctx {
   host *h;
   lua_State *L;
@@ -1340,13 +1417,10 @@ typedef struct restore_ctx {
   int only_idx;       /* a set of ids to restore alone, or 0: all */
   int revive_idx;     /* revive(id, text), or 0: stored specs stay */
   int load_state_idx; /* load_state(text) -> ctx.state, or 0 */
-  int templates_idx;  /* spec text without its id -> template */
   int recent_idx;     /* set of ids with runs after the store settled */
-  /* What jobs sharing a template share, besides its spec table: */
-  struct revive_template {
-    mb_trigger *trigger;  /* copied per job */
-    mb_job_policy policy;
-  } *templates;
+  bool any_recent;
+  mb_share_table templates;
+  struct revive_template **template_list;
   size_t ntemplates;
   int restored, removed, interrupted;
   /* Schedules to put back once interrupted runs have been retried, so
@@ -1362,59 +1436,34 @@ static bool same_text(const char *a, const char *b) {
   return a == b || (a && b && strcmp(a, b) == 0);
 }
 
-/* A copy of the table at idx, with nested tables copied too (a spec
- * holds plain data and functions: no cycles), but for a spec's policy,
- * which is replaced and never changed in place. */
-static void push_copy(lua_State *L, int idx, int nrec) {
-  idx = lua_absindex(L, idx);
-  lua_createtable(L, 0, nrec);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_type(L, -1) == LUA_TTABLE &&
-        !(lua_type(L, -2) == LUA_TSTRING &&
-          strcmp(lua_tostring(L, -2), "policy") == 0)) {
-      push_copy(L, -1, 0);
-      lua_replace(L, -2);
-    }
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -4);
-  }
+/* A stored spec's text as a template's key: the text but for
+ * [head, tail_start), its id entry. */
+typedef struct spec_key {
+  const char *text;
+  size_t head, tail_start, len;
+} spec_key;
+
+static uint64_t spec_key_hash(const spec_key *k) {
+  uint64_t hash = MB_SHARE_HASH_START;
+  for (size_t i = 0; i < k->head; i++)
+    hash = mb_share_mix(hash, (unsigned char)k->text[i]);
+  for (size_t i = k->tail_start; i < k->len; i++)
+    hash = mb_share_mix(hash, (unsigned char)k->text[i]);
+  return hash;
 }
 
-/* Add the job of the checked spec at norm_idx with trigger t (taken
- * over); its definition is kept as the store's text. NULL, logged, when
- * the scheduler refuses it. */
-static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
-                           const char *text,
-                           const struct revive_template *tpl) {
-  host *h = c->h;
-  lua_State *L = c->L;
-  norm_idx = lua_absindex(L, norm_idx);
-  lua_getfield(L, norm_idx, "id");
-  lua_getfield(L, norm_idx, "name");
-  lua_getfield(L, norm_idx, "paused");
-  lua_getfield(L, norm_idx, "policy");
-  mb_job_policy policy;
-  if (tpl)
-    policy = tpl->policy;
-  else
-    read_policy(L, -1, &policy);
-  const char *id = lua_tostring(L, -4);
-  lua_pushvalue(L, norm_idx);
-  int ref = mb_ref(L);
-  mb_job *job;
-  mb_err err = {0};
-  if (mb_sched_add_job(h->sched, id, lua_tostring(L, -3), NULL, t, &policy,
-                       false, lua_toboolean(L, -2), ref, &job, &err) < 0) {
-    mb_unref(L, ref);
-    mb_log_field f[] = {MB_LS("job", id), MB_LS("error", err.msg)};
-    mb_log(MB_LOG_ERROR, "stored job could not be added back", f, 2);
-    lua_pop(L, 4);
-    return NULL;
-  }
-  lua_pop(L, 4);
-  /* A listener of the added event may have removed it already. */
+static bool same_spec_key(const mb_share_node *node, const void *key) {
+  const struct revive_template *tpl = (const struct revive_template *)node;
+  const spec_key *k = key;
+  size_t tail = k->len - k->tail_start;
+  return tpl->key_len == k->head + tail &&
+         memcmp(tpl->key, k->text, k->head) == 0 &&
+         memcmp(tpl->key + k->head, k->text + k->tail_start, tail) == 0;
+}
+
+/* A restored job's definition is kept as the store's text; NULL when a
+ * listener of the added event removed it already. */
+static mb_job *keep_revived(host *h, mb_job *job, const char *text) {
   if (job->removed) {
     mb_job_unref(job);
     return NULL;
@@ -1426,10 +1475,113 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
   return job;
 }
 
-/* The job of a stored spec whose id no file declares, added back. Specs
- * that differ only in their id share one validation: the first is
- * checked in Lua (revive), the rest copy its result with their own id,
- * name and a copy of its trigger, checked again now. */
+static void log_not_revived(const char *id, const char *why) {
+  mb_log_field f[] = {MB_LS("job", id), MB_LS("error", why)};
+  mb_log(MB_LOG_ERROR, "stored job could not be added back", f, 2);
+}
+
+/* Add the job of the checked spec at norm_idx with trigger t (taken
+ * over); NULL, logged, when the scheduler refuses it. */
+static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
+                           const char *text) {
+  host *h = c->h;
+  lua_State *L = c->L;
+  norm_idx = lua_absindex(L, norm_idx);
+  lua_getfield(L, norm_idx, "id");
+  lua_getfield(L, norm_idx, "name");
+  lua_getfield(L, norm_idx, "paused");
+  lua_getfield(L, norm_idx, "policy");
+  mb_job_policy policy;
+  read_policy(L, -1, &policy);
+  const char *id = lua_tostring(L, -4);
+  lua_pushvalue(L, norm_idx);
+  mb_job_lua lua = {.ref = mb_ref(L)};
+  mb_job *job;
+  mb_err err = {0};
+  int rc = mb_sched_add_job(h->sched, id, lua_tostring(L, -3), NULL, t,
+                            &policy, false, lua_toboolean(L, -2), &lua, &job,
+                            &err);
+  if (rc < 0) {
+    mb_unref(L, lua.ref);
+    log_not_revived(id, err.msg);
+  }
+  lua_pop(L, 4);
+  return rc < 0 ? NULL : keep_revived(h, job, text);
+}
+
+/* The job of stored spec st as template tpl says, with trigger t (taken
+ * over): no Lua is run, and its spec table is the template's. */
+static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
+                          mb_trigger *t, const mb_job_state *st) {
+  host *h = c->h;
+  mb_job_lua lua = {.ref = tpl->spec->ref, .shared = tpl->spec};
+  tpl->spec->users++;
+  mb_job *job;
+  mb_err err = {0};
+  if (mb_sched_add_job(h->sched, st->job_id,
+                       tpl->name ? tpl->name : st->job_id, NULL, t,
+                       &tpl->policy, false, tpl->paused, &lua, &job,
+                       &err) < 0) {
+    release_shared(h, tpl->spec);
+    log_not_revived(st->job_id, err.msg);
+    return NULL;
+  }
+  return keep_revived(h, job, st->spec);
+}
+
+/* Keep what the checked spec at base (revive's results from there) gives
+ * the jobs whose specs differ from it only in their id. */
+static void add_template(restore_ctx *c, int base, const mb_trigger *t,
+                         const spec_key *key, uint64_t hash) {
+  lua_State *L = c->L;
+  mb_err err = {0};
+  mb_trigger *proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
+  if (!proto) return;
+  struct revive_template *tpl = mb_xcalloc(1, sizeof *tpl);
+  tpl->trigger = proto;
+  lua_getfield(L, base, "policy");
+  read_policy(L, -1, &tpl->policy);
+  lua_getfield(L, base, "paused");
+  tpl->paused = lua_toboolean(L, -1);
+  lua_getfield(L, base, "name");
+  if (lua_toboolean(L, base + 3) && lua_isstring(L, -1))
+    tpl->name = mb_xstrdup(lua_tostring(L, -1));
+  lua_pop(L, 3);
+  size_t tail = key->len - key->tail_start;
+  tpl->key_len = key->head + tail;
+  tpl->key = mb_xmalloc(tpl->key_len + 1);
+  memcpy(tpl->key, key->text, key->head);
+  memcpy(tpl->key + key->head, key->text + key->tail_start, tail);
+  tpl->spec = mb_xmalloc(sizeof *tpl->spec);
+  push_copy(L, base, 12);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "trigger");
+  lua_pushnil(L);
+  lua_setfield(L, -2, "state");
+  tpl->spec->ref = mb_ref(L);
+  tpl->spec->users = 1;  /* the restore's, while it lasts */
+  mb_share_add(&c->templates, &tpl->node, hash);
+  c->template_list = mb_xrealloc(c->template_list, (c->ntemplates + 1) *
+                                 sizeof *c->template_list);
+  c->template_list[c->ntemplates++] = tpl;
+}
+
+static void free_templates(restore_ctx *c) {
+  for (size_t i = 0; i < c->ntemplates; i++) {
+    struct revive_template *tpl = c->template_list[i];
+    mb_share_remove(&c->templates, &tpl->node);
+    mb_trigger_free(tpl->trigger);
+    release_shared(c->h, tpl->spec);
+    free(tpl->key);
+    free(tpl->name);
+    free(tpl);
+  }
+  free(c->template_list);
+}
+
+/* The job of a stored spec whose id no file declares, added back: by
+ * its template when an earlier spec differing only in its id made one,
+ * else checked in Lua. */
 static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
   lua_State *L = c->L;
   mb_spec_id where;
@@ -1438,40 +1590,19 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
                memcmp(st->spec + where.id_start, st->job_id,
                       where.id_len) == 0 &&
                !strpbrk(st->job_id, " \t\n\v\f\r");
-  int key_idx = 0;
+  spec_key key = {0};
+  uint64_t hash = 0;
   if (keyed) {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, st->spec, where.entry_start);
-    luaL_addstring(&b, st->spec + where.entry_end);
-    luaL_pushresult(&b);
-    key_idx = lua_gettop(L);
-    lua_pushvalue(L, key_idx);
-    mb_trigger *t = NULL;
-    struct revive_template *tpl = NULL;
-    if (lua_rawget(L, c->templates_idx) == LUA_TTABLE) {
-      lua_rawgeti(L, -1, 2);
-      tpl = &c->templates[lua_tointeger(L, -1) - 1];
-      lua_pop(L, 1);
-      mb_err err = {0};
-      t = mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err);
-    }
-    if (t) {
-      lua_rawgeti(L, -1, 1);
-      push_copy(L, -1, 12);
-      lua_pushstring(L, st->job_id);
-      lua_setfield(L, -2, "id");
-      lua_rawgeti(L, -3, 3);
-      if (!lua_toboolean(L, -1)) {
-        lua_pushstring(L, st->job_id);
-        lua_setfield(L, -3, "name");
-      }
-      lua_pop(L, 1);
-      mb_job *job = add_revived(c, -1, t, st->spec, tpl);
-      lua_settop(L, key_idx - 1);
-      return job;
-    }
-    lua_pop(L, 1);
+    key = (spec_key){st->spec, where.entry_start, where.entry_end,
+                     strlen(st->spec)};
+    hash = spec_key_hash(&key);
+    struct revive_template *tpl = (struct revive_template *)mb_share_find(
+      &c->templates, hash, same_spec_key, &key);
+    mb_err err = {0};
+    mb_trigger *t =
+      tpl ? mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err)
+          : NULL;
+    if (t) return add_shared(c, tpl, t, st);
   }
   /* The long way: revive(id, text) -> norm, text to keep, reusable,
    * named; or nothing when it cannot come back (it said why). */
@@ -1481,9 +1612,7 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
   int base = lua_gettop(L) - 2;
   mb_job *job = NULL;
   if (lua_pcall(L, 2, 4, 0) != LUA_OK) {
-    mb_log_field f[] = {MB_LS("job", st->job_id),
-                        MB_LS("error", lua_tostring(L, -1))};
-    mb_log(MB_LOG_ERROR, "stored job could not be added back", f, 2);
+    log_not_revived(st->job_id, lua_tostring(L, -1));
   } else if (lua_istable(L, base)) {
     const char *keep = lua_tostring(L, base + 1);
     bool reusable = keyed && lua_toboolean(L, base + 2) &&
@@ -1491,45 +1620,23 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
     lua_getfield(L, base, "trigger");
     mb_trigger *t = take_trigger(L, -1);
     lua_pop(L, 1);
-    mb_trigger *proto = NULL;
-    if (reusable) {
-      mb_err err = {0};
-      proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
-    }
-    if (proto) {
-      c->templates = mb_xrealloc(c->templates,
-                                 (c->ntemplates + 1) * sizeof *c->templates);
-      struct revive_template *tpl = &c->templates[c->ntemplates++];
-      tpl->trigger = proto;
-      lua_getfield(L, base, "policy");
-      read_policy(L, -1, &tpl->policy);
-      lua_pop(L, 1);
-      lua_pushvalue(L, key_idx);
-      lua_createtable(L, 2, 0);
-      push_copy(L, base, 12);
-      lua_pushnil(L);
-      lua_setfield(L, -2, "trigger");
-      lua_rawseti(L, -2, 1);
-      lua_pushinteger(L, (lua_Integer)c->ntemplates);
-      lua_rawseti(L, -2, 2);
-      lua_pushboolean(L, lua_toboolean(L, base + 3));
-      lua_rawseti(L, -2, 3);
-      lua_rawset(L, c->templates_idx);
-    }
-    job = add_revived(c, base, t, keep, NULL);
+    if (reusable) add_template(c, base, t, &key, hash);
+    job = add_revived(c, base, t, keep);
   }
-  lua_settop(L, key_idx ? key_idx - 1 : base - 1);
+  lua_settop(L, base - 1);
   return job;
 }
 
 /* ctx.state as the store kept it, back in the job's spec. */
 static void load_state(restore_ctx *c, mb_job *job) {
   lua_State *L = c->L;
-  if (!c->load_state_idx || !job->rec.state || job->lua_ref == LUA_NOREF)
+  if (!c->load_state_idx || !job->rec.state || job->lua_ref == LUA_NOREF ||
+      strcmp(job->rec.state, "{}") == 0)
     return;
   lua_pushvalue(L, c->load_state_idx);
   lua_pushstring(L, job->rec.state);
   if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+    own_spec(c->h, job);
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
     lua_insert(L, -2);
     lua_setfield(L, -2, "state");
@@ -1538,7 +1645,7 @@ static void load_state(restore_ctx *c, mb_job *job) {
 }
 
 static bool is_recent(restore_ctx *c, const char *job_id) {
-  if (!c->recent_idx) return false;
+  if (!c->any_recent) return false;
   lua_getfield(c->L, c->recent_idx, job_id);
   bool recent = lua_toboolean(c->L, -1);
   lua_pop(c->L, 1);
@@ -1547,6 +1654,7 @@ static bool is_recent(restore_ctx *c, const char *job_id) {
 
 static void add_recent(const char *job_id, void *data) {
   restore_ctx *c = data;
+  c->any_recent = true;
   lua_pushboolean(c->L, 1);
   lua_setfield(c->L, c->recent_idx, job_id);
 }
@@ -1733,8 +1841,6 @@ static int sched_restore(lua_State *L) {
     c.revive_idx = optional_function(L, 2, "revive");
     c.load_state_idx = optional_function(L, 2, "load_state");
   }
-  lua_newtable(L);
-  c.templates_idx = lua_gettop(L);
   if (h->store) {
     mb_err err = {0};
     /* Rows are written lazily: the jobs with runs after the store last
@@ -1756,10 +1862,7 @@ static int sched_restore(lua_State *L) {
       mb_job_unref(job);
     }
     free(c.schedules);
-    for (size_t i = 0; i < c.ntemplates; i++) {
-      mb_trigger_free(c.templates[i].trigger);
-    }
-    free(c.templates);
+    free_templates(&c);
     if (rc < 0) {
       lua_pushnil(L);
       lua_pushstring(L, err.msg);

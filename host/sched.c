@@ -444,7 +444,7 @@ static void drop(mb_sched *s, mb_job *j, const char *reason) {
 int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                      const char *file, mb_trigger *trigger,
                      const mb_job_policy *policy, bool replace, bool paused,
-                     int lua_ref, mb_job **out, mb_err *err) {
+                     const mb_job_lua *lua, mb_job **out, mb_err *err) {
   mb_job *old = mb_sched_get_job(s, id);
   if (old && !replace) {
     mb_trigger_free(trigger);
@@ -469,7 +469,9 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   j->last_fire = j->retry_due = MB_TIME_NONE;
   j->rec.last_start = MB_TIME_NONE;
   j->rec.last_duration = MB_TIME_NONE;
-  j->lua_ref = lua_ref;
+  j->lua_ref = lua->ref;
+  j->lua_lean = lua->lean;
+  j->lua_shared = lua->shared;
   j->refs = 1;
   j->slot = SIZE_MAX;
   j->sched = s;

@@ -71,8 +71,10 @@ struct mb_job {
   mb_time retry_due;     /* pending retry, or MB_TIME_NONE */
   mb_fire retry_fire;
   mb_sched *sched;       /* the scheduler it belongs (or belonged) to */
-  int lua_ref;           /* the hooks' handle on the Lua side */
-  bool lua_lean;         /* that side holds only the run function yet */
+  /* The hooks' handle on the Lua side (see mb_job_lua). */
+  struct mb_shared_spec *lua_shared;
+  int lua_ref;
+  bool lua_lean;
   bool paused;
   bool removed;          /* no longer in the scheduler */
   bool done;             /* removed because its trigger had no fire left */
@@ -132,16 +134,28 @@ void mb_sched_seed(mb_sched *s, uint64_t seed);
 /* A uniform random number in [0, 1). */
 double mb_sched_random(mb_sched *s);
 
+/* What the hooks hold of a job's Lua side (host/lua_api.c): a registry
+ * ref to its spec table. That table may be lean, the run function alone
+ * until more is asked for; or shared, the spec of jobs restored from
+ * stored specs that differ only in their id, until the job needs a copy
+ * of its own. The scheduler only keeps it. */
+typedef struct mb_job_lua {
+  int ref;
+  bool lean;
+  struct mb_shared_spec *shared;
+} mb_job_lua;
+
 /* Add a job; the trigger passes to the scheduler on success and is
  * freed on failure. An existing id is MB_EEXIST unless replace, which
- * removes the old job first (its runs in flight finish). lua_ref becomes
- * the job's (the caller's to release on failure). On success *out holds
+ * removes the old job first (its runs in flight finish). lua becomes
+ * the job's (the caller's to release on failure), before the added
+ * event goes out. On success *out holds
  * a reference for the caller to release (listeners of the added event
  * may already have removed the job). */
 int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                      const char *file, mb_trigger *trigger,
                      const mb_job_policy *policy, bool replace, bool paused,
-                     int lua_ref, mb_job **out, mb_err *err);
+                     const mb_job_lua *lua, mb_job **out, mb_err *err);
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id);
 size_t mb_sched_job_count(const mb_sched *s);
 /* Every job, by next fire (paused last, then by id). Caller frees the

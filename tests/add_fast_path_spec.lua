@@ -151,6 +151,24 @@ describe("add_job's fast path", function()
     end
   end)
 
+  it("shows a listener of the added event the whole spec the validator would", function()
+    local seen, seen_full = {}, {}
+    h.scheduler.add_listener(function(ev)
+      seen[ev.job_id] = snapshot(h.core, h.scheduler.get_job(ev.job_id)).spec
+    end, { "added" })
+    full.add_listener(function(ev)
+      seen_full[ev.job_id] = snapshot(full_core, full.get_job(ev.job_id)).spec
+    end, { "added" })
+    for _, spec in ipairs(PLAIN) do
+      h.scheduler.add_job(spec)
+      full.add_job(spec)
+    end
+    for _, spec in ipairs(PLAIN) do
+      assert.equal(spec.id, seen[spec.id].id)
+      assert.same(seen_full[spec.id], seen[spec.id])
+    end
+  end)
+
   it("words every error as the validator does", function()
     for i, spec in ipairs(BAD) do
       local ok, err = pcall(h.scheduler.add_job, spec)

@@ -121,6 +121,90 @@ describe("restoring stored jobs", function()
     h:close()
   end)
 
+  -- Jobs restored from specs that differ only in their id share one spec
+  -- table until each needs its own: to run, or to be read whole.
+  local function add_bumpers(h, ids)
+    for _, id in ipairs(ids) do
+      h.scheduler.add_job { id = id, trigger = { "cron", minute = "*" },
+        run = "restore_jobs.bump" }
+    end
+  end
+
+  it("runs jobs restored from one checked spec each with its own ctx.state", function()
+    local h = harness.new { db = db, start = "2026-01-01T00:00:30Z" }
+    add_bumpers(h, { "b1", "b2", "b3" })
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:00:30Z" }
+    h.scheduler.restore()
+    h:advance("2m")
+    for _, id in ipairs { "b1", "b2", "b3" } do
+      assert.same({ n = 2, who = id }, h.core:job_spec(h.scheduler.get_job(id)).state)
+    end
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:02:30Z" }
+    h.scheduler.restore()
+    h.scheduler.remove_job("b3")
+    h:advance("1m")
+    for _, id in ipairs { "b1", "b2" } do
+      assert.same({ n = 3, who = id }, h.core:job_spec(h.scheduler.get_job(id)).state)
+    end
+    h:close()
+  end)
+
+  it("lets a listener of the added event read each restored job's own spec", function()
+    local h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    add_many(h, { "e1", "e2", "e3" })
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    local seen = {}
+    h.scheduler.add_listener(function(ev)
+      local spec = h.core:job_spec(h.scheduler.get_job(ev.job_id))
+      seen[#seen + 1] = ev.job_id .. "=" .. spec.id
+      spec.kwargs.tag = ev.job_id
+    end, { "added" })
+    h.scheduler.restore()
+    table.sort(seen)
+    assert.same({ "e1=e1", "e2=e2", "e3=e3" }, seen)
+    h:advance("4m")
+    h:close()
+    table.sort(jobs.calls, function(x, y) return x[1] < y[1] end)
+    assert.same({ { "e1", "hello", "e1" }, { "e2", "hello", "e2" },
+      { "e3", "hello", "e3" } }, jobs.calls)
+  end)
+
+  it("keeps running the others when jobs sharing a spec are removed before they ran", function()
+    local h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    add_many(h, { "k1", "k2", "k3", "k4" })
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    h.scheduler.restore()
+    h.scheduler.remove_job("k1")
+    h.scheduler.remove_job("k3")
+    collectgarbage("collect")
+    h:advance("4m")
+    h:close()
+    table.sort(jobs.calls, function(x, y) return x[1] < y[1] end)
+    assert.same({ { "k2", "hello", "t" }, { "k4", "hello", "t" } }, jobs.calls)
+  end)
+
+  it("holds jobs restored from one checked spec in one spec table until each needs its own", function()
+    local h = harness.new { db = db }
+    local ids = {}
+    for i = 1, 2000 do ids[i] = "m" .. i end
+    add_many(h, ids)
+    h:close()
+    h = harness.new { db = db }
+    collectgarbage("collect")
+    local before = collectgarbage("count")
+    assert.equal(2000, h.scheduler.restore().restored)
+    h.logs = {}
+    collectgarbage("collect")
+    -- A table of its own per job, with its args and kwargs, would take
+    -- more than 500 bytes each.
+    assert.is_true((collectgarbage("count") - before) * 1024 < 2000 * 50)
+    h:close()
+  end)
+
   it("names each stored job whose function is gone, and drops it", function()
     local h = harness.new { db = db }
     add_many(h, { "g1", "g2" })
