@@ -72,7 +72,9 @@ typedef struct host {
   uv_prepare_t turn_prepare;
   bool turn_prepare_open;
   size_t gc_floor;           /* the Lua heap after the latest young collection */
+  size_t gc_major_base;      /* the Lua heap after the latest full collection */
   long long young_collections;  /* those pace_gc asked for */
+  long long major_collections;
   mb_job **dirty;            /* jobs whose state changed this turn */
   size_t ndirty, dirty_cap;
   mb_job **stale;            /* rows behind their history (see sweep) */
@@ -566,13 +568,28 @@ static size_t lua_heap(lua_State *L) {
 }
 
 static void pace_gc(host *h) {
-  size_t heap = lua_heap(h->L);
+  lua_State *L = h->L;
+  /* Job code that stopped the collector keeps it stopped (a step would
+   * collect all the same). */
+  if (!lua_gc(L, LUA_GCISRUNNING)) return;
+  size_t heap = lua_heap(L);
   /* Smaller than the floor: a collection ran meanwhile. */
   if (heap < h->gc_floor) h->gc_floor = heap;
+  if (heap < h->gc_major_base) h->gc_major_base = heap;
   if (heap - h->gc_floor < YOUNG_BYTES) return;
-  lua_gc(h->L, LUA_GCSTEP, 0);
-  h->young_collections++;
-  h->gc_floor = lua_heap(h->L);
+  /* A step taken here is a young collection, and it leaves the collector
+   * no debt: its own major collection, due once the heap has doubled
+   * since the last, would never come, and what outlived two young
+   * collections would never be freed. So the host takes that one too. */
+  if (heap / 2 > h->gc_major_base) {
+    lua_gc(L, LUA_GCCOLLECT);
+    h->major_collections++;
+    h->gc_major_base = lua_heap(L);
+  } else {
+    lua_gc(L, LUA_GCSTEP, 0);
+    h->young_collections++;
+  }
+  h->gc_floor = lua_heap(L);
 }
 
 static void on_turn_prepare(uv_prepare_t *p) {
@@ -2333,9 +2350,9 @@ static int sched_stop(lua_State *L) {
   return 0;
 }
 
-/* sched:stats() -> {jobs, runs, timers, wakeups, young_collections}: what
- * is alive, for leak checks and the status command, and what the loop's
- * turns did. */
+/* sched:stats() -> {jobs, runs, timers, wakeups, young_collections,
+ * major_collections}: what is alive, for leak checks and the status
+ * command, and what the loop's turns did. */
 static int sched_stats(lua_State *L) {
   host *h = check_host(L, 1);
   lua_createtable(L, 0, 5);
@@ -2349,6 +2366,8 @@ static int sched_stats(lua_State *L) {
   lua_setfield(L, -2, "wakeups");
   lua_pushinteger(L, h->young_collections);
   lua_setfield(L, -2, "young_collections");
+  lua_pushinteger(L, h->major_collections);
+  lua_setfield(L, -2, "major_collections");
   return 1;
 }
 

@@ -123,6 +123,62 @@ describe("the real clock's turns", function()
     assert.equal(0, woke)
   end)
 
+  it("still frees garbage that outlived young collections, as the collector's full collections would", function()
+    local sched = assert(core.new { clock = "real" })
+    local api = require("mb.scheduler").new(sched)
+    local live = {}  -- a long-lived heap of a few megabytes
+    for i = 1, 50000 do live[i] = { i, tostring(i) } end
+    collectgarbage("collect")
+    local base, grown, majors = collectgarbage("count"), nil, nil
+    api.add_job { id = "churn", trigger = { "date", run_date = core.now() - 1 },
+      misfire_grace_time = false, run = function()
+        local before = sched:stats().major_collections
+        local ring = {}
+        for turn = 1, 600 do
+          -- About 120 KB a turn, each batch alive for 8 turns: old by the
+          -- time it is dropped.
+          local batch = {}
+          for i = 1, 1000 do batch[i] = { i, i + 1, i + 2 } end
+          ring[turn % 8] = batch
+          time.sleep(0)
+        end
+        grown = collectgarbage("count") - base
+        majors = sched:stats().major_collections - before
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.is_true(#live == 50000)
+    -- About 1 MB is alive at the end; 600 turns made 70 MB.
+    assert.is_true(grown < 16 * 1024, ("the heap grew by %.0f KB"):format(grown))
+    assert.is_true(majors > 0)
+  end)
+
+  it("collects nothing at the end of a turn while job code has stopped the collector", function()
+    local sched = assert(core.new { clock = "real" })
+    local api = require("mb.scheduler").new(sched)
+    local collections, running
+    api.add_job { id = "stopper", trigger = { "date", run_date = core.now() - 1 },
+      misfire_grace_time = false, run = function()
+        collectgarbage("stop")
+        local st = sched:stats()
+        local before = st.young_collections + st.major_collections
+        for _ = 1, 20 do
+          for i = 1, 2000 do local _ = { i } end
+          time.sleep(0)
+        end
+        st = sched:stats()
+        collections = st.young_collections + st.major_collections - before
+        running = collectgarbage("isrunning")
+        collectgarbage("restart")
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.equal(0, collections)
+    assert.is_false(running)
+  end)
+
   it("collects young garbage at the end of a turn that made enough of it", function()
     local sched = assert(core.new { clock = "real" })
     local api = require("mb.scheduler").new(sched)
