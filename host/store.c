@@ -9,7 +9,7 @@
  * finish what was handed to it, so they see every write made before
  * them. A ":memory:" store is a database of sqlite's memdb VFS, which two
  * connections of one process can share, so it works the same way. */
-#define _GNU_SOURCE /* SCHED_IDLE */
+#define _GNU_SOURCE /* SCHED_BATCH */
 #include "store.h"
 
 #include <sched.h>
@@ -667,22 +667,25 @@ static size_t rows_of(const op_list *q) {
 enum { GATHER_OPS = 8192 };
 #define GATHER_NS 10000000ULL
 
-/* The writer runs on CPU time nothing else wants (SCHED_IDLE). At normal
- * priority the kernel often woke it on the loop's core, and each commit
- * then held fires back by up to a millisecond, every GATHER_NS: most of
- * the lateness at the 99th percentile with ten thousand fires a second.
- * On a machine with every core busy it may fall behind; once LAG_OPS
- * writes wait for it, the loop waits until it takes them, which also
- * gives it the loop's core. The bound is high: a start on a million
+/* The writer is a batch thread (SCHED_BATCH): its wake-ups do not
+ * preempt the thread running. As a normal thread the kernel often woke
+ * it on the loop's core ahead of the loop, and each commit then held
+ * fires back by up to a millisecond, every GATHER_NS: most of the
+ * lateness at the 99th percentile with ten thousand fires a second. Not
+ * idle priority (SCHED_IDLE): the loop waits for the writer before each
+ * read, and an idle thread sharing a core with any busy process gets
+ * next to no time, so the loop waited seconds. On a machine with every
+ * core busy it may fall behind; once LAG_OPS writes wait for it, the loop
+ * waits until it takes them. The bound is high: a start on a million
  * stored jobs queues that many writes, and the first fire need not wait
  * for them (a bound of 65,536 made that start 20% slower). */
 enum { LAG_OPS = 1 << 20 };
 
 static void lower_priority(void) {
-  /* Only Linux has SCHED_IDLE; elsewhere, or if refused, the writer
+  /* Only Linux has SCHED_BATCH; elsewhere, or if refused, the writer
    * keeps the priority it has. */
-#ifdef SCHED_IDLE
-  sched_setscheduler(0, SCHED_IDLE, &(struct sched_param){0});
+#ifdef SCHED_BATCH
+  sched_setscheduler(0, SCHED_BATCH, &(struct sched_param){0});
 #endif
 }
 

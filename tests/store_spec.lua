@@ -716,6 +716,44 @@ describe("on the real clock", function()
     assert.is_true(stats.rows >= 2)
   end)
 
+  -- The policies of this process's threads, from Linux's /proc (field 41
+  -- of each thread's stat), or nil elsewhere.
+  local function thread_policies()
+    -- The shell popen starts is a child of this process.
+    local ls = io.popen("ls /proc/$PPID/task 2>/dev/null")
+    local policies = {}
+    for tid in ls:lines() do
+      local f = io.open("/proc/self/task/" .. tid .. "/stat")
+      if f then
+        local after = f:read("a"):match("%) (.*)$")
+        f:close()
+        local fields = {}
+        for field in after:gmatch("%S+") do fields[#fields + 1] = field end
+        policies[#policies + 1] = tonumber(fields[41 - 2])
+      end
+    end
+    ls:close()
+    return #policies > 0 and policies or nil
+  end
+
+  it("writes from a batch thread, never one at idle priority that a busy core would starve", function()
+    local before = thread_policies()
+    if not before then return pending("no /proc here") end
+    local dir = support.tempdir()
+    local sched = assert(core.new { clock = "real", db = dir .. "/p.db" })
+    local during = thread_policies()
+    sched:close()
+    support.remove_tree(dir)
+    local SCHED_BATCH, SCHED_IDLE = 3, 5
+    local count = function(list, policy)
+      local n = 0
+      for _, p in ipairs(list) do if p == policy then n = n + 1 end end
+      return n
+    end
+    assert.equal(count(before, SCHED_BATCH) + 1, count(during, SCHED_BATCH))
+    assert.equal(0, count(during, SCHED_IDLE))
+  end)
+
   it("reads back every run from a file written by its writer thread", function()
     local dir = support.tempdir()
     local runs, stats = one_run(dir .. "/w.db")
