@@ -73,7 +73,11 @@ const char *mb_event_detail(const mb_event *ev, char *buf, size_t n) {
 }
 
 void mb_event_log(const mb_event *ev) {
-  if (!mb_log_wanted(level_of(ev->kind))) return;
+  mb_event_log_at(ev, level_of(ev->kind));
+}
+
+void mb_event_log_at(const mb_event *ev, int level) {
+  if (!mb_log_wanted(level)) return;
   mb_log_field f[12];
   size_t n = 0;
   char scheduled[64], next[64], desc[512];
@@ -101,5 +105,5 @@ void mb_event_log(const mb_event *ev) {
   if (ev->reason) f[n++] = MB_LS("reason", ev->reason);
   if (ev->error) f[n++] = MB_LS("error", ev->error);
   if (ev->traceback) f[n++] = MB_LS("traceback", ev->traceback);
-  mb_log(level_of(ev->kind), messages[ev->kind], f, n);
+  mb_log(level, messages[ev->kind], f, n);
 }

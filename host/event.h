@@ -65,7 +65,9 @@ int mb_event_kind(const char *name);
 /* ev's detail, or its trigger described into buf (NULL: neither). */
 const char *mb_event_detail(const mb_event *ev, char *buf, size_t n);
 
-/* Write ev as one log line: "run finished job=... status=...". */
+/* Write ev as one log line: "run finished job=... status=...", at its
+ * kind's level or at level. */
 void mb_event_log(const mb_event *ev);
+void mb_event_log_at(const mb_event *ev, int level);
 
 #endif

@@ -646,7 +646,13 @@ static const char *save_state(mb_job *job, void *data) {
 static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
   (void)s;
   host *h = data;
-  mb_event_log(ev);
+  /* A job the restore puts back is counted in the start's summary line
+   * (restored=N): one line each would be a million lines for a million
+   * stored jobs. */
+  if (h->restoring_id && ev->kind == MB_EV_ADDED)
+    mb_event_log_at(ev, MB_LOG_DEBUG);
+  else
+    mb_event_log(ev);
   if (h->store) record_event(h, ev);
   if (h->event_ref == LUA_NOREF || h->closed) return;
   lua_State *L = h->L;

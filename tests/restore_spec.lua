@@ -205,6 +205,22 @@ describe("restoring stored jobs", function()
     h:close()
   end)
 
+  it("logs the jobs it brings back at debug level, not each at info", function()
+    local h = harness.new { db = db }
+    add_many(h, { "l1", "l2" })
+    h.scheduler.add_job { id = "other", trigger = { "interval", minutes = 7 },
+      run = "restore_jobs.note" }
+    for _, line in ipairs(h:logged("job added")) do assert.equal("info", line.level) end
+    h:close()
+    h = harness.new { db = db }
+    h.scheduler.add_job { id = "new", trigger = { "cron", minute = "*" }, run = function() end }
+    assert.equal(3, h.scheduler.restore().restored)
+    local levels = {}
+    for _, line in ipairs(h:logged("job added")) do levels[line.fields.job] = line.level end
+    assert.same({ new = "info", l1 = "debug", l2 = "debug", other = "debug" }, levels)
+    h:close()
+  end)
+
   it("names each stored job whose function is gone, and drops it", function()
     local h = harness.new { db = db }
     add_many(h, { "g1", "g2" })
