@@ -883,6 +883,10 @@ add("- E: `moonbeat run` on a store of jobs with `\"module.function\"` "
   .. "runs (1,000 written by moonbeat, copied with new ids by "
   .. "`bench/grow_store.py`) and a job due at once; from the bench starting "
   .. "the process to that job's run.")
+add("- Logging: moonbeat logs at `warn` in every workload (`--log-level "
+  .. "warn`); APScheduler's loggers have no handler unless the application "
+  .. "adds one, so they write only warnings too. At moonbeat's default "
+  .. "level, `info`, every run also writes `run started` and `run finished`.")
 add(("- F: `%s`, `mb_cron_next` calls per second of CPU time, chained "
   .. "from the previous fire or from scattered instants (next section)."):format(cron_cmd))
 add("- G: " .. (HAVE_RELOAD
