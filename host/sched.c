@@ -414,7 +414,6 @@ void mb_job_unref(mb_job *j) {
   free(j->rec.state);
   free(j->rec.spec);
   if (j->name != j->id) free(j->name);
-  free(j->id);
   free(j->file);
   free(j);
 }
@@ -456,8 +455,12 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                       "replace_existing = true to replace it", id);
   }
   if (old) drop(s, old, "replaced");
-  mb_job *j = mb_xcalloc(1, sizeof *j);
-  j->id = mb_xstrdup(id);
+  /* The id never changes: it lives in the job's own allocation, one
+   * allocation fewer a job (a start on a million stored jobs makes a
+   * million). */
+  size_t id_size = strlen(id) + 1;
+  mb_job *j = mb_xcalloc(1, sizeof *j + id_size);
+  j->id = memcpy((char *)(j + 1), id, id_size);
   j->hash = hash(id);
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;

@@ -60,7 +60,7 @@ typedef struct mb_fire {
  * million jobs may be held at once: fields are ordered so that none
  * pads, and what few jobs use (a retry's timer) is allocated on use. */
 struct mb_job {
-  char *id;
+  char *id;              /* in the job's own allocation, after it */
   char *name;            /* may be id itself (the usual case) */
   char *file;            /* declaring file, or NULL */
   mb_trigger *trigger;   /* owned */
