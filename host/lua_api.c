@@ -330,6 +330,8 @@ static long long last_run_id(const host *h) {
 static void save_job(host *h, mb_job *job) {
   const char *trigger = trigger_identity(job);
   const struct mb_job_record *rec = &job->rec;
+  char *shared_text =
+    rec->spec_shared ? mb_spec_shared_text(rec->spec_shared, job->id) : NULL;
   mb_job_state st = {
     .job_id = job->id,
     .trigger = trigger,
@@ -348,13 +350,14 @@ static void save_job(host *h, mb_job *job) {
     .last_duration = rec->last_duration,
     .last_error = rec->last_error,
     .state = rec->state,
-    .spec = rec->spec,
+    .spec = shared_text ? shared_text : rec->spec,
     /* Every run recorded so far is in rec: this job's runs with ids up
      * to the latest taken are all held by this row (one in flight ends
      * with a save of its own, see record_event). */
     .checkpoint = last_run_id(h),
   };
   mb_store_save_job(h->store, &st);
+  free(shared_text);
   job->rec.checkpoint = st.checkpoint;
   job->rec.must_save = false;
   job->rec.stale = false;
@@ -1424,8 +1427,7 @@ static int sched_get_runs(lua_State *L) {
  * with their own id and a copy of its trigger, checked again then. */
 struct revive_template {
   mb_share_node node;    /* first: the restore's table of templates */
-  char *key;             /* the spec's text without its id entry */
-  size_t key_len;
+  mb_spec_shared *text;  /* the spec's text without its id: the key */
   mb_trigger *trigger;   /* copied per job */
   mb_job_policy policy;
   char *name;            /* the spec's name, or NULL: each job's id */
@@ -1476,23 +1478,30 @@ static uint64_t spec_key_hash(const spec_key *k) {
 }
 
 static bool same_spec_key(const mb_share_node *node, const void *key) {
-  const struct revive_template *tpl = (const struct revive_template *)node;
+  const mb_spec_shared *text = ((const struct revive_template *)node)->text;
   const spec_key *k = key;
   size_t tail = k->len - k->tail_start;
-  return tpl->key_len == k->head + tail &&
-         memcmp(tpl->key, k->text, k->head) == 0 &&
-         memcmp(tpl->key + k->head, k->text + k->tail_start, tail) == 0;
+  return text->len == k->head + tail && text->head == k->head &&
+         memcmp(text->text, k->text, k->head) == 0 &&
+         memcmp(text->text + k->head, k->text + k->tail_start, tail) == 0;
 }
 
-/* A restored job's definition is kept as the store's text; NULL when a
- * listener of the added event removed it already. */
-static mb_job *keep_revived(host *h, mb_job *job, const char *text) {
+/* A restored job's definition is kept as the store's text, or as the
+ * text it shares; NULL when a listener of the added event removed it
+ * already. */
+static mb_job *keep_revived(host *h, mb_job *job, const char *text,
+                            mb_spec_shared *shared) {
   if (job->removed) {
     mb_job_unref(job);
     return NULL;
   }
   job->rec.pruned_at = mb_clock_now(h->clock);
-  set_string(&job->rec.spec, text);
+  if (shared) {
+    mb_spec_shared_hold(shared);
+    job->rec.spec_shared = shared;
+  } else {
+    set_string(&job->rec.spec, text);
+  }
   job->rec.memory_only = false;
   mb_job_unref(job);
   return job;
@@ -1529,7 +1538,7 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
     log_not_revived(id, err.msg);
   }
   lua_pop(L, 4);
-  return rc < 0 ? NULL : keep_revived(h, job, text);
+  return rc < 0 ? NULL : keep_revived(h, job, text, NULL);
 }
 
 /* The job of stored spec st as template tpl says, with trigger t (taken
@@ -1549,13 +1558,14 @@ static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
     log_not_revived(st->job_id, err.msg);
     return NULL;
   }
-  return keep_revived(h, job, st->spec);
+  return keep_revived(h, job, NULL, tpl->text);
 }
 
 /* Keep what the checked spec at base (revive's results from there) gives
  * the jobs whose specs differ from it only in their id. */
 static void add_template(restore_ctx *c, int base, const mb_trigger *t,
-                         const spec_key *key, uint64_t hash) {
+                         const char *text, const mb_spec_id *where,
+                         uint64_t hash) {
   lua_State *L = c->L;
   mb_err err = {0};
   mb_trigger *proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
@@ -1570,11 +1580,7 @@ static void add_template(restore_ctx *c, int base, const mb_trigger *t,
   if (lua_toboolean(L, base + 3) && lua_isstring(L, -1))
     tpl->name = mb_xstrdup(lua_tostring(L, -1));
   lua_pop(L, 3);
-  size_t tail = key->len - key->tail_start;
-  tpl->key_len = key->head + tail;
-  tpl->key = mb_xmalloc(tpl->key_len + 1);
-  memcpy(tpl->key, key->text, key->head);
-  memcpy(tpl->key + key->head, key->text + key->tail_start, tail);
+  tpl->text = mb_spec_shared_new(text, where);
   tpl->spec = mb_xmalloc(sizeof *tpl->spec);
   push_copy(L, base, 12);
   lua_pushnil(L);
@@ -1595,7 +1601,7 @@ static void free_templates(restore_ctx *c) {
     mb_share_remove(&c->templates, &tpl->node);
     mb_trigger_free(tpl->trigger);
     release_shared(c->h, tpl->spec);
-    free(tpl->key);
+    mb_spec_shared_release(tpl->text);
     free(tpl->name);
     free(tpl);
   }
@@ -1643,7 +1649,7 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
     lua_getfield(L, base, "trigger");
     mb_trigger *t = take_trigger(L, -1);
     lua_pop(L, 1);
-    if (reusable) add_template(c, base, t, &key, hash);
+    if (reusable) add_template(c, base, t, st->spec, &where, hash);
     job = add_revived(c, base, t, keep);
   }
   lua_settop(L, base - 1);
@@ -1788,7 +1794,9 @@ static void restore_one(const mb_job_state *st, void *data) {
    * compared here, and the schedule once it is back. */
   bool same_trigger = st->trigger && strcmp(st->trigger, trigger) == 0;
   bool changed = !same_trigger || job->paused != st->paused ||
-                 !same_text(rec->spec, st->spec) ||
+                 !(rec->spec_shared
+                     ? mb_spec_shared_is(rec->spec_shared, job->id, st->spec)
+                     : same_text(rec->spec, st->spec)) ||
                  job->retry_due != st->retry_due ||
                  (st->retry_due != MB_TIME_NONE &&
                   (job->retry_fire.attempt != st->retry_attempt ||
@@ -1955,6 +1963,8 @@ static int sched_set_job_spec(lua_State *L) {
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   set_string(&job->rec.spec, luaL_optstring(L, 3, NULL));
+  mb_spec_shared_release(job->rec.spec_shared);
+  job->rec.spec_shared = NULL;
   job->rec.memory_only = lua_toboolean(L, 4);
   if (h->store) mark_dirty(h, job);
   lua_pushboolean(L, 1);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "spec_text.h"
+
 /* A long stall of a fast schedule is walked fire by fire at most this
  * far; past that, the schedule restarts from now. */
 #define MAX_OVERDUE_STEPS 100000
@@ -413,6 +415,7 @@ void mb_job_unref(mb_job *j) {
   free(j->rec.pause_note);
   free(j->rec.state);
   free(j->rec.spec);
+  mb_spec_shared_release(j->rec.spec_shared);
   if (j->name != j->id) free(j->name);
   free(j->file);
   free(j);

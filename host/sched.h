@@ -92,6 +92,9 @@ struct mb_job {
     char *pause_note;
     char *state;         /* ctx.state, serialised */
     char *spec;          /* added at run time: the definition, serialised */
+    /* Or, restored from a spec differing from others only in its id,
+     * that text held once for them all (host/spec_text.h). */
+    struct mb_spec_shared *spec_shared;
     bool memory_only;    /* added at run time with a function: not kept */
     bool dirty;          /* in the host's list for the next flush */
     bool must_save;      /* changed beyond run outcomes: saved at the flush */

@@ -1,7 +1,11 @@
-/* spec_text.c: finding the id in a stored spec's text. */
+/* spec_text.c: finding the id in a stored spec's text, and the text
+ * shared by specs that differ only in it. */
 #include "spec_text.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "common.h"
 
 /* Past one value (a quoted string, a table, or a bare token such as
  * 12, 0.5, true, math.huge, (0/0)); NULL when it is malformed. */
@@ -49,4 +53,58 @@ bool mb_spec_text_find_id(const char *text, mb_spec_id *out) {
     found = true;
   }
   return found && p[0] == '}' && p[1] == '\0';
+}
+
+/* The entry mb_spec_text_find_id finds, as the writer writes it. */
+#define ID_OPEN "[\"id\"]=\""
+#define ID_CLOSE "\","
+
+mb_spec_shared *mb_spec_shared_new(const char *text, const mb_spec_id *where) {
+  size_t total = strlen(text);
+  size_t tail = total - where->entry_end;
+  mb_spec_shared *s = mb_xmalloc(sizeof *s + where->entry_start + tail + 1);
+  s->refs = 1;
+  s->head = where->entry_start;
+  s->len = where->entry_start + tail;
+  memcpy(s->text, text, s->head);
+  memcpy(s->text + s->head, text + where->entry_end, tail);
+  s->text[s->len] = '\0';
+  return s;
+}
+
+void mb_spec_shared_hold(mb_spec_shared *s) { s->refs++; }
+
+void mb_spec_shared_release(mb_spec_shared *s) {
+  if (s && --s->refs == 0) free(s);
+}
+
+char *mb_spec_shared_text(const mb_spec_shared *s, const char *id) {
+  size_t id_len = strlen(id);
+  size_t open = sizeof ID_OPEN - 1, close = sizeof ID_CLOSE - 1;
+  char *out = mb_xmalloc(s->len + open + id_len + close + 1);
+  char *p = out;
+  memcpy(p, s->text, s->head);
+  p += s->head;
+  memcpy(p, ID_OPEN, open);
+  p += open;
+  memcpy(p, id, id_len);
+  p += id_len;
+  memcpy(p, ID_CLOSE, close);
+  p += close;
+  memcpy(p, s->text + s->head, s->len - s->head + 1);
+  return out;
+}
+
+bool mb_spec_shared_is(const mb_spec_shared *s, const char *id,
+                       const char *text) {
+  size_t id_len = strlen(id);
+  size_t open = sizeof ID_OPEN - 1, close = sizeof ID_CLOSE - 1;
+  size_t entry = open + id_len + close;
+  if (!text || strlen(text) != s->len + entry) return false;
+  const char *p = text + s->head;
+  return memcmp(text, s->text, s->head) == 0 &&
+         memcmp(p, ID_OPEN, open) == 0 &&
+         memcmp(p + open, id, id_len) == 0 &&
+         memcmp(p + open + id_len, ID_CLOSE, close) == 0 &&
+         memcmp(p + entry, s->text + s->head, s->len - s->head) == 0;
 }

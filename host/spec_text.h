@@ -21,4 +21,25 @@ typedef struct mb_spec_id {
  * quote, a backslash, a control character): those take the long way. */
 bool mb_spec_text_find_id(const char *text, mb_spec_id *out);
 
+/* The text of stored specs that differ only in their id, held once by
+ * every job restored from one of them: the text without its id entry,
+ * and where that entry goes. */
+typedef struct mb_spec_shared {
+  unsigned refs;
+  size_t head;   /* the entry goes before text[head] */
+  size_t len;    /* of text, without its id entry */
+  char text[];
+} mb_spec_shared;
+
+/* From text, whose id entry is at where; one hold, the caller's. */
+mb_spec_shared *mb_spec_shared_new(const char *text, const mb_spec_id *where);
+void mb_spec_shared_hold(mb_spec_shared *s);
+/* Drop a hold (NULL: none); the last frees it. */
+void mb_spec_shared_release(mb_spec_shared *s);
+/* The text with id in its entry: a new string, the caller's to free. */
+char *mb_spec_shared_text(const mb_spec_shared *s, const char *id);
+/* Whether text is the shared text with id in its entry. */
+bool mb_spec_shared_is(const mb_spec_shared *s, const char *id,
+                       const char *text);
+
 #endif

@@ -187,6 +187,45 @@ describe("restoring stored jobs", function()
     assert.same({ { "k2", "hello", "t" }, { "k4", "hello", "t" } }, jobs.calls)
   end)
 
+  -- What the store holds of each job's spec, by id.
+  local function stored_specs()
+    local out = {}
+    local q = io.popen(("sqlite3 -separator '|' %s 'SELECT id, spec FROM jobs ORDER BY id'"):format(db))
+    for line in q:lines() do
+      local id, spec = line:match("^([^|]*)|(.*)$")
+      out[id] = spec
+    end
+    q:close()
+    return out
+  end
+
+  it("writes the rows of jobs restored from one stored text with each job's own text", function()
+    local h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    add_many(h, { "w1", "w2", "w3" })
+    h:close()
+    local first = stored_specs()
+    assert.truthy(first.w2:find('["id"]="w2"', 1, true))
+    h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    h.scheduler.restore()
+    h.scheduler.pause_job("w2", { note = "rows written again" })
+    h:advance("9m")
+    h:close()
+    assert.same(first, stored_specs())
+    h = harness.new { db = db, start = "2026-01-01T00:10:00Z" }
+    assert.equal(3, h.scheduler.restore().restored)
+    assert.equal("rows written again", h.scheduler.get_job("w2").pause_note)
+    assert.equal(2, h.scheduler.get_job("w1").counts.ok)
+    h:advance("5m")
+    h:close()
+    -- 00:05 and 00:10 before the restart, 00:15 after; w2 stays paused.
+    local runs = {}
+    for _, call in ipairs(jobs.calls) do
+      assert.same({ "hello", "t" }, { call[2], call[3] })
+      runs[call[1]] = (runs[call[1]] or 0) + 1
+    end
+    assert.same({ w1 = 3, w3 = 3 }, runs)
+  end)
+
   it("holds jobs restored from one checked spec in one spec table until each needs its own", function()
     local h = harness.new { db = db }
     local ids = {}
