@@ -20,6 +20,47 @@ describe("managing jobs", function()
     assert.equal(job, s.get_job("report"))
   end)
 
+  it("finds every job by id through many adds and removals in any order", function()
+    local noop = function() end
+    local live, order = {}, {}
+    for i = 1, 6000 do
+      local id = "job-" .. i
+      s.add_job { id = id, trigger = { "interval", hours = 1 }, run = noop }
+      live[id] = true
+      order[#order + 1] = id
+    end
+    -- Remove about half in a scrambled order, then add some back.
+    local seed = 7
+    for i = #order, 2, -1 do
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      local k = seed % i + 1
+      order[i], order[k] = order[k], order[i]
+    end
+    for i = 1, 3000 do
+      s.remove_job(order[i])
+      live[order[i]] = nil
+    end
+    for i = 1, 3000, 3 do
+      s.add_job { id = order[i], trigger = { "interval", hours = 1 }, run = noop }
+      live[order[i]] = true
+    end
+    local count = 0
+    for i = 1, 6000 do
+      local id = "job-" .. i
+      local job = s.get_job(id)
+      if live[id] then
+        count = count + 1
+        assert.equal(id, job and job.id)
+      else
+        assert.is_nil(job)
+      end
+    end
+    assert.equal(count, #s.get_jobs())
+    s.remove_all_jobs()
+    assert.equal(0, #s.get_jobs())
+    assert.is_nil(s.get_job(order[1]))
+  end)
+
   it("names a job after its id when it has no name", function()
     assert.equal("cleanup", s.add_job { id = "cleanup", trigger = "* * * * *",
       run = function() end }.name)
