@@ -36,26 +36,26 @@ const char *mb_err_name(int code) {
   }
 }
 
-static void out_of_memory(size_t n) {
+_Noreturn void mb_out_of_memory(size_t n) {
   fprintf(stderr, "moonbeat: out of memory allocating %zu bytes\n", n);
   abort();
 }
 
 void *mb_xmalloc(size_t n) {
   void *p = malloc(n ? n : 1);
-  if (!p) out_of_memory(n);
+  if (!p) mb_out_of_memory(n);
   return p;
 }
 
 void *mb_xcalloc(size_t n, size_t size) {
   void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) out_of_memory(n * size);
+  if (!p) mb_out_of_memory(n * size);
   return p;
 }
 
 void *mb_xrealloc(void *p, size_t n) {
   void *q = realloc(p, n ? n : 1);
-  if (!q) out_of_memory(n);
+  if (!q) mb_out_of_memory(n);
   return q;
 }
 

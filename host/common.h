@@ -48,6 +48,8 @@ const char *mb_err_name(int code);
 /* Allocation that never returns NULL: it aborts with a message. */
 void *mb_xmalloc(size_t n);
 void *mb_xcalloc(size_t n, size_t size);
+/* What the mb_x allocators do when memory is out: say so, and abort. */
+_Noreturn void mb_out_of_memory(size_t n);
 void *mb_xrealloc(void *p, size_t n);
 char *mb_xstrdup(const char *s);
 

@@ -2734,6 +2734,19 @@ static int core_memory(lua_State *L) {
   return 2;
 }
 
+/* core.job_memory() -> {live, chunks}: jobs alive in the process and
+ * the pool chunks that hold them. */
+static int core_job_memory(lua_State *L) {
+  size_t live, chunks;
+  mb_sched_job_memory(&live, &chunks);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)live);
+  lua_setfield(L, -2, "live");
+  lua_pushinteger(L, (lua_Integer)chunks);
+  lua_setfield(L, -2, "chunks");
+  return 1;
+}
+
 static int core_live_refs(lua_State *L) {
   lua_pushinteger(L, mb_live_refs());
   return 1;
@@ -2801,6 +2814,7 @@ static const luaL_Reg core_functions[] = {
   {"set_log_sink", core_set_log_sink},
   {"set_job_methods", core_set_job_methods},
   {"live_refs", core_live_refs},
+  {"job_memory", core_job_memory},
   {"set_memory_limit", core_set_memory_limit},
   {"memory", core_memory},
   {NULL, NULL}

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "spec_text.h"
 
 /* A long stall of a fast schedule is walked fire by fire at most this
@@ -403,6 +404,28 @@ void mb_sched_free(mb_sched *s) {
 mb_clock *mb_sched_clock(const mb_sched *s) { return s->clock; }
 mb_time mb_sched_now(const mb_sched *s) { return mb_clock_now(s->clock); }
 
+/* Jobs come from a pool of huge-page chunks (pool.h), shared by every
+ * scheduler: a job may outlive its own. The id never changes, and one
+ * short enough lives in the job's slot, after it. */
+enum { INLINE_ID = 32 };
+static mb_pool *job_pool;
+
+static char *inline_id(mb_job *j) { return (char *)(j + 1); }
+
+static mb_job *new_job(const char *id) {
+  if (!job_pool) job_pool = mb_pool_new(sizeof(mb_job) + INLINE_ID);
+  mb_job *j = mb_pool_alloc(job_pool);
+  size_t id_size = strlen(id) + 1;
+  j->id = id_size <= INLINE_ID ? memcpy(inline_id(j), id, id_size)
+                               : mb_xstrdup(id);
+  return j;
+}
+
+void mb_sched_job_memory(size_t *live, size_t *chunks) {
+  *live = job_pool ? mb_pool_live(job_pool) : 0;
+  *chunks = job_pool ? mb_pool_chunks(job_pool) : 0;
+}
+
 void mb_job_ref(mb_job *j) { j->refs++; }
 
 void mb_job_unref(mb_job *j) {
@@ -417,8 +440,9 @@ void mb_job_unref(mb_job *j) {
   free(j->rec.spec);
   mb_spec_shared_release(j->rec.spec_shared);
   if (j->name != j->id) free(j->name);
+  if (j->id != inline_id(j)) free(j->id);
   free(j->file);
-  free(j);
+  mb_pool_free(job_pool, j);
 }
 
 /* Take j out of the scheduler; its memory lives while referenced. */
@@ -458,12 +482,7 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                       "replace_existing = true to replace it", id);
   }
   if (old) drop(s, old, "replaced");
-  /* The id never changes: it lives in the job's own allocation, one
-   * allocation fewer a job (a start on a million stored jobs makes a
-   * million). */
-  size_t id_size = strlen(id) + 1;
-  mb_job *j = mb_xcalloc(1, sizeof *j + id_size);
-  j->id = memcpy((char *)(j + 1), id, id_size);
+  mb_job *j = new_job(id);
   j->hash = hash(id);
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;

@@ -60,7 +60,11 @@ typedef struct mb_fire {
  * million jobs may be held at once: fields are ordered so that none
  * pads, and what few jobs use (a retry's timer) is allocated on use. */
 struct mb_job {
-  char *id;              /* in the job's own allocation, after it */
+  /* Private, and first: a lookup passing over other ids reads these two
+   * alone, in one cache line. */
+  mb_job *hnext;
+  uint64_t hash;          /* of id */
+  char *id;              /* after the job in its slot, when short */
   char *name;            /* may be id itself (the usual case) */
   char *file;            /* declaring file, or NULL */
   mb_trigger *trigger;   /* owned */
@@ -108,8 +112,6 @@ struct mb_job {
   unsigned pending_fires;
   size_t slot;
   uint64_t seq;
-  mb_job *hnext;
-  uint64_t hash;          /* of id: a lookup skips other ids unread */
   mb_timer *retry_timer;  /* NULL until a retry is first armed */
 };
 
@@ -160,6 +162,10 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                      const mb_job_policy *policy, bool replace, bool paused,
                      const mb_job_lua *lua, mb_job **out, mb_err *err);
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id);
+/* Jobs alive in the process, of every scheduler and none (held by a
+ * reference after their scheduler closed), and the pool chunks they
+ * take (pool.h). */
+void mb_sched_job_memory(size_t *live, size_t *chunks);
 size_t mb_sched_job_count(const mb_sched *s);
 /* Every job, by next fire (paused last, then by id). Caller frees the
  * array; the jobs stay the scheduler's. */

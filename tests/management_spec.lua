@@ -61,6 +61,30 @@ describe("managing jobs", function()
     assert.is_nil(s.get_job(order[1]))
   end)
 
+  it("gives back the memory of removed jobs, chunk by chunk", function()
+    local core = require "moonbeat.core"
+    local noop = function() end
+    collectgarbage()
+    collectgarbage()
+    local before = core.job_memory()
+    for i = 1, 20000 do
+      s.add_job { id = "m" .. i, trigger = { "interval", hours = 1 }, run = noop }
+    end
+    local full = core.job_memory()
+    assert.equal(before.live + 20000, full.live)
+    s.remove_all_jobs()
+    h:advance("1s")  -- a turn: the store's flush lets go of them too
+    collectgarbage()
+    collectgarbage()
+    local after = core.job_memory()
+    assert.equal(before.live, after.live)
+    -- Built with AddressSanitizer, jobs come from calloc: no chunks.
+    if full.chunks > 0 then
+      assert.is_true(full.chunks >= before.chunks + 3)
+      assert.is_true(after.chunks <= before.chunks + 1)
+    end
+  end)
+
   it("names a job after its id when it has no name", function()
     assert.equal("cleanup", s.add_job { id = "cleanup", trigger = "* * * * *",
       run = function() end }.name)
