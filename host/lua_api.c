@@ -180,9 +180,13 @@ static void push_copy(lua_State *L, int idx, int nrec) {
   lua_createtable(L, 0, nrec);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
+    /* Each level takes four more slots; a spec's data may nest deeply,
+     * and this runs from loop callbacks, where nothing has grown the
+     * stack. Past what the stack can hold, the rest is shared. */
     if (lua_type(L, -1) == LUA_TTABLE &&
         !(lua_type(L, -2) == LUA_TSTRING &&
-          strcmp(lua_tostring(L, -2), "policy") == 0)) {
+          strcmp(lua_tostring(L, -2), "policy") == 0) &&
+        lua_checkstack(L, 4)) {
       push_copy(L, -1, 0);
       lua_replace(L, -2);
     }
@@ -199,16 +203,26 @@ static void own_spec(host *h, mb_job *job) {
   struct mb_shared_spec *spec = job->lua_shared;
   if (!spec) return;
   lua_State *L = h->L;
+  /* Only memory can be short here: the mb_x allocators' answer. */
+  if (!lua_checkstack(L, 8)) mb_out_of_memory(0);
+  mb_job_ref(job);
   lua_rawgeti(L, LUA_REGISTRYINDEX, spec->ref);
   push_copy(L, -1, 12);
   lua_pushstring(L, job->id);
   lua_setfield(L, -2, "id");
   lua_pushstring(L, job->name);
   lua_setfield(L, -2, "name");
-  job->lua_ref = mb_ref(L);
+  /* A finalizer the copy's allocations ran may have removed the job,
+   * which let go of the shared spec already. */
+  if (job->lua_shared == spec) {
+    job->lua_ref = mb_ref(L);
+    job->lua_shared = NULL;
+    release_shared(h, spec);
+  } else {
+    lua_pop(L, 1);
+  }
   lua_pop(L, 1);
-  job->lua_shared = NULL;
-  release_shared(h, spec);
+  mb_job_unref(job);
 }
 
 static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
@@ -719,6 +733,9 @@ static int core_new(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
+  /* The heap as it is counts as collected: the first paced collection
+   * is a young one (pace_gc). */
+  h->gc_major_base = lua_heap(h->L);
   h->default_tz = default_tz;
   if (virtual) {
     h->loop = mb_xmalloc(sizeof *h->loop);
@@ -1497,6 +1514,9 @@ static mb_job *keep_revived(host *h, mb_job *job, const char *text,
   }
   job->rec.pruned_at = mb_clock_now(h->clock);
   if (shared) {
+    /* The stored text is the job's, whatever a listener of its added
+     * event set: one or the other, never both. */
+    set_string(&job->rec.spec, NULL);
     mb_spec_shared_hold(shared);
     job->rec.spec_shared = shared;
   } else {

@@ -154,6 +154,26 @@ describe("the real clock's turns", function()
     assert.is_true(majors > 0)
   end)
 
+  it("takes a young collection, not a full one, at the first turn that made enough garbage", function()
+    local live = {}  -- a heap of several megabytes before the scheduler
+    for i = 1, 100000 do live[i] = { i } end
+    local sched = assert(core.new { clock = "real" })
+    local api = require("mb.scheduler").new(sched)
+    local st
+    api.add_job { id = "churn", trigger = { "date", run_date = core.now() - 1 },
+      misfire_grace_time = false, run = function()
+        for i = 1, 1500 do local _ = { i, i + 1, i + 2 } end
+        time.sleep(0)
+        st = sched:stats()
+        api.shutdown()
+      end }
+    sched:run()
+    sched:close()
+    assert.is_true(#live == 100000)
+    assert.equal(0, st.major_collections)
+    assert.is_true(st.young_collections >= 1)
+  end)
+
   it("collects nothing at the end of a turn while job code has stopped the collector", function()
     local sched = assert(core.new { clock = "real" })
     local api = require("mb.scheduler").new(sched)

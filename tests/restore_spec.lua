@@ -226,6 +226,37 @@ describe("restoring stored jobs", function()
     assert.same({ w1 = 3, w3 = 3 }, runs)
   end)
 
+  it("runs and reads jobs restored from one spec whose data nests deeply", function()
+    local function nest(depth)
+      local t = { "leaf" }
+      for _ = 1, depth do t = { t } end
+      return t
+    end
+    local function depth_of(t)
+      local d = 0
+      while type(t[1]) == "table" do t, d = t[1], d + 1 end
+      return d, t[1]
+    end
+    local reached = {}
+    function jobs.deep(ctx, t) reached[ctx.job_id] = { depth_of(t) } end
+    local h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    for _, id in ipairs { "d1", "d2", "d3" } do
+      h.scheduler.add_job { id = id, trigger = { "cron", minute = "*/5" },
+        run = "restore_jobs.deep", args = { nest(150) } }
+    end
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    h.scheduler.restore()
+    -- A full collection shrinks the stack the copies are made on.
+    collectgarbage()
+    collectgarbage()
+    assert.same({ 150, "leaf" }, { depth_of(h.core:job_spec(h.scheduler.get_job("d3")).args[1]) })
+    collectgarbage()
+    h:advance("4m")
+    h:close()
+    assert.same({ d1 = { 150, "leaf" }, d2 = { 150, "leaf" }, d3 = { 150, "leaf" } }, reached)
+  end)
+
   it("holds jobs restored from one checked spec in one spec table until each needs its own", function()
     local h = harness.new { db = db }
     local ids = {}
