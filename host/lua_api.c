@@ -152,8 +152,6 @@ static void push_time(lua_State *L, mb_time t) {
     lua_pushnumber(L, to_seconds(t));
 }
 
-/* ---- hooks from the scheduler core ---- */
-
 /* ---- spec tables shared by restored jobs ---- */
 
 /* The checked spec of jobs restored from stored specs that differ only
@@ -196,7 +194,6 @@ static void push_copy(lua_State *L, int idx, int nrec) {
   }
 }
 
-
 /* Give job a spec table of its own when it shares one: a copy with its
  * id and name. */
 static void own_spec(host *h, mb_job *job) {
@@ -224,6 +221,8 @@ static void own_spec(host *h, mb_job *job) {
   lua_pop(L, 1);
   mb_job_unref(job);
 }
+
+/* ---- hooks from the scheduler core ---- */
 
 static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
                       void *data) {
@@ -1478,29 +1477,16 @@ static bool same_text(const char *a, const char *b) {
   return a == b || (a && b && strcmp(a, b) == 0);
 }
 
-/* A stored spec's text as a template's key: the text but for
- * [head, tail_start), its id entry. */
+/* A template's key: a stored spec's text and where its id entry is. */
 typedef struct spec_key {
   const char *text;
-  size_t head, tail_start, len;
+  const mb_spec_id *where;
 } spec_key;
 
-static uint64_t spec_key_hash(const spec_key *k) {
-  uint64_t hash = MB_SHARE_HASH_START;
-  for (size_t i = 0; i < k->head; i++)
-    hash = mb_share_mix(hash, (unsigned char)k->text[i]);
-  for (size_t i = k->tail_start; i < k->len; i++)
-    hash = mb_share_mix(hash, (unsigned char)k->text[i]);
-  return hash;
-}
-
 static bool same_spec_key(const mb_share_node *node, const void *key) {
-  const mb_spec_shared *text = ((const struct revive_template *)node)->text;
   const spec_key *k = key;
-  size_t tail = k->len - k->tail_start;
-  return text->len == k->head + tail && text->head == k->head &&
-         memcmp(text->text, k->text, k->head) == 0 &&
-         memcmp(text->text + k->head, k->text + k->tail_start, tail) == 0;
+  return mb_spec_shared_matches(((const struct revive_template *)node)->text,
+                                k->text, k->where);
 }
 
 /* A restored job's definition is kept as the store's text, or as the
@@ -1639,12 +1625,10 @@ static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
                memcmp(st->spec + where.id_start, st->job_id,
                       where.id_len) == 0 &&
                !strpbrk(st->job_id, " \t\n\v\f\r");
-  spec_key key = {0};
   uint64_t hash = 0;
   if (keyed) {
-    key = (spec_key){st->spec, where.entry_start, where.entry_end,
-                     strlen(st->spec)};
-    hash = spec_key_hash(&key);
+    spec_key key = {st->spec, &where};
+    hash = mb_spec_text_hash_without_id(st->spec, &where);
     struct revive_template *tpl = (struct revive_template *)mb_share_find(
       &c->templates, hash, same_spec_key, &key);
     mb_err err = {0};

@@ -2,6 +2,7 @@
 #include "pool.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 enum { CHUNK = 2 << 20 };
 
 struct mb_pool {
-  size_t size;      /* of an object, a multiple of a pointer's */
+  size_t size;      /* of an object, rounded up to malloc's alignment */
   size_t first;     /* offset of a chunk's first object */
   size_t capacity;  /* objects a chunk holds */
   size_t live;
@@ -40,9 +41,10 @@ typedef struct chunk {
 
 mb_pool *mb_pool_new(size_t size) {
   mb_pool *p = mb_xcalloc(1, sizeof *p);
-  size_t align = sizeof(void *) > 8 ? sizeof(void *) : 8;
-  p->size = (size < sizeof(void *) ? sizeof(void *) : size + align - 1) &
-            ~(align - 1);
+  /* Aligned as malloc aligns; a freed object holds a pointer. */
+  size_t align = _Alignof(max_align_t);
+  if (size < sizeof(void *)) size = sizeof(void *);
+  p->size = (size + align - 1) & ~(align - 1);
   p->first = (sizeof(chunk) + 63) & ~(size_t)63;
   p->capacity = (CHUNK - p->first) / p->size;
   return p;

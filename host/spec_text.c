@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "share.h"
 
 /* Past one value (a quoted string, a table, or a bare token such as
  * 12, 0.5, true, math.huge, (0/0)); NULL when it is malformed. */
@@ -95,16 +96,35 @@ char *mb_spec_shared_text(const mb_spec_shared *s, const char *id) {
   return out;
 }
 
+uint64_t mb_spec_text_hash_without_id(const char *text,
+                                      const mb_spec_id *where) {
+  uint64_t hash = MB_SHARE_HASH_START;
+  for (size_t i = 0; i < where->entry_start; i++)
+    hash = mb_share_mix(hash, (unsigned char)text[i]);
+  for (const char *p = text + where->entry_end; *p; p++)
+    hash = mb_share_mix(hash, (unsigned char)*p);
+  return hash;
+}
+
+bool mb_spec_shared_matches(const mb_spec_shared *s, const char *text,
+                            const mb_spec_id *where) {
+  const char *tail = text + where->entry_end;
+  return where->entry_start == s->head &&
+         memcmp(text, s->text, s->head) == 0 &&
+         strlen(tail) == s->len - s->head &&
+         memcmp(tail, s->text + s->head, s->len - s->head) == 0;
+}
+
 bool mb_spec_shared_is(const mb_spec_shared *s, const char *id,
                        const char *text) {
   size_t id_len = strlen(id);
   size_t open = sizeof ID_OPEN - 1, close = sizeof ID_CLOSE - 1;
-  size_t entry = open + id_len + close;
-  if (!text || strlen(text) != s->len + entry) return false;
-  const char *p = text + s->head;
-  return memcmp(text, s->text, s->head) == 0 &&
-         memcmp(p, ID_OPEN, open) == 0 &&
-         memcmp(p + open, id, id_len) == 0 &&
-         memcmp(p + open + id_len, ID_CLOSE, close) == 0 &&
-         memcmp(p + entry, s->text + s->head, s->len - s->head) == 0;
+  if (!text || strlen(text) != s->len + open + id_len + close) return false;
+  /* Where the entry must be, with id in it. */
+  mb_spec_id where = {s->head, s->head + open + id_len + close,
+                      s->head + open, id_len};
+  return memcmp(text + s->head, ID_OPEN, open) == 0 &&
+         memcmp(text + where.id_start, id, id_len) == 0 &&
+         memcmp(text + where.id_start + id_len, ID_CLOSE, close) == 0 &&
+         mb_spec_shared_matches(s, text, &where);
 }

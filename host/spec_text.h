@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Where the top-level id sits in a spec's text: the whole entry
  * (["id"]="...",) and the id's characters inside its quotes. */
@@ -38,6 +39,13 @@ void mb_spec_shared_hold(mb_spec_shared *s);
 void mb_spec_shared_release(mb_spec_shared *s);
 /* The text with id in its entry: a new string, the caller's to free. */
 char *mb_spec_shared_text(const mb_spec_shared *s, const char *id);
+/* A hash of text without its id entry (at where): the same for texts
+ * that differ only in their id. */
+uint64_t mb_spec_text_hash_without_id(const char *text,
+                                      const mb_spec_id *where);
+/* Whether text, its id entry at where, is s's text with some id. */
+bool mb_spec_shared_matches(const mb_spec_shared *s, const char *text,
+                            const mb_spec_id *where);
 /* Whether text is the shared text with id in its entry. */
 bool mb_spec_shared_is(const mb_spec_shared *s, const char *id,
                        const char *text);
