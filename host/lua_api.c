@@ -246,6 +246,8 @@ static void hook_removed(mb_sched *s, mb_job *job, void *data) {
     mb_unref(h->L, job->lua_ref);
   job->lua_shared = NULL;
   job->lua_ref = LUA_NOREF;
+  if (job->id_ref > 0) mb_unref(h->L, job->id_ref);
+  job->id_ref = 0;
 }
 
 static void set_time_field(lua_State *L, const char *key, mb_time t) {
@@ -381,6 +383,20 @@ static void set_string(char **slot, const char *v) {
   *slot = v ? mb_xstrdup(v) : NULL;
 }
 
+/* A run status as the static name it is kept as: a job's last status
+ * is one of a few names, set at every run, not a copy of its own. A
+ * text this version never writes (a hand-edited store) reads as
+ * "unknown". */
+static const char *status_static(const char *text) {
+  static const char *const names[] = {"success", "error", "timeout",
+                                      "cancelled", "missed", "skipped",
+                                      "interrupted", "running"};
+  if (!text) return NULL;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(text, names[i]) == 0) return names[i];
+  return "unknown";
+}
+
 static const char *status_name(int kind) {
   switch (kind) {
   case MB_EV_EXECUTED: return "success";
@@ -448,7 +464,7 @@ static void record_event(host *h, const mb_event *ev) {
   default: break;
   }
   if (status && ev->run_id) {
-    set_string(&rec->last_status, status);
+    rec->last_status = status;
     rec->last_start = ev->start_time;
     rec->last_duration = ev->duration;
     set_string(&rec->last_error, ev->error);
@@ -619,6 +635,8 @@ static const char *save_state(mb_job *job, void *data) {
   host *h = data;
   static char error[256];
   if (h->state_ref == LUA_NOREF || job->lua_ref == LUA_NOREF) return NULL;
+  bool saved_empty = !job->rec.state || strcmp(job->rec.state, "{}") == 0;
+  if (!job->rec.has_state && saved_empty) return NULL;
   lua_State *L = h->L;
   /* Most jobs never touch ctx.state: an empty table that was empty
    * before needs no saving. */
@@ -631,8 +649,7 @@ static const char *save_state(mb_job *job, void *data) {
     if (!empty) lua_pop(L, 2);
   }
   lua_pop(L, 2);
-  if (empty && (!job->rec.state || strcmp(job->rec.state, "{}") == 0))
-    return NULL;
+  if (empty && saved_empty) return NULL;
   mb_host_work_begin();
   const char *result = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->state_ref);
@@ -1673,6 +1690,7 @@ static void load_state(restore_ctx *c, mb_job *job) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
     lua_insert(L, -2);
     lua_setfield(L, -2, "state");
+    job->rec.has_state = true;
   }
   lua_pop(L, 1);
 }
@@ -1726,7 +1744,7 @@ static void fold_run(const mb_run_record *r, void *data) {
     if (strcmp(st, "skipped") == 0) rec->skipped++;
   }
   if (ends_run && r->started != MB_TIME_NONE) {
-    set_string(&rec->last_status, st);
+    rec->last_status = status_static(st);
     rec->last_start = r->started;
     rec->last_duration =
       r->finished != MB_TIME_NONE ? r->finished - r->started : -1;
@@ -1767,7 +1785,7 @@ static void restore_one(const mb_job_state *st, void *data) {
   rec->missed = st->missed;
   rec->skipped = st->skipped;
   rec->cancelled = st->cancelled;
-  set_string(&rec->last_status, st->last_status);
+  rec->last_status = status_static(st->last_status);
   rec->last_start = st->last_start;
   rec->last_duration = st->last_duration;
   set_string(&rec->last_error, st->last_error);
@@ -1843,7 +1861,7 @@ static void interrupted_one(const mb_run_record *r, void *data) {
   mb_job *job = mb_sched_get_job(h->sched, r->job_id);
   if (!job) return;
   job->rec.failed++;
-  set_string(&job->rec.last_status, "interrupted");
+  job->rec.last_status = "interrupted";
   mark_dirty(h, job);
   mb_fire fire = {r->scheduled, r->attempt, false};
   mb_runner_interrupted(h->runner, job, &fire,

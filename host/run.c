@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "pool.h"
 #include "lua_api.h"
 #include "tz.h"
 
@@ -46,6 +47,15 @@ struct mb_run {
   size_t tail_len;
   mb_run *next, **prevp;
 };
+
+/* Runs come from a pool: a burst of a hundred thousand runs, each freed
+ * as it ends, then reuses a few slots instead of going through malloc. */
+static mb_pool *run_pool;
+
+static mb_run *new_run(void) {
+  if (!run_pool) run_pool = mb_pool_new(sizeof(mb_run));
+  return mb_pool_alloc(run_pool);
+}
 
 /* The last lines a run logged, kept with its history. */
 #define TAIL_BYTES 4096
@@ -412,7 +422,7 @@ static void end_run(mb_run *run, int how, const char *error,
     mb_unref(r->L, run->co_ref);
   }
   free(run->tail);
-  free(run);
+  mb_pool_free(run_pool, run);
 
   /* The freed slot goes to the oldest buffered fire before any new fire
    * can take it. The outermost end_run drains in a loop, so a long
@@ -721,10 +731,12 @@ static int ctx_state(lua_State *L, mb_runner *r) {
   /* Replaced while it runs: the new job has the state now. */
   if (job && job->lua_ref == LUA_NOREF) job = mb_sched_get_job(r->sched, job->id);
   /* A job gone for good: a table of its own, kept by nothing. */
-  if (!job || job->lua_ref == LUA_NOREF)
+  if (!job || job->lua_ref == LUA_NOREF) {
     lua_newtable(L);
-  else
+  } else {
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+    job->rec.has_state = true;  /* saved after each run from now on */
+  }
   if (get_key(L, r, -1, KEY_STATE) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -753,6 +765,20 @@ static int ctx_index(lua_State *L) {
   return 1;
 }
 
+/* A job's id as a Lua string is made at its first run and kept in the
+ * registry until the job is removed: made from C at every run it would
+ * be hashed, and allocated anew, as the last run's ctx is gone by then. */
+static void push_job_id(lua_State *co, mb_job *job) {
+  if (job->id_ref > 0) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, job->id_ref);
+    return;
+  }
+  lua_pushstring(co, job->id);
+  if (job->removed) return;
+  lua_pushvalue(co, -1);
+  job->id_ref = mb_ref(co);
+}
+
 static void push_ctx(lua_State *co, mb_run *run) {
   const mb_runner *r = run->runner;
   /* Room for the fields set here, no more: a ctx is the garbage every
@@ -760,17 +786,24 @@ static void push_ctx(lua_State *co, mb_run *run) {
    * when they are first used. */
   lua_createtable(co, 0, run->deadline_mono != MB_TIME_NONE ? 5 : 4);
   run->ctx = lua_topointer(co, -1);
-  lua_pushstring(co, run->job->id);
-  set_key(co, r, -2, KEY_JOB_ID);
+  /* Key first, then value: no stack shuffling per field. */
+  int ctx = lua_gettop(co);
+  push_key(co, r, KEY_JOB_ID);
+  push_job_id(co, run->job);
+  lua_rawset(co, ctx);
+  push_key(co, r, KEY_RUN_ID);
   lua_pushinteger(co, (lua_Integer)run->id);
-  set_key(co, r, -2, KEY_RUN_ID);
+  lua_rawset(co, ctx);
+  push_key(co, r, KEY_SCHEDULED_TIME);
   lua_pushnumber(co, (double)run->fire.scheduled / 1e6);
-  set_key(co, r, -2, KEY_SCHEDULED_TIME);
+  lua_rawset(co, ctx);
+  push_key(co, r, KEY_ATTEMPT);
   lua_pushinteger(co, run->fire.attempt);
-  set_key(co, r, -2, KEY_ATTEMPT);
+  lua_rawset(co, ctx);
   if (run->deadline_mono != MB_TIME_NONE) {
+    push_key(co, r, KEY_DEADLINE);
     lua_pushnumber(co, (double)(run->started + run->timeout) / 1e6);
-    set_key(co, r, -2, KEY_DEADLINE);
+    lua_rawset(co, ctx);
   }
   lua_rawgeti(co, LUA_REGISTRYINDEX, r->ctx_meta);
   lua_setmetatable(co, -2);
@@ -781,7 +814,7 @@ static void push_ctx(lua_State *co, mb_run *run) {
 static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   lua_State *L = r->L;
   mb_clock *clock = mb_sched_clock(r->sched);
-  mb_run *run = mb_xcalloc(1, sizeof *run);
+  mb_run *run = new_run();
   run->runner = r;
   run->job = job;
   run->id = mb_runner_take_id(r);

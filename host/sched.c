@@ -22,13 +22,22 @@ typedef struct pending_fire {
   struct pending_fire *next, **prevp;
 } pending_fire;
 
+/* A heap entry holds the key it is ordered by: sifting compares keys
+ * side by side in the array, not in jobs spread over memory (two cache
+ * misses a level, with thousands of jobs due at once). */
+typedef struct heap_entry {
+  mb_time at;    /* the job's next_fire */
+  uint64_t seq;  /* queued earlier, fires earlier */
+  mb_job *job;
+} heap_entry;
+
 struct mb_sched {
   mb_clock *clock;
   mb_sched_hooks hooks;
   void *data;
   mb_job **buckets;
   size_t nbuckets, njobs;
-  mb_job **heap;
+  heap_entry *heap;
   size_t len, cap;
   uint64_t seq;
   uint64_t rng;
@@ -126,46 +135,45 @@ size_t mb_sched_job_count(const mb_sched *s) { return s->njobs; }
 
 /* ---- heap of next fires ---- */
 
-static bool sooner(const mb_job *a, const mb_job *b) {
-  return a->next_fire < b->next_fire ||
-         (a->next_fire == b->next_fire && a->seq < b->seq);
+static bool sooner(const heap_entry *a, const heap_entry *b) {
+  return a->at < b->at || (a->at == b->at && a->seq < b->seq);
 }
 
-static void put(mb_sched *s, size_t i, mb_job *j) {
-  s->heap[i] = j;
-  j->slot = i;
+static void put(mb_sched *s, size_t i, heap_entry e) {
+  s->heap[i] = e;
+  e.job->slot = i;
 }
 
 static void up(mb_sched *s, size_t i) {
-  mb_job *j = s->heap[i];
-  while (i > 0 && sooner(j, s->heap[(i - 1) / 2])) {
+  heap_entry e = s->heap[i];
+  while (i > 0 && sooner(&e, &s->heap[(i - 1) / 2])) {
     put(s, i, s->heap[(i - 1) / 2]);
     i = (i - 1) / 2;
   }
-  put(s, i, j);
+  put(s, i, e);
 }
 
 static void down(mb_sched *s, size_t i) {
-  mb_job *j = s->heap[i];
+  heap_entry e = s->heap[i];
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= s->len) break;
-    if (c + 1 < s->len && sooner(s->heap[c + 1], s->heap[c])) c++;
-    if (!sooner(s->heap[c], j)) break;
+    if (c + 1 < s->len && sooner(&s->heap[c + 1], &s->heap[c])) c++;
+    if (!sooner(&s->heap[c], &e)) break;
     put(s, i, s->heap[c]);
     i = c;
   }
-  put(s, i, j);
+  put(s, i, e);
 }
 
 static void unqueue(mb_sched *s, mb_job *j) {
   if (j->slot == SIZE_MAX) return;
   size_t i = j->slot;
-  mb_job *last = s->heap[--s->len];
+  heap_entry last = s->heap[--s->len];
   j->slot = SIZE_MAX;
   if (i == s->len) return;
   put(s, i, last);
-  if (i > 0 && sooner(last, s->heap[(i - 1) / 2]))
+  if (i > 0 && sooner(&last, &s->heap[(i - 1) / 2]))
     up(s, i);
   else
     down(s, i);
@@ -179,8 +187,7 @@ static void queue(mb_sched *s, mb_job *j) {
     s->cap = s->cap ? 2 * s->cap : 64;
     s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
   }
-  j->seq = s->seq++;
-  put(s, s->len++, j);
+  put(s, s->len++, (heap_entry){j->next_fire, s->seq++, j});
   up(s, s->len - 1);
 }
 
@@ -192,10 +199,9 @@ static void rearm(mb_sched *s) {
     mb_timer_stop(s->clock, &s->timer);
     return;
   }
-  if (mb_timer_active(&s->timer) && s->heap[0]->next_fire == s->timer_for)
-    return;
-  s->timer_for = s->heap[0]->next_fire;
-  mb_time delay = s->heap[0]->next_fire - mb_clock_now(s->clock);
+  if (mb_timer_active(&s->timer) && s->heap[0].at == s->timer_for) return;
+  s->timer_for = s->heap[0].at;
+  mb_time delay = s->heap[0].at - mb_clock_now(s->clock);
   mb_timer_start(s->clock, &s->timer, delay > 0 ? delay : 0);
 }
 
@@ -299,8 +305,8 @@ static void fire_job(mb_sched *s, mb_job *j, mb_time now) {
 static void fire_due(mb_timer *timer) {
   mb_sched *s = timer->data;
   mb_time now = mb_clock_now(s->clock);
-  while (!s->stopped && s->len && s->heap[0]->next_fire <= now)
-    fire_job(s, s->heap[0], now);
+  while (!s->stopped && s->len && s->heap[0].at <= now)
+    fire_job(s, s->heap[0].job, now);
   rearm(s);
 }
 
@@ -313,7 +319,7 @@ static void on_jump(mb_clock *clock, mb_time delta, void *data) {
    * stall); every later fire is recomputed from the new now. */
   size_t n = s->len;
   mb_job **jobs = mb_xmalloc((n ? n : 1) * sizeof *jobs);
-  memcpy(jobs, s->heap, n * sizeof *jobs);
+  for (size_t i = 0; i < n; i++) jobs[i] = s->heap[i].job;
   for (size_t i = 0; i < n; i++) {
     if (jobs[i]->next_fire <= now) continue;
     schedule_from(s, jobs[i], now);
@@ -433,7 +439,6 @@ void mb_job_unref(mb_job *j) {
   mb_trigger_free(j->trigger);
   free(j->retry_timer);
   free(j->buffer);
-  free(j->rec.last_status);
   free(j->rec.last_error);
   free(j->rec.pause_note);
   free(j->rec.state);

@@ -85,12 +85,13 @@ struct mb_job {
   /* Kept by the runner. */
   unsigned running;      /* runs in flight */
   unsigned nbuffered, buffer_cap;
+  int id_ref;            /* id as a Lua string, from its first run; 0: none */
   mb_fire *buffer;       /* fires waiting for a free instance */
   /* Kept by the host: what the store keeps besides the schedule. Strings
    * are owned and freed with the job. */
   struct mb_job_record {
     long long ok, failed, timed_out, missed, skipped, cancelled;
-    char *last_status;
+    const char *last_status;  /* static (see status_static), NULL: none */
     mb_time last_start, last_duration;
     char *last_error;
     char *pause_note;
@@ -103,6 +104,7 @@ struct mb_job {
     bool dirty;          /* in the host's list for the next flush */
     bool must_save;      /* changed beyond run outcomes: saved at the flush */
     bool stale;          /* its row lacks run outcomes the history holds */
+    bool has_state;      /* its spec holds a ctx.state table */
     long long checkpoint;  /* its latest row holds every run up to this id */
     int unpruned;        /* runs recorded since its history was pruned */
     mb_time pruned_at;   /* when it was last pruned */
@@ -111,7 +113,6 @@ struct mb_job {
   int refs;
   unsigned pending_fires;
   size_t slot;
-  uint64_t seq;
   mb_timer *retry_timer;  /* NULL until a retry is first armed */
 };
 

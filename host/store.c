@@ -436,8 +436,8 @@ static op *push(op_list *q, int kind) {
     q->cap = q->cap ? 2 * q->cap : 64;
     q->ops = mb_xrealloc(q->ops, q->cap * sizeof *q->ops);
   }
+  /* Not cleared: each caller sets the whole of its kind's member. */
   op *o = &q->ops[q->len++];
-  memset(o, 0, sizeof *o);
   o->kind = kind;
   return o;
 }
@@ -510,8 +510,9 @@ void mb_store_save_run(mb_store *s, const mb_run_record *run) {
   op *o = push(q, OP_SAVE_RUN);
   mb_run_record *r = &o->u.run;
   *r = *run;
-  const char **slots[] = {&r->job_id, &r->status, &r->error, &r->traceback,
-                          &r->log_tail, &r->host};
+  /* status and host are not copied (see mb_store_save_run). */
+  const char **slots[] = {&r->job_id, &r->error, &r->traceback,
+                          &r->log_tail};
   pack_strings(q, slots, sizeof slots / sizeof slots[0]);
 }
 

@@ -109,6 +109,9 @@ void mb_store_save_job(mb_store *s, const mb_job_state *st);
 /* Every job row now holds every run up to run_id. */
 void mb_store_settle(mb_store *s, long long run_id);
 void mb_store_delete_job(mb_store *s, const char *job_id);
+/* run's strings are copied, but for status and host, which are read
+ * until the store is closed: a name that never changes (a literal, the
+ * host's name), not copied for each of a burst of runs. */
 void mb_store_save_run(mb_store *s, const mb_run_record *run);
 
 /* Commit the queue in one transaction on the writer thread, waiting for

@@ -184,6 +184,17 @@ describe("ctx.state", function()
     assert.is_number(kept[2].run_id)
   end)
 
+  it("is saved after a run that changed it through a reference kept from an earlier run", function()
+    local held
+    s.add_job { id = "holder", trigger = { "interval", seconds = 10 }, run = function(ctx)
+      held = held or ctx.state
+      held.n = (held.n or 0) + 1
+    end }
+    h:advance("30s")
+    assert.equal(3, held.n)
+    assert.equal("{[\"n\"]=3,}", s.get_job("holder").saved_state)
+  end)
+
   it("follows the job when it is replaced while a run waits", function()
     s.add_job { id = "swap", trigger = { "date", delay = 1 }, run = function(ctx)
       time.sleep(10)
@@ -285,6 +296,28 @@ describe("restarting", function()
       s.add_job { id = "tick", trigger = { "interval", seconds = 10 }, run = function() end }
     end)
     assert_back(h, "tick", 3, "2026-01-01 00:00:40")
+  end)
+
+  it("reads a last status it never writes, from a store edited by hand, as unknown", function()
+    local function add(s)
+      s.add_job { id = "tick", trigger = { "interval", minutes = 10 }, run = function() end }
+      s.add_job { id = "tock", trigger = { "interval", minutes = 10 }, run = function() end }
+    end
+    local h = boot("2026-01-01T00:00:00Z", add)
+    h:advance("15m")
+    h:close()
+    local editor = harness.new { db = false }
+    editor:call(function()
+      local sqlite = require "moonbeat.sqlite"
+      local conn = assert(sqlite.open(db))
+      assert(conn:exec("UPDATE jobs SET last_status = 'weird' WHERE id = 'tick'"))
+      conn:close()
+    end)
+    editor:close()
+    h = boot("2026-01-01T00:16:00Z", add)
+    assert.equal("unknown", h.scheduler.get_job("tick").last_run.status)
+    assert.equal("success", h.scheduler.get_job("tock").last_run.status)
+    h:close()
   end)
 
   it("carries the schedule, counters and state over when the trigger is unchanged", function()
