@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <uv.h>
 
 /* The schema this build writes; each entry migrates from the previous
@@ -63,37 +66,41 @@ static const char *const migrations[] = {
 
 enum { OP_SAVE_JOB, OP_DELETE_JOB, OP_SAVE_RUN, OP_PRUNE, OP_SETTLE };
 
+typedef struct prune_op {
+  mb_prune item;
+  mb_time now;
+  int max_rows;
+} prune_op;
+
+/* An op is its kind and where its record is: the records, and the
+ * strings they point to, live in blocks that go with the ops from list
+ * to list and are freed with them. A burst of runs then costs the loop
+ * a few allocations, not one per op, the writer thread frees a few
+ * blocks, not every op's strings, and growing the list of ops copies
+ * 16 bytes an op, not the largest record. */
 typedef struct op {
   int kind;
   union {
-    mb_job_state job;
-    mb_run_record run;
+    mb_job_state *job;
+    mb_run_record *run;
     char *job_id;
     long long settled;
-    struct {
-      mb_prune item;
-      mb_time now;
-      int max_rows;
-    } prune;
+    prune_op *prune;
   } u;
 } op;
 
-/* The strings queued ops point to live in blocks that go with the ops
- * from list to list and are freed with them: a burst of runs costs the
- * loop a few allocations, not one per op, and the writer thread frees a
- * few blocks, not every op's strings. */
-typedef struct text_block {
-  struct text_block *next;
+typedef struct block {
+  struct block *next;
   size_t used, cap;
   char data[];
-} text_block;
+} block;
 
-enum { TEXT_BLOCK_MIN = 1024, TEXT_BLOCK_MAX = 64 * 1024 };
+enum { BLOCK_MIN = 1024, BLOCK_MAX = 64 * 1024 };
 
 typedef struct op_list {
   op *ops;
   size_t len, cap;
-  text_block *texts, *texts_tail;  /* the newest, which fills, first */
+  block *blocks, *blocks_tail;  /* the newest, which fills, first */
 } op_list;
 
 enum {
@@ -385,26 +392,29 @@ fail:
 
 /* ---- the write queue ---- */
 
-/* n bytes in q's newest text block, or in a new one: each new block of
- * a list is twice the last, up to TEXT_BLOCK_MAX, so that a turn of one
- * run allocates a little and a burst a few large blocks. */
-static char *text_alloc(op_list *q, size_t n) {
-  text_block *b = q->texts;
-  if (!b || b->cap - b->used < n) {
-    size_t cap = b ? 2 * b->cap : TEXT_BLOCK_MIN;
-    if (cap > TEXT_BLOCK_MAX) cap = TEXT_BLOCK_MAX;
+/* n bytes aligned to align (a power of two, at most 8: a block's data
+ * is 8-aligned) in q's newest block, or in a new one: each new block of
+ * a list is twice the last, up to BLOCK_MAX, so that a turn of one run
+ * allocates a little and a burst a few large blocks. */
+static void *block_alloc(op_list *q, size_t n, size_t align) {
+  block *b = q->blocks;
+  size_t at = b ? (b->used + align - 1) & ~(align - 1) : 0;
+  if (!b || at > b->cap || b->cap - at < n) {
+    size_t cap = b ? 2 * b->cap : BLOCK_MIN;
+    if (cap > BLOCK_MAX) cap = BLOCK_MAX;
     if (cap < n) cap = n;
     b = mb_xmalloc(sizeof *b + cap);
-    b->used = 0;
     b->cap = cap;
-    b->next = q->texts;
-    if (!q->texts) q->texts_tail = b;
-    q->texts = b;
+    b->next = q->blocks;
+    if (!q->blocks) q->blocks_tail = b;
+    q->blocks = b;
+    at = 0;
   }
-  char *p = b->data + b->used;
-  b->used += n;
-  return p;
+  b->used = at + n;
+  return b->data + at;
 }
+
+#define NEW_RECORD(q, type) ((type *)block_alloc(q, sizeof(type), _Alignof(type)))
 
 /* Copy the strings the slots point to into q's text blocks and point the
  * slots at the copies. */
@@ -415,7 +425,7 @@ static void pack_strings(op_list *q, const char **slots[], size_t n) {
     total += len[i];
   }
   if (total == 0) return;
-  char *p = text_alloc(q, total);
+  char *p = block_alloc(q, total, 1);
   for (size_t i = 0; i < n; i++) {
     if (!len[i]) continue;
     memcpy(p, *slots[i], len[i]);
@@ -436,7 +446,6 @@ static op *push(op_list *q, int kind) {
     q->cap = q->cap ? 2 * q->cap : 64;
     q->ops = mb_xrealloc(q->ops, q->cap * sizeof *q->ops);
   }
-  /* Not cleared: each caller sets the whole of its kind's member. */
   op *o = &q->ops[q->len++];
   o->kind = kind;
   return o;
@@ -444,25 +453,25 @@ static op *push(op_list *q, int kind) {
 
 static void free_ops(op_list *q) {
   q->len = 0;
-  while (q->texts) {
-    text_block *next = q->texts->next;
-    free(q->texts);
-    q->texts = next;
+  while (q->blocks) {
+    block *next = q->blocks->next;
+    free(q->blocks);
+    q->blocks = next;
   }
-  q->texts_tail = NULL;
+  q->blocks_tail = NULL;
 }
 
 /* Move every op of from, and the text it points to, to the end of to
  * (from is left empty). */
 static void append_ops(op_list *to, op_list *from) {
-  if (from->texts) {
+  if (from->blocks) {
     /* Behind to's blocks: to's newest stays first. */
-    if (to->texts)
-      to->texts_tail->next = from->texts;
+    if (to->blocks)
+      to->blocks_tail->next = from->blocks;
     else
-      to->texts = from->texts;
-    to->texts_tail = from->texts_tail;
-    from->texts = from->texts_tail = NULL;
+      to->blocks = from->blocks;
+    to->blocks_tail = from->blocks_tail;
+    from->blocks = from->blocks_tail = NULL;
   }
   if (to->len == 0) {
     op *ops = to->ops;
@@ -485,8 +494,8 @@ static void append_ops(op_list *to, op_list *from) {
 }
 
 void mb_store_save_job(mb_store *s, const mb_job_state *st) {
-  op *o = push(&s->queue, OP_SAVE_JOB);
-  mb_job_state *j = &o->u.job;
+  mb_job_state *j = NEW_RECORD(&s->queue, mb_job_state);
+  push(&s->queue, OP_SAVE_JOB)->u.job = j;
   *j = *st;
   const char **slots[] = {&j->job_id, &j->trigger, &j->pause_note,
                           &j->last_status, &j->last_error, &j->state,
@@ -501,19 +510,30 @@ void mb_store_delete_job(mb_store *s, const char *job_id) {
 
 void mb_store_save_run(mb_store *s, const mb_run_record *run) {
   /* A run that ended in the turn it started is written once: its end
-   * replaces its start, still queued right behind it (whose strings
-   * stay in the text blocks until the batch is done). */
+   * takes the place of its start, still queued right behind it, and
+   * keeps the copy of its job's id. */
   op_list *q = &s->queue;
+  mb_run_record *r;
+  const char *job_id;
   if (q->len && q->ops[q->len - 1].kind == OP_SAVE_RUN &&
-      q->ops[q->len - 1].u.run.run_id == run->run_id)
-    q->len--;
-  op *o = push(q, OP_SAVE_RUN);
-  mb_run_record *r = &o->u.run;
+      q->ops[q->len - 1].u.run->run_id == run->run_id) {
+    r = q->ops[q->len - 1].u.run;
+    job_id = r->job_id;
+  } else {
+    r = NEW_RECORD(q, mb_run_record);
+    push(q, OP_SAVE_RUN)->u.run = r;
+    job_id = NULL;
+  }
   *r = *run;
   /* status and host are not copied (see mb_store_save_run). */
   const char **slots[] = {&r->job_id, &r->error, &r->traceback,
                           &r->log_tail};
-  pack_strings(q, slots, sizeof slots / sizeof slots[0]);
+  if (job_id) {
+    r->job_id = job_id;
+    pack_strings(q, slots + 1, 3);
+  } else {
+    pack_strings(q, slots, 4);
+  }
 }
 
 void mb_store_settle(mb_store *s, long long run_id) {
@@ -523,12 +543,12 @@ void mb_store_settle(mb_store *s, long long run_id) {
 void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
                     int max_rows) {
   for (size_t i = 0; i < n; i++) {
-    op *o = push(&s->queue, OP_PRUNE);
-    o->u.prune.item = items[i];
-    if (items[i].job_id)
-      o->u.prune.item.job_id = copy_text(&s->queue, items[i].job_id);
-    o->u.prune.now = now;
-    o->u.prune.max_rows = max_rows;
+    prune_op *p = NEW_RECORD(&s->queue, prune_op);
+    push(&s->queue, OP_PRUNE)->u.prune = p;
+    p->item = items[i];
+    if (items[i].job_id) p->item.job_id = copy_text(&s->queue, items[i].job_id);
+    p->now = now;
+    p->max_rows = max_rows;
   }
 }
 
@@ -582,7 +602,7 @@ static int prune_one(conn *c, const mb_prune *p, mb_time now, int max_rows) {
 static int run_op(conn *c, const op *o) {
   sqlite3_stmt *st;
   if (o->kind == OP_SAVE_JOB) {
-    const mb_job_state *j = &o->u.job;
+    const mb_job_state *j = o->u.job;
     st = c->st[ST_SAVE_JOB];
     bind_text(st, 1, j->job_id);
     bind_text(st, 2, j->trigger);
@@ -613,10 +633,10 @@ static int run_op(conn *c, const op *o) {
     st = c->st[ST_DELETE_JOB];
     bind_text(st, 1, o->u.job_id);
   } else if (o->kind == OP_PRUNE) {
-    return prune_one(c, &o->u.prune.item, o->u.prune.now,
-                     o->u.prune.max_rows) < 0;
+    return prune_one(c, &o->u.prune->item, o->u.prune->now,
+                     o->u.prune->max_rows) < 0;
   } else {
-    const mb_run_record *r = &o->u.run;
+    const mb_run_record *r = o->u.run;
     st = c->st[ST_SAVE_RUN];
     sqlite3_bind_int64(st, 1, r->run_id);
     bind_text(st, 2, r->job_id);
@@ -682,6 +702,13 @@ enum { GATHER_OPS = 8192 };
  * for them (a bound of 65,536 made that start 20% slower). */
 enum { LAG_OPS = 1 << 20 };
 
+/* Named, so that top -H, perf and /proc tell it from the loop. */
+static void name_thread(void) {
+#ifdef __linux__
+  prctl(PR_SET_NAME, "moonbeat-writer", 0, 0, 0);
+#endif
+}
+
 static void lower_priority(void) {
   /* Only Linux has SCHED_BATCH; elsewhere, or if refused, the writer
    * keeps the priority it has. */
@@ -696,6 +723,7 @@ static void lower_priority(void) {
 static void writer_main(void *arg) {
   mb_store *s = arg;
   op_list batch = {0};
+  name_thread();
   lower_priority();
   uv_mutex_lock(&s->mu);
   for (;;) {

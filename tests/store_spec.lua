@@ -750,31 +750,35 @@ describe("on the real clock", function()
   end)
 
   -- The policies of this process's threads, from Linux's /proc (field 41
-  -- of each thread's stat), or nil elsewhere.
+  -- of each thread's stat), and their names, or nil elsewhere.
   local function thread_policies()
     -- The shell popen starts is a child of this process.
     local ls = io.popen("ls /proc/$PPID/task 2>/dev/null")
-    local policies = {}
+    local policies, names = {}, {}
     for tid in ls:lines() do
       local f = io.open("/proc/self/task/" .. tid .. "/stat")
       if f then
-        local after = f:read("a"):match("%) (.*)$")
+        local name, after = f:read("a"):match("%((.*)%) (.*)$")
         f:close()
         local fields = {}
         for field in after:gmatch("%S+") do fields[#fields + 1] = field end
         policies[#policies + 1] = tonumber(fields[41 - 2])
+        names[name] = (names[name] or 0) + 1
       end
     end
     ls:close()
-    return #policies > 0 and policies or nil
+    if #policies == 0 then return nil end
+    return policies, names
   end
 
-  it("writes from a batch thread, never one at idle priority that a busy core would starve", function()
-    local before = thread_policies()
+  it("writes from a named batch thread, never one at idle priority that a busy core would starve", function()
+    local before, names_before = thread_policies()
     if not before then return pending("no /proc here") end
     local dir = support.tempdir()
     local sched = assert(core.new { clock = "real", db = dir .. "/p.db" })
-    local during = thread_policies()
+    local during, names = thread_policies()
+    -- Named, so that top -H and perf tell it from the loop.
+    assert.equal((names_before["moonbeat-writer"] or 0) + 1, names["moonbeat-writer"])
     sched:close()
     support.remove_tree(dir)
     local SCHED_BATCH, SCHED_IDLE = 3, 5
