@@ -1480,6 +1480,9 @@ typedef struct restore_ctx {
   mb_share_table templates;
   struct revive_template **template_list;
   size_t ntemplates;
+  /* The text of the template the row being restored was matched with
+   * byte for byte, or NULL. */
+  const mb_spec_shared *revived_as;
   int restored, removed, interrupted;
   /* Schedules to put back once interrupted runs have been retried, so
    * that a one-shot job waiting on that retry is not taken for done. */
@@ -1504,6 +1507,15 @@ static bool same_spec_key(const mb_share_node *node, const void *key) {
   const spec_key *k = key;
   return mb_spec_shared_matches(((const struct revive_template *)node)->text,
                                 k->text, k->where);
+}
+
+/* The template of text, its id entry at where, or NULL. */
+static struct revive_template *find_template(restore_ctx *c, const char *text,
+                                             const mb_spec_id *where) {
+  spec_key key = {text, where};
+  return (struct revive_template *)mb_share_find(
+    &c->templates, mb_spec_text_hash_without_id(text, where), same_spec_key,
+    &key);
 }
 
 /* A restored job's definition is kept as the store's text, or as the
@@ -1565,23 +1577,43 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
 }
 
 /* The job of stored spec st as template tpl says, with trigger t (taken
- * over): no Lua is run, and its spec table is the template's. */
+ * over): no Lua is run, and its spec table is the template's. NULL, with
+ * *taken set, when a job of its id is in the scheduler already. */
 static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
-                          mb_trigger *t, const mb_job_state *st) {
+                          mb_trigger *t, const mb_job_state *st, bool *taken) {
   host *h = c->h;
   mb_job_lua lua = {.ref = tpl->spec->ref, .shared = tpl->spec};
   tpl->spec->users++;
   mb_job *job;
   mb_err err = {0};
-  if (mb_sched_add_job(h->sched, st->job_id,
-                       tpl->name ? tpl->name : st->job_id, NULL, t,
-                       &tpl->policy, false, tpl->paused, &lua, &job,
-                       &err) < 0) {
+  int rc = mb_sched_add_job(h->sched, st->job_id,
+                            tpl->name ? tpl->name : st->job_id, NULL, t,
+                            &tpl->policy, false, tpl->paused, &lua, &job, &err);
+  if (rc < 0) {
     release_shared(h, tpl->spec);
-    log_not_revived(st->job_id, err.msg);
+    c->revived_as = NULL;
+    if (rc == MB_EEXIST)
+      *taken = true;
+    else
+      log_not_revived(st->job_id, err.msg);
     return NULL;
   }
+  c->revived_as = tpl->text;
   return keep_revived(h, job, NULL, tpl->text);
+}
+
+/* The job of row st from the template its text matches, its id entry at
+ * where; *used says whether there was one to use. */
+static mb_job *from_template(restore_ctx *c, const mb_job_state *st,
+                             const mb_spec_id *where, bool *used,
+                             bool *taken) {
+  struct revive_template *tpl = find_template(c, st->spec, where);
+  if (!tpl) return NULL;
+  mb_err err = {0};
+  mb_trigger *t = mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err);
+  if (!t) return NULL;
+  *used = true;
+  return add_shared(c, tpl, t, st, taken);
 }
 
 /* Keep what the checked spec at base (revive's results from there) gives
@@ -1634,33 +1666,46 @@ static void free_templates(restore_ctx *c) {
 /* The job of a stored spec whose id no file declares, added back: by
  * its template when an earlier spec differing only in its id made one,
  * else checked in Lua. */
-static mb_job *revive(restore_ctx *c, const mb_job_state *st) {
+/* The job of stored row st, added from its spec, unless a job of its id
+ * is in the scheduler already (*taken). A spec like one already checked
+ * but for its id is added straight away, the add itself finding out
+ * whether the id is taken: a restore's one lookup per job. */
+static mb_job *revive(restore_ctx *c, const mb_job_state *st, bool *taken) {
   lua_State *L = c->L;
+  bool plain = !strpbrk(st->job_id, " \t\n\v\f\r");
   mb_spec_id where;
-  bool keyed = mb_spec_text_find_id(st->spec, &where) &&
+  bool used = false;
+  mb_job *job;
+  /* Most rows are like one seen before: found by the id entry's bytes
+   * alone, and the rest compared byte for byte. */
+  if (plain && c->ntemplates &&
+      mb_spec_text_guess_id(st->spec, st->job_id, &where)) {
+    job = from_template(c, st, &where, &used, taken);
+    if (used) return job;
+  }
+  if (mb_sched_get_job(c->h->sched, st->job_id)) {
+    *taken = true;
+    return NULL;
+  }
+  /* Read in full: like one seen before after all (its id entry was not
+   * the first with its bytes), or a template for those like it, if it
+   * can be one (an id at the top level, written plainly). */
+  bool keyed = plain && mb_spec_text_find_id(st->spec, &where) &&
                where.id_len == strlen(st->job_id) &&
                memcmp(st->spec + where.id_start, st->job_id,
-                      where.id_len) == 0 &&
-               !strpbrk(st->job_id, " \t\n\v\f\r");
-  uint64_t hash = 0;
+                      where.id_len) == 0;
   if (keyed) {
-    spec_key key = {st->spec, &where};
-    hash = mb_spec_text_hash_without_id(st->spec, &where);
-    struct revive_template *tpl = (struct revive_template *)mb_share_find(
-      &c->templates, hash, same_spec_key, &key);
-    mb_err err = {0};
-    mb_trigger *t =
-      tpl ? mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err)
-          : NULL;
-    if (t) return add_shared(c, tpl, t, st);
+    job = from_template(c, st, &where, &used, taken);
+    if (used) return job;
   }
+  uint64_t hash = keyed ? mb_spec_text_hash_without_id(st->spec, &where) : 0;
   /* The long way: revive(id, text) -> norm, text to keep, reusable,
    * named; or nothing when it cannot come back (it said why). */
   lua_pushvalue(L, c->revive_idx);
   lua_pushstring(L, st->job_id);
   lua_pushstring(L, st->spec);
   int base = lua_gettop(L) - 2;
-  mb_job *job = NULL;
+  job = NULL;
   if (lua_pcall(L, 2, 4, 0) != LUA_OK) {
     log_not_revived(st->job_id, lua_tostring(L, -1));
   } else if (lua_istable(L, base)) {
@@ -1761,9 +1806,14 @@ static void restore_one(const mb_job_state *st, void *data) {
     lua_pop(c->L, 1);
     if (!wanted) return;
   }
-  mb_job *job = mb_sched_get_job(h->sched, st->job_id);
   h->restoring_id = st->job_id;
-  if (!job && st->spec && c->revive_idx) job = revive(c, st);
+  /* A job of its id in the scheduler (a file declared it) takes the row;
+   * else the row's spec brings the job back, if it has one. */
+  mb_job *job = NULL;
+  c->revived_as = NULL;
+  bool taken = !st->spec || !c->revive_idx;
+  if (!taken) job = revive(c, st, &taken);
+  if (taken) job = mb_sched_get_job(h->sched, st->job_id);
   if (!job) {
     h->restoring_id = NULL;
     /* No file declares it any more: it goes, its history stays. Unless
@@ -1817,7 +1867,9 @@ static void restore_one(const mb_job_state *st, void *data) {
   bool same_trigger = st->trigger && strcmp(st->trigger, trigger) == 0;
   bool changed = !same_trigger || job->paused != st->paused ||
                  !(rec->spec_shared
-                     ? mb_spec_shared_is(rec->spec_shared, job->id, st->spec)
+                     ? rec->spec_shared == c->revived_as ||
+                           mb_spec_shared_is(rec->spec_shared, job->id,
+                                             st->spec)
                      : same_text(rec->spec, st->spec)) ||
                  job->retry_due != st->retry_due ||
                  (st->retry_due != MB_TIME_NONE &&

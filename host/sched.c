@@ -124,11 +124,14 @@ static void table_remove(mb_sched *s, mb_job *j) {
   }
 }
 
-mb_job *mb_sched_get_job(const mb_sched *s, const char *id) {
-  uint64_t h = hash(id);
+static mb_job *find(const mb_sched *s, const char *id, uint64_t h) {
   for (mb_job *j = *bucket_of(s, h); j; j = j->hnext)
     if (j->hash == h && strcmp(j->id, id) == 0) return j;
   return NULL;
+}
+
+mb_job *mb_sched_get_job(const mb_sched *s, const char *id) {
+  return find(s, id, hash(id));
 }
 
 size_t mb_sched_job_count(const mb_sched *s) { return s->njobs; }
@@ -476,7 +479,8 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                      const char *file, mb_trigger *trigger,
                      const mb_job_policy *policy, bool replace, bool paused,
                      const mb_job_lua *lua, mb_job **out, mb_err *err) {
-  mb_job *old = mb_sched_get_job(s, id);
+  uint64_t h = hash(id);
+  mb_job *old = find(s, id, h);
   if (old && !replace) {
     mb_trigger_free(trigger);
     if (old->file)
@@ -488,7 +492,7 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   }
   if (old) drop(s, old, "replaced");
   mb_job *j = new_job(id);
-  j->hash = hash(id);
+  j->hash = h;
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;

@@ -8,6 +8,10 @@
 #include "common.h"
 #include "share.h"
 
+/* The entry mb_spec_text_find_id finds, as the writer writes it. */
+#define ID_OPEN "[\"id\"]=\""
+#define ID_CLOSE "\","
+
 /* Past one value (a quoted string, a table, or a bare token such as
  * 12, 0.5, true, math.huge, (0/0)); NULL when it is malformed. */
 static const char *skip_value(const char *p) {
@@ -56,9 +60,28 @@ bool mb_spec_text_find_id(const char *text, mb_spec_id *out) {
   return found && p[0] == '}' && p[1] == '\0';
 }
 
-/* The entry mb_spec_text_find_id finds, as the writer writes it. */
-#define ID_OPEN "[\"id\"]=\""
-#define ID_CLOSE "\","
+
+static bool plain_id(const char *id) {
+  for (const char *c = id; *c; c++)
+    if (*c == '\\' || *c == '"' || (unsigned char)*c < 0x20) return false;
+  return true;
+}
+
+bool mb_spec_text_guess_id(const char *text, const char *id,
+                           mb_spec_id *out) {
+  if (!plain_id(id)) return false;
+  size_t id_len = strlen(id);
+  size_t open = sizeof ID_OPEN - 1, close = sizeof ID_CLOSE - 1;
+  for (const char *p = text; (p = strstr(p, ID_OPEN)); p += open) {
+    if (strncmp(p + open, id, id_len) != 0 ||
+        strncmp(p + open + id_len, ID_CLOSE, close) != 0)
+      continue;
+    size_t at = (size_t)(p - text);
+    *out = (mb_spec_id){at, at + open + id_len + close, at + open, id_len};
+    return true;
+  }
+  return false;
+}
 
 mb_spec_shared *mb_spec_shared_new(const char *text, const mb_spec_id *where) {
   size_t total = strlen(text);

@@ -22,6 +22,14 @@ typedef struct mb_spec_id {
  * quote, a backslash, a control character): those take the long way. */
 bool mb_spec_text_find_id(const char *text, mb_spec_id *out);
 
+/* Where the id entry of a job of id would be in text, found by its bytes
+ * alone (the first entry with id as the writer writes it), without
+ * reading the rest. Where the top-level entry is elsewhere the place is
+ * wrong, and the text then matches no shared text (whose entry was at
+ * the top level). False when id needs escapes or is not there. */
+bool mb_spec_text_guess_id(const char *text, const char *id,
+                           mb_spec_id *out);
+
 /* The text of stored specs that differ only in their id, held once by
  * every job restored from one of them: the text without its id entry,
  * and where that entry goes. */

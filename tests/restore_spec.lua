@@ -291,6 +291,29 @@ describe("restoring stored jobs", function()
     h:close()
   end)
 
+  it("gives a row to the job a file declares under its id, even where its spec is like others", function()
+    local h = harness.new { db = db, start = "2026-01-01T00:01:00Z" }
+    add_many(h, { "k1", "k2", "k3" })
+    h:advance("10m")
+    h:close()
+    h = harness.new { db = db, start = "2026-01-01T00:12:00Z" }
+    -- As a job file would declare it, before the restore.
+    h.scheduler.add_job { id = "k2", trigger = { "interval", minutes = 7 },
+      run = function() end }
+    local summary = h.scheduler.restore()
+    assert.equal(3, summary.restored)
+    assert.equal(0, summary.removed)
+    assert.same({}, h:logged("stored job could not be added back"))
+    local k2 = h.scheduler.get_job("k2")
+    assert.equal("interval[7m]", k2.trigger)
+    -- The row's history stays with it.
+    assert.equal(2, k2.counts.ok)
+    for _, id in ipairs { "k1", "k3" } do
+      assert.equal(harness.time("2026-01-01 00:15"), h.scheduler.get_job(id).next_run_time)
+    end
+    h:close()
+  end)
+
   it("names each stored job whose function is gone, and drops it", function()
     local h = harness.new { db = db }
     add_many(h, { "g1", "g2" })
