@@ -811,6 +811,30 @@ static void push_ctx(lua_State *co, mb_run *run) {
 
 /* ---- starting ---- */
 
+/* With [spec, fn, ctx] on co, push the spec's args (a1..an) and kwargs;
+ * returns how many. */
+static int push_args(lua_State *co, const mb_runner *r) {
+  int nargs = 0;
+  if (get_key(co, r, -3, KEY_ARGS) == LUA_TTABLE) {
+    get_key(co, r, -1, KEY_N);
+    lua_Integer n = lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    /* Validation bounds n; stay safe if a spec was changed under us. */
+    if (n < 0 || n > 250 || !lua_checkstack(co, (int)n + 4)) n = 0;
+    for (int i = 1; i <= n; i++) lua_rawgeti(co, -i, i);
+    /* [spec, fn, ctx, args, a1..an]: drop args. */
+    lua_remove(co, -(int)(n + 1));
+    nargs += (int)n;
+  } else {
+    lua_pop(co, 1);
+  }
+  if (get_key(co, r, -(nargs + 3), KEY_KWARGS) == LUA_TTABLE)
+    nargs++;
+  else
+    lua_pop(co, 1);
+  return nargs;
+}
+
 static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   lua_State *L = r->L;
   mb_clock *clock = mb_sched_clock(r->sched);
@@ -851,24 +875,8 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, job->lua_ref);
   get_key(co, r, -1, KEY_RUN);
   push_ctx(co, run);
-  int nargs = 1;
-  if (get_key(co, r, -3, KEY_ARGS) == LUA_TTABLE) {
-    get_key(co, r, -1, KEY_N);
-    lua_Integer n = lua_tointeger(co, -1);
-    lua_pop(co, 1);
-    /* Validation bounds n; stay safe if a spec was changed under us. */
-    if (n < 0 || n > 250 || !lua_checkstack(co, (int)n + 4)) n = 0;
-    for (int i = 1; i <= n; i++) lua_rawgeti(co, -i, i);
-    /* [spec, fn, ctx, args, a1..an]: drop args. */
-    lua_remove(co, -(int)(n + 1));
-    nargs += (int)n;
-  } else {
-    lua_pop(co, 1);
-  }
-  if (get_key(co, r, -(nargs + 2), KEY_KWARGS) == LUA_TTABLE)
-    nargs++;
-  else
-    lua_pop(co, 1);
+  /* A lean spec is its run function alone: no args to look for. */
+  int nargs = 1 + (job->lua_lean ? 0 : push_args(co, r));
   lua_remove(co, -(nargs + 2));  /* the spec */
 
   mb_event ev = mb_event_make(MB_EV_STARTED, job->id);
