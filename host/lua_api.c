@@ -1176,6 +1176,9 @@ static int sched_add_job(lua_State *L) {
   /* Its history's age clock starts now: pruning a job by age at its
    * first run would search its history for nothing. */
   job->rec.pruned_at = mb_clock_now(h->clock);
+  /* A replaced job's ctx.state comes in its spec (lua/scheduler.lua). */
+  if (lua_getfield(L, 2, "state") == LUA_TTABLE) job->rec.has_state = true;
+  lua_pop(L, 1);
   push_job(L, 1, job);
   mb_job_unref(job);
   return 1;
@@ -1375,6 +1378,8 @@ static int sched_job_spec(lua_State *L) {
   own_spec(h, job);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
   if (job->lua_lean) fill_spec(L, job);
+  /* Whoever holds the spec may give it a ctx.state table. */
+  job->rec.has_state = true;
   return 1;
 }
 

@@ -767,14 +767,15 @@ static int ctx_index(lua_State *L) {
 
 /* A job's id as a Lua string is made at its first run and kept in the
  * registry until the job is removed: made from C at every run it would
- * be hashed, and allocated anew, as the last run's ctx is gone by then. */
+ * be hashed, and allocated anew, as the last run's ctx is gone by then.
+ * A job with no fire left (a one-shot job's run) keeps nothing. */
 static void push_job_id(lua_State *co, mb_job *job) {
   if (job->id_ref > 0) {
     lua_rawgeti(co, LUA_REGISTRYINDEX, job->id_ref);
     return;
   }
   lua_pushstring(co, job->id);
-  if (job->removed) return;
+  if (job->removed || job->next_fire == MB_TIME_NONE) return;
   lua_pushvalue(co, -1);
   job->id_ref = mb_ref(co);
 }

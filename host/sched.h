@@ -104,7 +104,7 @@ struct mb_job {
     bool dirty;          /* in the host's list for the next flush */
     bool must_save;      /* changed beyond run outcomes: saved at the flush */
     bool stale;          /* its row lacks run outcomes the history holds */
-    bool has_state;      /* its spec holds a ctx.state table */
+    bool has_state;      /* its spec may hold a ctx.state table */
     long long checkpoint;  /* its latest row holds every run up to this id */
     int unpruned;        /* runs recorded since its history was pruned */
     mb_time pruned_at;   /* when it was last pruned */

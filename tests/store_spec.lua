@@ -195,6 +195,25 @@ describe("ctx.state", function()
     assert.equal("{[\"n\"]=3,}", s.get_job("holder").saved_state)
   end)
 
+  it("is saved for a job replaced with replace_existing whose runs never read it", function()
+    s.add_job { id = "swapped", trigger = { "interval", seconds = 10 }, run = function(ctx)
+      ctx.state.n = (ctx.state.n or 0) + 1
+    end }
+    h:advance("10s")
+    s.add_job { id = "swapped", trigger = { "interval", seconds = 10 }, replace_existing = true,
+      run = function() end }
+    -- The replacement's row is written without the state until its first run saves it.
+    h:advance("10s")
+    assert.equal("{[\"n\"]=1,}", s.get_job("swapped").saved_state)
+  end)
+
+  it("is saved when set through the spec sched:job_spec hands out", function()
+    s.add_job { id = "handed", trigger = { "interval", seconds = 10 }, run = function() end }
+    h.core:job_spec(s.get_job("handed")).state = { set = "outside" }
+    h:advance("10s")
+    assert.equal("{[\"set\"]=\"outside\",}", s.get_job("handed").saved_state)
+  end)
+
   it("follows the job when it is replaced while a run waits", function()
     s.add_job { id = "swap", trigger = { "date", delay = 1 }, run = function(ctx)
       time.sleep(10)
