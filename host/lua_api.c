@@ -1668,13 +1668,11 @@ static void free_templates(restore_ctx *c) {
   free(c->template_list);
 }
 
-/* The job of a stored spec whose id no file declares, added back: by
- * its template when an earlier spec differing only in its id made one,
- * else checked in Lua. */
-/* The job of stored row st, added from its spec, unless a job of its id
- * is in the scheduler already (*taken). A spec like one already checked
- * but for its id is added straight away, the add itself finding out
- * whether the id is taken: a restore's one lookup per job. */
+/* The job of stored row st, added back from its spec unless a job of
+ * its id is in the scheduler already (*taken): by its template when an
+ * earlier spec differing only in its id made one, else checked in Lua.
+ * A spec like one already checked is added straight away, the add
+ * itself finding out whether the id is taken: one lookup per row. */
 static mb_job *revive(restore_ctx *c, const mb_job_state *st, bool *taken) {
   lua_State *L = c->L;
   bool plain = !strpbrk(st->job_id, " \t\n\v\f\r");

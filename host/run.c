@@ -12,8 +12,8 @@
 #include <time.h>
 
 #include "log.h"
-#include "pool.h"
 #include "lua_api.h"
+#include "pool.h"
 #include "tz.h"
 
 /* A run with a timeout is checked every this many VM instructions. */
