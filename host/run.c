@@ -777,7 +777,13 @@ static void push_job_id(lua_State *co, mb_job *job) {
   lua_pushstring(co, job->id);
   if (job->removed || job->next_fire == MB_TIME_NONE) return;
   lua_pushvalue(co, -1);
-  job->id_ref = mb_ref(co);
+  int ref = mb_ref(co);
+  /* The ref's allocation may run a finalizer that removes the job (the
+   * run holds the job itself): its removal released nothing of this. */
+  if (job->removed)
+    mb_unref(co, ref);
+  else
+    job->id_ref = ref;
 }
 
 static void push_ctx(lua_State *co, mb_run *run) {
