@@ -1596,7 +1596,6 @@ static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
                             &tpl->policy, false, tpl->paused, &lua, &job, &err);
   if (rc < 0) {
     release_shared(h, tpl->spec);
-    c->revived_as = NULL;
     if (rc == MB_EEXIST)
       *taken = true;
     else

@@ -36,6 +36,15 @@ static const char *skip_value(const char *p) {
   return p > start ? p : NULL;
 }
 
+/* Whether the n characters at id are written as they are in a quoted
+ * string: no quote, backslash or control character. */
+static bool plain_id(const char *id, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (id[i] == '\\' || id[i] == '"' || (unsigned char)id[i] < 0x20)
+      return false;
+  return true;
+}
+
 bool mb_spec_text_find_id(const char *text, mb_spec_id *out) {
   const char *p = text;
   bool found = false;
@@ -50,9 +59,8 @@ bool mb_spec_text_find_id(const char *text, mb_spec_id *out) {
     if (!p || *p != ',') return false;
     p++;
     if (!is_id) continue;
-    if (*value != '"') return false;
-    for (const char *c = value + 1; c < p - 2; c++)
-      if (*c == '\\' || *c == '"' || (unsigned char)*c < 0x20) return false;
+    if (*value != '"' || !plain_id(value + 1, (size_t)(p - 3 - value)))
+      return false;
     *out = (mb_spec_id){(size_t)(entry - text), (size_t)(p - text),
                         (size_t)(value + 1 - text), (size_t)(p - 3 - value)};
     found = true;
@@ -60,17 +68,10 @@ bool mb_spec_text_find_id(const char *text, mb_spec_id *out) {
   return found && p[0] == '}' && p[1] == '\0';
 }
 
-
-static bool plain_id(const char *id) {
-  for (const char *c = id; *c; c++)
-    if (*c == '\\' || *c == '"' || (unsigned char)*c < 0x20) return false;
-  return true;
-}
-
 bool mb_spec_text_guess_id(const char *text, const char *id,
                            mb_spec_id *out) {
-  if (!plain_id(id)) return false;
   size_t id_len = strlen(id);
+  if (!plain_id(id, id_len)) return false;
   size_t open = sizeof ID_OPEN - 1, close = sizeof ID_CLOSE - 1;
   for (const char *p = text; (p = strstr(p, ID_OPEN)); p += open) {
     if (strncmp(p + open, id, id_len) != 0 ||

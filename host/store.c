@@ -416,7 +416,7 @@ static void *block_alloc(op_list *q, size_t n, size_t align) {
 
 #define NEW_RECORD(q, type) ((type *)block_alloc(q, sizeof(type), _Alignof(type)))
 
-/* Copy the strings the slots point to into q's text blocks and point the
+/* Copy the strings the slots point to into q's blocks and point the
  * slots at the copies. */
 static void pack_strings(op_list *q, const char **slots[], size_t n) {
   size_t len[8], total = 0;

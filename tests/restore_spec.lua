@@ -80,6 +80,22 @@ describe("restoring stored jobs", function()
     h:close()
   end)
 
+  it("brings back a job whose data holds its own id ahead of it, from another's check", function()
+    -- y1's text has y1's id entry inside args first; x1's check is the
+    -- one that fits y1 once its top-level entry is found.
+    local h = harness.new { db = db }
+    add_many(h, { "x1", "y1" }, { args = { { id = "y1" } } })
+    h:close()
+    h = harness.new { db = db }
+    assert.equal(2, h.scheduler.restore().restored)
+    for _, id in ipairs { "x1", "y1" } do
+      local spec = h.core:job_spec(h.scheduler.get_job(id))
+      assert.equal(id, spec.id)
+      assert.same({ { id = "y1" }, n = 1 }, spec.args)
+    end
+    h:close()
+  end)
+
   it("writes no row that restoring leaves as it was, and loses nothing by it", function()
     local h = harness.new { db = db }
     add_many(h, { "r1", "r2", "r3" })
