@@ -18,6 +18,7 @@
 #include "event.h"
 #include "exec.h"
 #include "fs.h"
+#include "gc.h"
 #include "http.h"
 #include "job_spec.h"
 #include "log.h"
@@ -68,13 +69,10 @@ typedef struct host {
    * turn or before the loop started, goes to the writer then, not after
    * the next wake-up (which may be a minute away, or the instant a burst
    * is due); and young Lua garbage is collected while it is small (see
-   * pace_gc). */
+   * gc.h). */
   uv_prepare_t turn_prepare;
   bool turn_prepare_open;
-  size_t gc_floor;           /* the Lua heap after the latest young collection */
-  size_t gc_major_base;      /* the Lua heap after the latest full collection */
-  long long young_collections;  /* those pace_gc asked for */
-  long long major_collections;
+  mb_gc gc;
   mb_job **dirty;            /* jobs whose state changed this turn */
   size_t ndirty, dirty_cap;
   mb_job **stale;            /* rows behind their history (see sweep) */
@@ -584,50 +582,10 @@ done:
   h->ndirty -= n;
 }
 
-/* Runs leave garbage (a ctx table each) that the generational collector
- * takes in young collections, which hold the loop for as long as the
- * young generation takes to sweep. Left to itself it collects once a
- * fifth of the heap has been allocated: with ten thousand jobs firing
- * ten thousand times a second, about 450 KB and a millisecond and a
- * half, every quarter second; with a million jobs, a hundred times that.
- * Collecting at the end of a turn once YOUNG_BYTES have come keeps each
- * collection short (a tenth of a millisecond), whatever the heap's size;
- * the collector's own pace stays as the bound within a long turn. */
-enum { YOUNG_BYTES = 64 * 1024 };
-
-static size_t lua_heap(lua_State *L) {
-  return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
-}
-
-static void pace_gc(host *h) {
-  lua_State *L = h->L;
-  /* Job code that stopped the collector keeps it stopped (a step would
-   * collect all the same). */
-  if (!lua_gc(L, LUA_GCISRUNNING)) return;
-  size_t heap = lua_heap(L);
-  /* Smaller than the floor: a collection ran meanwhile. */
-  if (heap < h->gc_floor) h->gc_floor = heap;
-  if (heap < h->gc_major_base) h->gc_major_base = heap;
-  if (heap - h->gc_floor < YOUNG_BYTES) return;
-  /* A step taken here is a young collection, and it leaves the collector
-   * no debt: its own major collection, due once the heap has doubled
-   * since the last, would never come, and what outlived two young
-   * collections would never be freed. So the host takes that one too. */
-  if (heap / 2 > h->gc_major_base) {
-    lua_gc(L, LUA_GCCOLLECT);
-    h->major_collections++;
-    h->gc_major_base = lua_heap(L);
-  } else {
-    lua_gc(L, LUA_GCSTEP, 0);
-    h->young_collections++;
-  }
-  h->gc_floor = lua_heap(L);
-}
-
 static void on_turn_prepare(uv_prepare_t *p) {
   host *h = p->data;
   host_flush(h);
-  pace_gc(h);
+  mb_gc_pace(&h->gc, h->L);
 }
 
 /* The runner's question after each run: keep ctx.state. */
@@ -749,9 +707,7 @@ static int core_new(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  /* The heap as it is counts as collected: the first paced collection
-   * is a young one (pace_gc). */
-  h->gc_major_base = lua_heap(h->L);
+  mb_gc_start(&h->gc, h->L);
   h->default_tz = default_tz;
   if (virtual) {
     h->loop = mb_xmalloc(sizeof *h->loop);
@@ -2456,9 +2412,9 @@ static int sched_stats(lua_State *L) {
   lua_setfield(L, -2, "timers");
   lua_pushinteger(L, (lua_Integer)mb_clock_wakeups(h->clock));
   lua_setfield(L, -2, "wakeups");
-  lua_pushinteger(L, h->young_collections);
+  lua_pushinteger(L, h->gc.young);
   lua_setfield(L, -2, "young_collections");
-  lua_pushinteger(L, h->major_collections);
+  lua_pushinteger(L, h->gc.major);
   lua_setfield(L, -2, "major_collections");
   return 1;
 }
@@ -2957,7 +2913,7 @@ void mb_lua_open(lua_State *L) {
   /* Runs make short-lived garbage (a thread and a ctx each) beside a
    * large, long-lived heap of jobs: what the generational collector is
    * for. The incremental one walks every job for every cycle. */
-  lua_gc(L, LUA_GCGEN, 0, 0);
+  mb_gc_open(L);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonbeat_core);
