@@ -156,17 +156,33 @@ static void up(mb_sched *s, size_t i) {
   put(s, i, e);
 }
 
+/* Floyd's way: the hole at i goes down to a leaf along the sooner
+ * children, then the entry rises from there. An entry that moves down
+ * at all (a fired job's next fire, the last entry moved to the top)
+ * mostly belongs near the leaves: one comparison a level, not two. */
 static void down(mb_sched *s, size_t i) {
   heap_entry e = s->heap[i];
+  size_t hole = i;
   for (;;) {
-    size_t c = 2 * i + 1;
+    size_t c = 2 * hole + 1;
     if (c >= s->len) break;
     if (c + 1 < s->len && sooner(&s->heap[c + 1], &s->heap[c])) c++;
-    if (!sooner(&s->heap[c], &e)) break;
-    put(s, i, s->heap[c]);
-    i = c;
+    put(s, hole, s->heap[c]);
+    hole = c;
   }
-  put(s, i, e);
+  while (hole > i && sooner(&e, &s->heap[(hole - 1) / 2])) {
+    put(s, hole, s->heap[(hole - 1) / 2]);
+    hole = (hole - 1) / 2;
+  }
+  put(s, hole, e);
+}
+
+/* The entry at i, its key changed, to its place. */
+static void settle(mb_sched *s, size_t i) {
+  if (i > 0 && sooner(&s->heap[i], &s->heap[(i - 1) / 2]))
+    up(s, i);
+  else
+    down(s, i);
 }
 
 static void unqueue(mb_sched *s, mb_job *j) {
@@ -176,21 +192,29 @@ static void unqueue(mb_sched *s, mb_job *j) {
   j->slot = SIZE_MAX;
   if (i == s->len) return;
   put(s, i, last);
-  if (i > 0 && sooner(&last, &s->heap[(i - 1) / 2]))
-    up(s, i);
-  else
-    down(s, i);
+  settle(s, i);
 }
 
-/* Put j in the heap at j->next_fire, or keep it out when it has none. */
+/* Put j in the heap at j->next_fire, or keep it out when it has none.
+ * A job in the heap already moves from where it is: a fired job goes
+ * down from the top once, not out and back in. Fires due at the same
+ * instant come in the order their times were set (seq). */
 static void queue(mb_sched *s, mb_job *j) {
-  unqueue(s, j);
-  if (j->next_fire == MB_TIME_NONE || j->paused || j->removed) return;
+  if (j->next_fire == MB_TIME_NONE || j->paused || j->removed) {
+    unqueue(s, j);
+    return;
+  }
+  heap_entry e = {j->next_fire, s->seq++, j};
+  if (j->slot != SIZE_MAX) {
+    s->heap[j->slot] = e;
+    settle(s, j->slot);
+    return;
+  }
   if (s->len == s->cap) {
     s->cap = s->cap ? 2 * s->cap : 64;
     s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
   }
-  put(s, s->len++, (heap_entry){j->next_fire, s->seq++, j});
+  put(s, s->len++, e);
   up(s, s->len - 1);
 }
 

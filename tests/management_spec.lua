@@ -161,6 +161,64 @@ describe("managing jobs", function()
     assert.same({ 40 * 60, 50 * 60, 60 * 60 }, fires)
   end)
 
+  it("fires jobs with scattered times in time order through removals, replacements, reschedules and pauses", function()
+    local seed = 12345
+    local function rand(n)  -- the same sequence every run
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n
+    end
+    local fired, alive = {}, {}
+    local function add(i)
+      s.add_job { id = "j" .. i, replace_existing = true,
+        trigger = { "date", run_date = h.start + 1 + rand(1000) },
+        run = function(ctx) fired[#fired + 1] = ctx.scheduled_time end }
+      alive[i] = true
+    end
+    for i = 1, 2000 do add(i) end
+    for i = 1, 2000, 3 do  -- out of the middle of the heap
+      s.remove_job("j" .. i)
+      alive[i] = nil
+    end
+    for i = 2, 2000, 5 do add(i) end  -- replaced, or added again
+    for i = 3, 2000, 7 do  -- moved where they are, earlier or later
+      if alive[i] then
+        s.reschedule_job("j" .. i, { "date", run_date = h.start + 1 + rand(1000) })
+      end
+    end
+    for i = 5, 2000, 11 do
+      if alive[i] then s.pause_job("j" .. i) end
+    end
+    for i = 5, 2000, 22 do
+      if alive[i] then s.resume_job("j" .. i) end
+    end
+    local expected = 0
+    for i in pairs(alive) do
+      if i % 11 ~= 5 or i % 22 == 5 then expected = expected + 1 end
+    end
+    h:advance("20m")
+    assert.equal(expected, #fired)
+    for k = 2, #fired do
+      assert(fired[k - 1] <= fired[k], ("fire %d at %s before %s"):format(k,
+        fired[k], fired[k - 1]))
+    end
+  end)
+
+  it("starts fires due at the same instant in the order their times were set", function()
+    local order = {}
+    for _, id in ipairs { "a", "b", "c" } do
+      s.add_job { id = id, trigger = { "interval", seconds = 10 },
+        run = function() order[#order + 1] = id end }
+    end
+    h:advance("10s")
+    assert.same({ "a", "b", "c" }, order)
+    -- b's next fire, set again, is the instant a's and c's were set to
+    -- at their fire: b comes after them from now on.
+    s.reschedule_job("b", { "interval", seconds = 10 })
+    order = {}
+    h:advance("20s")
+    assert.same({ "a", "c", "b", "a", "c", "b" }, order)
+  end)
+
   it("modifies name, run, args and kwargs in place", function()
     local seen = {}
     s.add_job { id = "m", trigger = { "interval", seconds = 10 },
