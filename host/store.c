@@ -95,7 +95,13 @@ typedef struct block {
   char data[];
 } block;
 
-enum { BLOCK_MIN = 1024, BLOCK_MAX = 64 * 1024 };
+/* A queue's records and text live in blocks of BLOCK_SIZE (a larger
+ * record has one of its own). Blocks the writer is done with wait for
+ * the loop to fill them again, up to SPARE_BLOCKS of them: malloc and
+ * free of blocks this size would make glibc consolidate its free lists
+ * (every small chunk Lua freed) every turn, on both threads, under the
+ * arena's lock. */
+enum { BLOCK_SIZE = 64 * 1024, SPARE_BLOCKS = 32 };
 
 typedef struct op_list {
   op *ops;
@@ -195,6 +201,8 @@ struct mb_store {
   uv_mutex_t mu;
   uv_cond_t work, idle, taken;
   op_list handed;   /* handed over, not yet committed */
+  block *spare;     /* blocks to fill again (see BLOCK_SIZE) */
+  size_t nspare;
   uint64_t handed_batches, tried_batches;
   bool stopping, writing;
   bool resting;     /* the writer waits for work, not gathering it */
@@ -392,19 +400,34 @@ fail:
 
 /* ---- the write queue ---- */
 
+/* A block to fill: a spare one, or a new one. */
+static block *new_block(mb_store *s, size_t n) {
+  block *b = NULL;
+  if (n <= BLOCK_SIZE && s->threaded) {
+    uv_mutex_lock(&s->mu);
+    if ((b = s->spare)) {
+      s->spare = b->next;
+      s->nspare--;
+    }
+    uv_mutex_unlock(&s->mu);
+  }
+  if (!b) {
+    size_t cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
+    b = mb_xmalloc(sizeof *b + cap);
+    b->cap = cap;
+  }
+  b->used = 0;
+  return b;
+}
+
 /* n bytes aligned to align (a power of two, at most 8: a block's data
- * is 8-aligned) in q's newest block, or in a new one: each new block of
- * a list is twice the last, up to BLOCK_MAX, so that a turn of one run
- * allocates a little and a burst a few large blocks. */
-static void *block_alloc(op_list *q, size_t n, size_t align) {
+ * is 8-aligned) in the queue's newest block, or in a new one. */
+static void *block_alloc(mb_store *s, size_t n, size_t align) {
+  op_list *q = &s->queue;
   block *b = q->blocks;
   size_t at = b ? (b->used + align - 1) & ~(align - 1) : 0;
   if (!b || at > b->cap || b->cap - at < n) {
-    size_t cap = b ? 2 * b->cap : BLOCK_MIN;
-    if (cap > BLOCK_MAX) cap = BLOCK_MAX;
-    if (cap < n) cap = n;
-    b = mb_xmalloc(sizeof *b + cap);
-    b->cap = cap;
+    b = new_block(s, n);
     b->next = q->blocks;
     if (!q->blocks) q->blocks_tail = b;
     q->blocks = b;
@@ -414,18 +437,18 @@ static void *block_alloc(op_list *q, size_t n, size_t align) {
   return b->data + at;
 }
 
-#define NEW_RECORD(q, type) ((type *)block_alloc(q, sizeof(type), _Alignof(type)))
+#define NEW_RECORD(s, type) ((type *)block_alloc(s, sizeof(type), _Alignof(type)))
 
 /* Copy the strings the slots point to into q's blocks and point the
  * slots at the copies. */
-static void pack_strings(op_list *q, const char **slots[], size_t n) {
+static void pack_strings(mb_store *s, const char **slots[], size_t n) {
   size_t len[8], total = 0;
   for (size_t i = 0; i < n; i++) {
     len[i] = *slots[i] ? strlen(*slots[i]) + 1 : 0;
     total += len[i];
   }
   if (total == 0) return;
-  char *p = block_alloc(q, total, 1);
+  char *p = block_alloc(s, total, 1);
   for (size_t i = 0; i < n; i++) {
     if (!len[i]) continue;
     memcpy(p, *slots[i], len[i]);
@@ -434,10 +457,10 @@ static void pack_strings(op_list *q, const char **slots[], size_t n) {
   }
 }
 
-static char *copy_text(op_list *q, const char *text) {
+static char *copy_text(mb_store *s, const char *text) {
   const char *copy = text;
   const char **slots[] = {&copy};
-  pack_strings(q, slots, 1);
+  pack_strings(s, slots, 1);
   return (char *)copy;
 }
 
@@ -459,6 +482,28 @@ static void free_ops(op_list *q) {
     q->blocks = next;
   }
   q->blocks_tail = NULL;
+}
+
+/* Empty q, once written: its blocks go back to the spare ones, as many
+ * as are wanted there (see BLOCK_SIZE), and the rest are freed. */
+static void release_ops(mb_store *s, op_list *q) {
+  block *b = q->blocks, *rest = NULL;
+  uv_mutex_lock(&s->mu);
+  while (b) {
+    block *next = b->next;
+    if (b->cap == BLOCK_SIZE && s->nspare < SPARE_BLOCKS) {
+      b->next = s->spare;
+      s->spare = b;
+      s->nspare++;
+    } else {
+      b->next = rest;
+      rest = b;
+    }
+    b = next;
+  }
+  uv_mutex_unlock(&s->mu);
+  q->blocks = rest;
+  free_ops(q);
 }
 
 /* Move every op of from, and the text it points to, to the end of to
@@ -494,18 +539,18 @@ static void append_ops(op_list *to, op_list *from) {
 }
 
 void mb_store_save_job(mb_store *s, const mb_job_state *st) {
-  mb_job_state *j = NEW_RECORD(&s->queue, mb_job_state);
+  mb_job_state *j = NEW_RECORD(s, mb_job_state);
   push(&s->queue, OP_SAVE_JOB)->u.job = j;
   *j = *st;
   const char **slots[] = {&j->job_id, &j->trigger, &j->pause_note,
                           &j->last_status, &j->last_error, &j->state,
                           &j->spec};
-  pack_strings(&s->queue, slots, sizeof slots / sizeof slots[0]);
+  pack_strings(s, slots, sizeof slots / sizeof slots[0]);
 }
 
 void mb_store_delete_job(mb_store *s, const char *job_id) {
   op *o = push(&s->queue, OP_DELETE_JOB);
-  o->u.job_id = copy_text(&s->queue, job_id);
+  o->u.job_id = copy_text(s, job_id);
 }
 
 void mb_store_save_run(mb_store *s, const mb_run_record *run) {
@@ -520,7 +565,7 @@ void mb_store_save_run(mb_store *s, const mb_run_record *run) {
     r = q->ops[q->len - 1].u.run;
     job_id = r->job_id;
   } else {
-    r = NEW_RECORD(q, mb_run_record);
+    r = NEW_RECORD(s, mb_run_record);
     push(q, OP_SAVE_RUN)->u.run = r;
     job_id = NULL;
   }
@@ -530,9 +575,9 @@ void mb_store_save_run(mb_store *s, const mb_run_record *run) {
                           &r->log_tail};
   if (job_id) {
     r->job_id = job_id;
-    pack_strings(q, slots + 1, 3);
+    pack_strings(s, slots + 1, 3);
   } else {
-    pack_strings(q, slots, 4);
+    pack_strings(s, slots, 4);
   }
 }
 
@@ -543,10 +588,10 @@ void mb_store_settle(mb_store *s, long long run_id) {
 void mb_store_prune(mb_store *s, const mb_prune *items, size_t n, mb_time now,
                     int max_rows) {
   for (size_t i = 0; i < n; i++) {
-    prune_op *p = NEW_RECORD(&s->queue, prune_op);
+    prune_op *p = NEW_RECORD(s, prune_op);
     push(&s->queue, OP_PRUNE)->u.prune = p;
     p->item = items[i];
-    if (items[i].job_id) p->item.job_id = copy_text(&s->queue, items[i].job_id);
+    if (items[i].job_id) p->item.job_id = copy_text(s, items[i].job_id);
     p->now = now;
     p->max_rows = max_rows;
   }
@@ -748,7 +793,7 @@ static void writer_main(void *arg) {
     char error[sizeof s->last_error];
     int rc = write_ops(&s->writer, &batch, error, sizeof error);
     size_t rows = rc == 0 ? rows_of(&batch) : 0;
-    if (rc == 0) free_ops(&batch);
+    if (rc == 0) release_ops(s, &batch);
 
     uv_mutex_lock(&s->mu);
     s->writing = false;
@@ -806,7 +851,7 @@ static void commit_here(mb_store *s) {
     snprintf(s->last_error, sizeof s->last_error, "%s", error);
   }
   uv_mutex_unlock(&s->mu);
-  if (rc == 0) free_ops(&s->queue);
+  if (rc == 0) release_ops(s, &s->queue);
 }
 
 /* Let the writer finish what it was handed (reads call this first). */
@@ -1034,6 +1079,11 @@ void mb_store_close(mb_store *s) {
      * it was reported when it failed. */
     free_ops(&s->handed);
     free(s->handed.ops);
+    while (s->spare) {
+      block *next = s->spare->next;
+      free(s->spare);
+      s->spare = next;
+    }
     uv_cond_destroy(&s->taken);
     uv_cond_destroy(&s->idle);
     uv_cond_destroy(&s->work);
