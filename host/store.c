@@ -95,13 +95,15 @@ typedef struct block {
   char data[];
 } block;
 
-/* A queue's records and text live in blocks of BLOCK_SIZE (a larger
- * record has one of its own). Blocks the writer is done with wait for
- * the loop to fill them again, up to SPARE_BLOCKS of them: malloc and
- * free of blocks this size would make glibc consolidate its free lists
- * (every small chunk Lua freed) every turn, on both threads, under the
- * arena's lock. */
-enum { BLOCK_SIZE = 64 * 1024, SPARE_BLOCKS = 32 };
+/* A queue's records and text live in blocks: each new block of a turn
+ * twice the last, from BLOCK_MIN up to BLOCK_MAX (a larger record has
+ * one of its own), so that a turn of one run allocates a little and a
+ * burst a few large blocks. Blocks of BLOCK_MAX the writer is done with
+ * wait for the loop to fill them again, up to SPARE_BLOCKS of them:
+ * malloc and free of blocks that size would make glibc consolidate its
+ * free lists (every small chunk Lua freed) at every burst, on both
+ * threads, under the arena's lock. */
+enum { BLOCK_MIN = 1024, BLOCK_MAX = 64 * 1024, SPARE_BLOCKS = 32 };
 
 typedef struct op_list {
   op *ops;
@@ -201,7 +203,7 @@ struct mb_store {
   uv_mutex_t mu;
   uv_cond_t work, idle, taken;
   op_list handed;   /* handed over, not yet committed */
-  block *spare;     /* blocks to fill again (see BLOCK_SIZE) */
+  block *spare;     /* blocks to fill again (see BLOCK_MAX) */
   size_t nspare;
   uint64_t handed_batches, tried_batches;
   bool stopping, writing;
@@ -400,10 +402,10 @@ fail:
 
 /* ---- the write queue ---- */
 
-/* A block to fill: a spare one, or a new one. */
-static block *new_block(mb_store *s, size_t n) {
+/* A block for n bytes: a spare one, or a new one of cap bytes. */
+static block *new_block(mb_store *s, size_t n, size_t cap) {
   block *b = NULL;
-  if (n <= BLOCK_SIZE && s->threaded) {
+  if (n <= BLOCK_MAX && s->threaded) {
     uv_mutex_lock(&s->mu);
     if ((b = s->spare)) {
       s->spare = b->next;
@@ -412,7 +414,7 @@ static block *new_block(mb_store *s, size_t n) {
     uv_mutex_unlock(&s->mu);
   }
   if (!b) {
-    size_t cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
+    if (cap < n) cap = n;
     b = mb_xmalloc(sizeof *b + cap);
     b->cap = cap;
   }
@@ -427,7 +429,8 @@ static void *block_alloc(mb_store *s, size_t n, size_t align) {
   block *b = q->blocks;
   size_t at = b ? (b->used + align - 1) & ~(align - 1) : 0;
   if (!b || at > b->cap || b->cap - at < n) {
-    b = new_block(s, n);
+    size_t cap = b ? 2 * b->cap : BLOCK_MIN;
+    b = new_block(s, n, cap < BLOCK_MAX ? cap : BLOCK_MAX);
     b->next = q->blocks;
     if (!q->blocks) q->blocks_tail = b;
     q->blocks = b;
@@ -484,14 +487,14 @@ static void free_ops(op_list *q) {
   q->blocks_tail = NULL;
 }
 
-/* Empty q, once written: its blocks go back to the spare ones, as many
- * as are wanted there (see BLOCK_SIZE), and the rest are freed. */
+/* Empty q, once written: its blocks of BLOCK_MAX go back to the spare
+ * ones, as many as are wanted there, and the rest are freed. */
 static void release_ops(mb_store *s, op_list *q) {
   block *b = q->blocks, *rest = NULL;
   uv_mutex_lock(&s->mu);
   while (b) {
     block *next = b->next;
-    if (b->cap == BLOCK_SIZE && s->nspare < SPARE_BLOCKS) {
+    if (b->cap == BLOCK_MAX && s->nspare < SPARE_BLOCKS) {
       b->next = s->spare;
       s->spare = b;
       s->nspare++;
