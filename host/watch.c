@@ -51,9 +51,13 @@ static char *join(const char *a, const char *b, const char *tail) {
   return p;
 }
 
-/* Left out everywhere: hidden names, and lib/ at the top. */
-static bool skipped(const char *parent_rel, const char *name) {
-  return name[0] == '.' || (parent_rel[0] == '\0' && strcmp(name, "lib") == 0);
+/* Left out of the watch: hidden names. */
+static bool hidden(const char *name) { return name[0] == '.'; }
+
+/* Left out of the job files: hidden names, and lib/ at the top. */
+static bool not_jobs(const char *parent_rel, const char *name) {
+  return hidden(name) ||
+         (parent_rel[0] == '\0' && strcmp(name, "lib") == 0);
 }
 
 static bool is_job_name(const char *name) {
@@ -160,7 +164,7 @@ static int add_tree(mb_watch *w, const char *rel) {
   DIR *d = opendir(full);
   if (!d) goto out;
   for (struct dirent *e; (e = readdir(d));) {
-    if (strcmp(e->d_name, "..") == 0 || skipped(rel, e->d_name)) continue;
+    if (strcmp(e->d_name, "..") == 0 || hidden(e->d_name)) continue;
     if (e->d_type != DT_DIR && e->d_type != DT_LNK &&
         e->d_type != DT_UNKNOWN)
       continue;
@@ -223,7 +227,7 @@ static void on_event(uv_fs_event_t *h, const char *name, int events,
   dir_watch *dw = h->data;
   mb_watch *w = dw->watch;
   if (w->closing || status < 0 || !name || !name[0]) return;
-  if (skipped(dw->rel, name)) return;
+  if (hidden(name)) return;
   char *rel = join(dw->rel, name, "");
   char *full = join(w->root, rel, "");
   struct stat st;
@@ -309,7 +313,7 @@ static void list_dir(listing *l, const char *root, const char *rel) {
   DIR *d = opendir(full);
   if (!d) goto out;
   for (struct dirent *e; (e = readdir(d));) {
-    if (strcmp(e->d_name, "..") == 0 || skipped(rel, e->d_name)) continue;
+    if (strcmp(e->d_name, "..") == 0 || not_jobs(rel, e->d_name)) continue;
     char *sub = join(rel, e->d_name, "");
     char *path = join(root, sub, "");
     struct stat est;

@@ -6,10 +6,11 @@
  * by renaming a temporary file over it) and handed over as one batch.
  *
  * What counts: files whose name ends in ".lua" and directories. Names
- * starting with "." (editor temporaries, .git) and the directory "lib"
- * at the top (Lua modules that job files require, not job files) are
- * left out, by the watch and by mb_watch_list alike. Paths are relative
- * to the root; a directory's ends in "/". */
+ * starting with "." (editor temporaries, .git) are left out. The
+ * directory "lib" at the top holds Lua modules that job files require,
+ * not job files: the watch sees its changes (paths under "lib/"), and
+ * mb_watch_list leaves it out. Paths are relative to the root; a
+ * directory's ends in "/". */
 #ifndef MB_WATCH_H
 #define MB_WATCH_H
 

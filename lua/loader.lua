@@ -27,8 +27,9 @@ local M = {}
 M.CPU_LIMIT = 10
 
 -- Per scheduler: what each file declared at its last good load,
--- declared[path] = { ids = { id... }, jobs = { [id] = entry } }, entry
--- = { id, line, fp, trigger_fp, paused, trigger (as written) }.
+-- declared[path] = { ids = { id... }, jobs = { [id] = entry }, deps },
+-- entry = { id, line, fp, trigger_fp, paused, trigger (as written) },
+-- deps the lib/ modules its environment read (see mb.sandbox).
 local declared_of = setmetatable({}, { __mode = "k" })
 
 local function declared(sched)
@@ -53,6 +54,27 @@ end
 function M.files(sched)
   local list = {}
   for path in pairs(declared(sched)) do list[#list + 1] = path end
+  table.sort(list)
+  return list
+end
+
+-- The files whose last good load read a module from lib/ among mods
+-- (paths relative to the job directory: "lib/csv.lua"; one ending in
+-- "/" stands for every module under it), directly or through another
+-- module, sorted.
+function M.dependents(sched, mods)
+  local list = {}
+  for path, d in pairs(declared(sched)) do
+    local uses = false
+    for dep in pairs(d.deps or {}) do
+      for _, mod in ipairs(mods) do
+        if dep == mod or (mod:sub(-1) == "/" and dep:sub(1, #mod) == mod) then
+          uses = true
+        end
+      end
+    end
+    if uses then list[#list + 1] = path end
+  end
   table.sort(list)
   return list
 end
@@ -123,7 +145,7 @@ end
 -- traceback.
 function M.stage(sched, path, source)
   local jobs, index = {}, {}
-  local env = require("mb.sandbox").env(root_of[sched]
+  local env, deps = require("mb.sandbox").env(root_of[sched]
     or path:match("^(.*)/") or ".")
   local trigger_fp = fingerprint.new()
   env.scheduler = scheduler.new(sched, {
@@ -176,7 +198,7 @@ function M.stage(sched, path, source)
     job.fp = job.trigger_fp .. fp(job.written)
     job.written = nil
   end
-  return { path = path, jobs = jobs }
+  return { path = path, jobs = jobs, deps = deps }
 end
 
 -- Who holds id now: the job and its file (false: added at run time).
@@ -303,7 +325,7 @@ function M.apply(sched, outcomes, opts)
   local records = {}
   for _, o in ipairs(outcomes) do
     if o.staged and ok_paths[o.path] then
-      local record = { ids = {}, jobs = {} }
+      local record = { ids = {}, jobs = {}, deps = o.staged.deps }
       records[o.path] = record
       local ids = {}
       for _, job in ipairs(o.staged.jobs) do

@@ -88,9 +88,11 @@ local function error_entry(path, message)
 end
 
 -- Reload paths (relative to the directory, or in full; a directory's
--- ending in "/"), or rescan the whole directory when paths is nil.
--- Returns the summary, or nil and a message when the directory cannot
--- be read (then nothing changes).
+-- ending in "/"), or rescan the whole directory when paths is nil. A
+-- path under lib/ reloads the files that use the modules there (see
+-- loader.dependents) and the files failing. Returns the summary, or nil
+-- and a message when the directory cannot be read, or when a watch saw
+-- only lib/ modules no file uses (then nothing changes).
 function R:reload(paths, cause)
   local files
   if paths == nil then
@@ -106,8 +108,30 @@ function R:reload(paths, cause)
     end
     files = self:expand(rels)
   else
-    local rels = {}
-    for i, p in ipairs(paths) do rels[i] = self:relative(p) end
+    -- A module under lib/ is no job file: the files that use it are
+    -- loaded again, and those failing (it may be what they lacked).
+    local rels, mods = {}, {}
+    for _, p in ipairs(paths) do
+      local rel = self:relative(p)
+      if rel:sub(1, 4) == "lib/" then
+        mods[#mods + 1] = rel
+      else
+        rels[#rels + 1] = rel
+      end
+    end
+    if #mods > 0 then
+      for _, path in ipairs(loader.dependents(self.sched, mods)) do
+        rels[#rels + 1] = self:relative(path)
+      end
+      for path in pairs(self.file_errors) do
+        rels[#rels + 1] = self:relative(path)
+      end
+      if #rels == 0 and cause == "watch" then
+        core.log("debug", "lib/ changed; no job file uses it",
+          { paths = table.concat(mods, " ") })
+        return nil, "no job file uses " .. table.concat(mods, " ")
+      end
+    end
     files = self:expand(rels)
   end
   local result, looked_at = loader.apply_files(self.sched, files,

@@ -77,9 +77,11 @@ end
 -- require for code in dir: moonbeat's modules, then dir/lib, then the
 -- usual search. Modules from lib/ are kept per environment, so another
 -- directory's lib/ never answers, and a file loaded again gets them
--- afresh.
-local function make_require(dir, env)
-  local lib = dir .. "/lib/"
+-- afresh. Each module read from lib/ goes into deps, a key by its path
+-- relative to dir ("lib/shop/db.lua"), so that a change to it can
+-- reload the files that use it.
+local function make_require(dir, env, deps)
+  local lib = (dir:sub(-1) == "/" and dir or dir .. "/") .. "lib/"
   local loaded = {}
   return function(name)
     if type(name) ~= "string" then
@@ -92,6 +94,7 @@ local function make_require(dir, env)
     local tried = { lib .. rel .. ".lua", lib .. rel .. "/init.lua" }
     for _, path in ipairs(tried) do
       if file_exists(path) then
+        deps["lib/" .. path:sub(#lib + 1)] = true
         local chunk, err = loadfile(path, "t",
           setmetatable({}, { __index = env }))
         -- The message names the module's file and line already.
@@ -113,13 +116,15 @@ local function make_require(dir, env)
   end
 end
 
--- A fresh environment for a job file in dir.
+-- A fresh environment for a job file in dir, and the set its require
+-- fills with the paths of the lib/ modules it reads, then or later.
 function M.env(dir)
   local env = setmetatable({}, { __index = _G })
+  local deps = {}
   env._G = env
   env.os = safe_os()
   env.io = safe_io()
-  env.require = make_require(dir, env)
+  env.require = make_require(dir, env, deps)
   -- Code loaded from job code runs in the same environment unless told
   -- otherwise.
   env.load = function(chunk, name, mode, ...)
@@ -139,7 +144,7 @@ function M.env(dir)
     if not chunk then error(err, 2) end
     return chunk()
   end
-  return env
+  return env, deps
 end
 
 return M

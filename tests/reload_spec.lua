@@ -268,7 +268,7 @@ describe("hot reload", function()
     assert.same({ dir .. "/b.lua" }, loader.files(h.core))
   end)
 
-  it("ignores files that are not job files, and lib/", function()
+  it("ignores files that are not job files, and loads no job from lib/", function()
     start { ["lib/helpers.lua"] = "return {}\n" }
     local batches = {}
     local w = h.core:watch(dir, function(paths) batches[#batches + 1] = paths end)
@@ -285,7 +285,68 @@ describe("hot reload", function()
     for _, batch in ipairs(batches) do
       for _, p in ipairs(batch) do seen[#seen + 1] = p end
     end
-    assert.same({ "z.lua" }, seen)
+    table.sort(seen)
+    assert.same({ "lib/more.lua", "z.lua" }, seen)
+  end)
+
+  it("reloads the job files that use a changed lib/ module, and only those", function()
+    start {
+      ["lib/limits.lua"] = "return { n = 1 }\n",
+      ["uses.lua"] = "local limits = require 'limits'\n"
+        .. job_file { { "uses", 10, "ran[#ran + 1] = limits.n" } },
+      ["other.lua"] = job_file { { "other", 10 } },
+    }
+    h:advance("10s")
+    save("lib/limits.lua", "return { n = 2 }\n")
+    settle(function() return #reloads == 2 end)
+    assert.equal(1, reloads[2].files)  -- uses.lua alone
+    assert.equal(1, reloads[2].changed)
+    h:advance("10s")
+    assert.same({ 1, 2 }, ran)
+  end)
+
+  it("reloads a job file through the lib/ module that requires the changed one", function()
+    start {
+      ["lib/shop/db.lua"] = "return { name = 'old' }\n",
+      ["lib/report.lua"] = "local db = require 'shop.db'\n"
+        .. "return { name = function() return db.name end }\n",
+      ["daily.lua"] = "local report = require 'report'\n"
+        .. job_file { { "daily", 10, "ran[#ran + 1] = report.name()" } },
+    }
+    save("lib/shop/db.lua", "return { name = 'new' }\n")
+    settle(function() return #reloads == 2 end)
+    assert.equal(1, reloads[2].changed)
+    h:advance("10s")
+    assert.same({ "new" }, ran)
+  end)
+
+  it("loads a failing file again once the lib/ module it lacked is there", function()
+    start {
+      ["needs.lua"] = "local csv = require 'csv'\n"
+        .. job_file { { "needs", 10, "ran[#ran + 1] = csv.sep" } },
+    }
+    assert.is_nil(job("needs"))
+    assert.equal(1, reloads[1].failed)
+    assert(os.execute("mkdir " .. support.quote(dir .. "/lib")))
+    save("lib/csv.lua", "return { sep = ';' }\n")
+    settle(function() return job("needs") end)
+    assert.same({}, reloads[#reloads].errors)
+    h:advance("10s")
+    assert.same({ ";" }, ran)
+  end)
+
+  it("reloads nothing for a lib/ module no job file uses", function()
+    start {
+      ["lib/used.lua"] = "return {}\n",
+      ["a.lua"] = "local used = require 'used'\n" .. job_file { { "a", 10 } },
+    }
+    save("lib/unused.lua", "return {}\n")
+    save("z.lua", job_file { { "z", 10 } })
+    settle(function() return job("z") end)
+    for i = 2, #reloads do  -- z.lua alone
+      assert.equal(1, reloads[i].files)
+      assert.equal(0, reloads[i].changed)
+    end
   end)
 
   it("lets a run in flight finish under the old code when its job changes or goes", function()
