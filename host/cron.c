@@ -345,13 +345,6 @@ static int parse_item(const fdesc *f, const char *lo, const char *orig,
       b = slash ? hi : a;
     }
   }
-  /* A step past the range matches the range's first value alone: read
-   * as "every 90 minutes", '*' + '/90' fires once an hour. APScheduler
-   * refuses it too. */
-  if (step > 1 && step > b - a)
-    return mb_err_set(err, MB_EINVAL,
-                      "%s: step %d in '%s' is larger than its range %d-%d",
-                      fn, step, orig, a, b);
   for (int v = a; v <= b; v += step) set_value(f, out, v);
   return 0;
 }

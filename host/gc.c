@@ -15,9 +15,12 @@ enum { YOUNG_BYTES = 64 * 1024 };
  * heap's growth as bad (a heap growing with live data: jobs being added
  * or restored), and then makes its next collection a full one, whenever
  * that comes: in the middle of the next burst of fires, with a million
- * jobs a tenth of a second or more. The loop's own collections clear
- * the mark, which only the mode calls do: a collection taken at the end
- * of a turn is the one the mark asked for. */
+ * jobs a tenth of a second or more. A collection the loop takes at the
+ * end of a turn is the one the mark asked for, and clears it. When a
+ * bad full collection of Lua's own was followed by another, the
+ * collector runs incremental until its next: LUA_GCCOLLECT would then
+ * collect incrementally and keep the mark, while entering generational
+ * mode collects and ends both. */
 
 void mb_gc_open(lua_State *L) { lua_gc(L, LUA_GCGEN, 0, 0); }
 
@@ -31,27 +34,28 @@ void mb_gc_start(mb_gc *gc, lua_State *L) {
 }
 
 /* Job code that switched to the incremental collector keeps it: the
- * mode call that cleared the mark would have switched it back (with a
- * full collection), so it is switched again, and the loop leaves the
- * mode alone from then on. */
+ * mode call that cleared the mark switched it back (with a full
+ * collection, once), so it is switched again, and this scheduler leaves
+ * the mode alone from then on, even if job code switches back. */
 static void incremental_chosen(mb_gc *gc, lua_State *L) {
   lua_gc(L, LUA_GCINC, 0, 0, 0);
   gc->incremental = true;
 }
 
 /* A young collection. Setting generational mode again clears the mark
- * and, in generational mode, does nothing else; with the mark set in
- * the middle of Lua's own full collection (incremental for now), it
- * finishes with the full collection the mark asked for. */
+ * and, in generational mode, does nothing else; between Lua's own bad
+ * full collections (incremental, see above) it is a full collection,
+ * the one the mark asked for, and the step after it a short one. */
 static void collect_young(mb_gc *gc, lua_State *L) {
   if (!gc->incremental && lua_gc(L, LUA_GCGEN, 0, 0) == LUA_GCINC)
     incremental_chosen(gc, L);
   lua_gc(L, LUA_GCSTEP, 0);
 }
 
-/* A full collection, leaving no mark: entering incremental mode and
- * generational mode again is what a full generational collection does
- * (LUA_GCCOLLECT), and clears the mark on the way. */
+/* A full collection, leaving no mark: entering incremental mode, then
+ * generational mode, is what LUA_GCCOLLECT does in generational mode,
+ * and one full collection in the incremental state above too (entering
+ * incremental mode there changes nothing). */
 static void collect_full(mb_gc *gc, lua_State *L) {
   if (!gc->incremental && lua_gc(L, LUA_GCINC, 0, 0, 0) == LUA_GCGEN) {
     lua_gc(L, LUA_GCGEN, 0, 0);

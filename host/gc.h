@@ -12,8 +12,8 @@
 typedef struct mb_gc {
   size_t floor;       /* the heap after the latest collection */
   size_t major_base;  /* the heap after the latest full collection */
-  long long young;    /* collections taken at the end of a turn */
-  long long major;
+  long long young;    /* young collections taken at the end of a turn */
+  long long major;    /* full ones */
   bool incremental;   /* job code chose the incremental collector */
 } mb_gc;
 

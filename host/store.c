@@ -95,14 +95,15 @@ typedef struct block {
   char data[];
 } block;
 
-/* A queue's records and text live in blocks: each new block of a turn
- * twice the last, from BLOCK_MIN up to BLOCK_MAX (a larger record has
- * one of its own), so that a turn of one run allocates a little and a
- * burst a few large blocks. Blocks of BLOCK_MAX the writer is done with
- * wait for the loop to fill them again, up to SPARE_BLOCKS of them:
- * malloc and free of blocks that size would make glibc consolidate its
- * free lists (every small chunk Lua freed) at every burst, on both
- * threads, under the arena's lock. */
+/* A queue's records and text live in blocks. Blocks of BLOCK_MAX the
+ * writer is done with wait for the loop to fill them again, up to
+ * SPARE_BLOCKS of them, and a new block is one of those when there is
+ * one; else it is twice the last of the turn, from BLOCK_MIN up to
+ * BLOCK_MAX (a larger record has one of its own), so that a turn of one
+ * run allocates a little and a burst a few large blocks. The large ones
+ * are kept because a malloc or free of that size makes glibc
+ * consolidate its free lists (every small chunk Lua freed), on either
+ * thread, under the arena's lock. */
 enum { BLOCK_MIN = 1024, BLOCK_MAX = 64 * 1024, SPARE_BLOCKS = 32 };
 
 typedef struct op_list {

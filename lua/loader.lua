@@ -27,9 +27,8 @@ local M = {}
 M.CPU_LIMIT = 10
 
 -- Per scheduler: what each file declared at its last good load,
--- declared[path] = { ids = { id... }, jobs = { [id] = entry }, deps },
--- entry = { id, line, fp, trigger_fp, paused, trigger (as written) },
--- deps the lib/ modules its environment read (see mb.sandbox).
+-- declared[path] = { ids = { id... }, jobs = { [id] = entry } }, entry
+-- = { id, line, fp, trigger_fp, paused, trigger (as written) }.
 local declared_of = setmetatable({}, { __mode = "k" })
 
 local function declared(sched)
@@ -39,6 +38,22 @@ local function declared(sched)
     declared_of[sched] = d
   end
   return d
+end
+
+-- Per scheduler: the lib/ modules each file's environments have read,
+-- deps[path] = { ["lib/csv.lua"] = true... }. One set per file, shared
+-- by all its loads: a job a reload left unchanged keeps running in the
+-- environment of an earlier load, and what its runs require counts too.
+local deps_of = setmetatable({}, { __mode = "k" })
+
+local function deps_for(sched, path)
+  local all = deps_of[sched]
+  if not all then
+    all = {}
+    deps_of[sched] = all
+  end
+  all[path] = all[path] or {}
+  return all[path]
 end
 
 -- Per scheduler: the job directory, whose lib/ job files require from.
@@ -58,22 +73,24 @@ function M.files(sched)
   return list
 end
 
--- The files whose last good load read a module from lib/ among mods
--- (paths relative to the job directory: "lib/csv.lua"; one ending in
--- "/" stands for every module under it), directly or through another
--- module, sorted.
+-- The loaded files that have read a module from lib/ among mods (paths
+-- relative to the job directory: "lib/csv.lua"; one ending in "/"
+-- stands for every module under it), directly or through another
+-- module, loading or running, sorted.
 function M.dependents(sched, mods)
   local list = {}
-  for path, d in pairs(declared(sched)) do
-    local uses = false
-    for dep in pairs(d.deps or {}) do
+  local function uses(deps)
+    for dep in pairs(deps) do
       for _, mod in ipairs(mods) do
         if dep == mod or (mod:sub(-1) == "/" and dep:sub(1, #mod) == mod) then
-          uses = true
+          return true
         end
       end
     end
-    if uses then list[#list + 1] = path end
+    return false
+  end
+  for path in pairs(declared(sched)) do
+    if uses(deps_for(sched, path)) then list[#list + 1] = path end
   end
   table.sort(list)
   return list
@@ -145,8 +162,8 @@ end
 -- traceback.
 function M.stage(sched, path, source)
   local jobs, index = {}, {}
-  local env, deps = require("mb.sandbox").env(root_of[sched]
-    or path:match("^(.*)/") or ".")
+  local env = require("mb.sandbox").env(root_of[sched]
+    or path:match("^(.*)/") or ".", deps_for(sched, path))
   local trigger_fp = fingerprint.new()
   env.scheduler = scheduler.new(sched, {
     file = path,
@@ -198,7 +215,7 @@ function M.stage(sched, path, source)
     job.fp = job.trigger_fp .. fp(job.written)
     job.written = nil
   end
-  return { path = path, jobs = jobs, deps = deps }
+  return { path = path, jobs = jobs }
 end
 
 -- Who holds id now: the job and its file (false: added at run time).
@@ -292,7 +309,10 @@ end
 -- failed = { [path] = message }, jobs = { [path] = {ids} } }.
 -- opts.restore: give added jobs what the store kept of them (a file that
 -- failed at start and is fixed since gets its jobs' history back).
+-- opts.refresh: { [path] = true } for files whose jobs count as changed
+-- even when their declarations did not (a lib/ module they use did).
 function M.apply(sched, outcomes, opts)
+  local refresh = opts and opts.refresh or {}
   table.sort(outcomes, function(a, b) return a.path < b.path end)
   local decl = declared(sched)
   local result = { added = {}, changed = {}, removed = {}, unchanged = 0,
@@ -325,7 +345,7 @@ function M.apply(sched, outcomes, opts)
   local records = {}
   for _, o in ipairs(outcomes) do
     if o.staged and ok_paths[o.path] then
-      local record = { ids = {}, jobs = {}, deps = o.staged.deps }
+      local record = { ids = {}, jobs = {} }
       records[o.path] = record
       local ids = {}
       for _, job in ipairs(o.staged.jobs) do
@@ -338,7 +358,7 @@ function M.apply(sched, outcomes, opts)
               -- Taken over from run time: the file keeps it now.
               if file == false then sched:set_job_spec(live, nil, false) end
             end
-            if was and was.fp == job.fp then
+            if was and was.fp == job.fp and not refresh[o.path] then
               result.unchanged = result.unchanged + 1
               if file ~= o.path then sched:job_spec(live).file = o.path end
             else
@@ -392,6 +412,7 @@ function M.apply(sched, outcomes, opts)
   for _, o in ipairs(outcomes) do
     if ok_paths[o.path] then
       decl[o.path] = records[o.path]
+      if o.deleted and deps_of[sched] then deps_of[sched][o.path] = nil end
       if o.staged then
         core.log("info", "job file loaded",
           { file = o.path, jobs = #result.jobs[o.path] })

@@ -94,7 +94,7 @@ end
 -- and a message when the directory cannot be read, or when a watch saw
 -- only lib/ modules no file uses (then nothing changes).
 function R:reload(paths, cause)
-  local files
+  local files, refresh
   if paths == nil then
     local names, err = core.job_files(self.dir)
     if not names then
@@ -110,9 +110,11 @@ function R:reload(paths, cause)
   else
     -- A module under lib/ is no job file: the files that use it are
     -- loaded again, and those failing (it may be what they lacked).
+    -- A watch's paths are relative already (a job directory may itself
+    -- be named lib).
     local rels, mods = {}, {}
     for _, p in ipairs(paths) do
-      local rel = self:relative(p)
+      local rel = cause == "watch" and p or self:relative(p)
       if rel:sub(1, 4) == "lib/" then
         mods[#mods + 1] = rel
       else
@@ -120,8 +122,13 @@ function R:reload(paths, cause)
       end
     end
     if #mods > 0 then
+      -- Their jobs are replaced even when their declarations read the
+      -- same: a function that requires a module as it runs, or one kept
+      -- from an earlier load, would go on with the module it has.
+      refresh = {}
       for _, path in ipairs(loader.dependents(self.sched, mods)) do
         rels[#rels + 1] = self:relative(path)
+        refresh[path] = true
       end
       for path in pairs(self.file_errors) do
         rels[#rels + 1] = self:relative(path)
@@ -135,7 +142,8 @@ function R:reload(paths, cause)
     files = self:expand(rels)
   end
   local result, looked_at = loader.apply_files(self.sched, files,
-    { skip_empty = cause == "watch", restore = cause ~= "start" })
+    { skip_empty = cause == "watch", restore = cause ~= "start",
+      refresh = refresh })
   local jobs = 0
   for _, path in ipairs(files) do
     -- Loaded, deleted or failing: the batch says which, for each path.

@@ -116,11 +116,12 @@ local function make_require(dir, env, deps)
   end
 end
 
--- A fresh environment for a job file in dir, and the set its require
--- fills with the paths of the lib/ modules it reads, then or later.
-function M.env(dir)
+-- A fresh environment for a job file in dir. Its require adds the lib/
+-- modules it reads, while the file loads or later, to deps (a set the
+-- caller may give, see make_require), which it returns too.
+function M.env(dir, deps)
   local env = setmetatable({}, { __index = _G })
-  local deps = {}
+  deps = deps or {}
   env._G = env
   env.os = safe_os()
   env.io = safe_io()

@@ -139,8 +139,8 @@ local function value(lo, hi, prefer)
   return int(lo, hi)
 end
 
--- One item of a numeric field: a value, a-b, a-b/n or a/n. A step larger
--- than the range is refused (by both), so none is generated.
+-- One item of a numeric field: a value, a-b, a-b/n or a/n. APScheduler
+-- refuses a step larger than the range, so none is generated.
 local function item(lo, hi, prefer)
   local k = int(1, 10)
   if k <= 5 then return tostring(value(lo, hi, prefer)) end

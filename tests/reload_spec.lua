@@ -320,6 +320,23 @@ describe("hot reload", function()
     assert.same({ "new" }, ran)
   end)
 
+  it("replaces the jobs of a file whose runs require a changed lib/ module", function()
+    start {
+      ["lib/greeting.lua"] = "return { text = 'old' }\n",
+      ["lazy.lua"] = job_file { { "lazy", 10,
+        "ran[#ran + 1] = require('greeting').text" } },
+    }
+    h:advance("10s")  -- the run reads the module: the file uses it
+    save("lib/greeting.lua", "return { text = 'new' }\n")
+    settle(function() return #reloads == 2 end)
+    assert.equal(1, reloads[2].changed)
+    h:advance("10s")
+    save("lib/greeting.lua", "return { text = 'newer' }\n")
+    settle(function() return #reloads == 3 end)
+    h:advance("10s")
+    assert.same({ "old", "new", "newer" }, ran)
+  end)
+
   it("loads a failing file again once the lib/ module it lacked is there", function()
     start {
       ["needs.lua"] = "local csv = require 'csv'\n"
