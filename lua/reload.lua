@@ -77,6 +77,13 @@ function R:relative(path)
   return path
 end
 
+local function empty_file(path)
+  local f = io.open(path, "r")
+  local empty = f and f:seek("end") == 0
+  if f then f:close() end
+  return empty
+end
+
 local function error_entry(path, message)
   local escaped = path:gsub("%p", "%%%0")
   local line, text = message:match("^" .. escaped .. ":(%d+): (.*)$")
@@ -92,7 +99,7 @@ end
 -- path under lib/ reloads the files that use the modules there (see
 -- loader.dependents) and the files failing. Returns the summary, or nil
 -- and a message when the directory cannot be read, or when a watch saw
--- only lib/ modules no file uses (then nothing changes).
+-- only lib/ modules no file uses, or empty ones (then nothing changes).
 function R:reload(paths, cause)
   local files, refresh
   if paths == nil then
@@ -115,10 +122,15 @@ function R:reload(paths, cause)
     local rels, mods = {}, {}
     for _, p in ipairs(paths) do
       local rel = cause == "watch" and p or self:relative(p)
-      if rel:sub(1, 4) == "lib/" then
-        mods[#mods + 1] = rel
-      else
+      if rel:sub(1, 4) ~= "lib/" then
         rels[#rels + 1] = rel
+      elseif cause == "watch" and empty_file(self.prefix .. rel) then
+        -- Being written in place, as an empty job file is (see
+        -- loader.apply_files): its content comes with the next batch.
+        core.log("debug", "lib/ module empty; left as it was",
+          { file = self.prefix .. rel })
+      else
+        mods[#mods + 1] = rel
       end
     end
     if #mods > 0 then
@@ -133,11 +145,11 @@ function R:reload(paths, cause)
       for path in pairs(self.file_errors) do
         rels[#rels + 1] = self:relative(path)
       end
-      if #rels == 0 and cause == "watch" then
-        core.log("debug", "lib/ changed; no job file uses it",
-          { paths = table.concat(mods, " ") })
-        return nil, "no job file uses " .. table.concat(mods, " ")
-      end
+    end
+    if #rels == 0 and cause == "watch" then
+      core.log("debug", "lib/ changed; no job file to load again",
+        { paths = table.concat(paths, " ") })
+      return nil, "no job file to load again"
     end
     files = self:expand(rels)
   end

@@ -352,6 +352,24 @@ describe("hot reload", function()
     assert.same({ ";" }, ran)
   end)
 
+  it("leaves the jobs that use a lib/ module alone while it is empty, being written in place", function()
+    start {
+      ["lib/limits.lua"] = "return { n = 1 }\n",
+      ["uses.lua"] = "local limits = require 'limits'\n"
+        .. job_file { { "uses", 10, "ran[#ran + 1] = limits.n" } },
+    }
+    support.write(dir .. "/lib/limits.lua", "")
+    save("z.lua", job_file { { "z", 10 } })
+    settle(function() return job("z") end)
+    local seen = #reloads
+    for i = 2, seen do assert.equal(0, reloads[i].changed) end
+    support.write(dir .. "/lib/limits.lua", "return { n = 2 }\n")
+    settle(function() return #reloads > seen end)
+    assert.equal(1, reloads[#reloads].changed)
+    h:advance("10s")
+    assert.same({ 2 }, ran)
+  end)
+
   it("reloads nothing for a lib/ module no job file uses", function()
     start {
       ["lib/used.lua"] = "return {}\n",
