@@ -443,8 +443,8 @@ static void *block_alloc(mb_store *s, size_t n, size_t align) {
 
 #define NEW_RECORD(s, type) ((type *)block_alloc(s, sizeof(type), _Alignof(type)))
 
-/* Copy the strings the slots point to into q's blocks and point the
- * slots at the copies. */
+/* Copy the strings the slots point to into the queue's blocks and point
+ * the slots at the copies. */
 static void pack_strings(mb_store *s, const char **slots[], size_t n) {
   size_t len[8], total = 0;
   for (size_t i = 0; i < n; i++) {
@@ -478,14 +478,18 @@ static op *push(op_list *q, int kind) {
   return o;
 }
 
+static void free_blocks(block *b) {
+  while (b) {
+    block *next = b->next;
+    free(b);
+    b = next;
+  }
+}
+
 static void free_ops(op_list *q) {
   q->len = 0;
-  while (q->blocks) {
-    block *next = q->blocks->next;
-    free(q->blocks);
-    q->blocks = next;
-  }
-  q->blocks_tail = NULL;
+  free_blocks(q->blocks);
+  q->blocks = q->blocks_tail = NULL;
 }
 
 /* Empty q, once written: its blocks of BLOCK_MAX go back to the spare
@@ -1083,11 +1087,7 @@ void mb_store_close(mb_store *s) {
      * it was reported when it failed. */
     free_ops(&s->handed);
     free(s->handed.ops);
-    while (s->spare) {
-      block *next = s->spare->next;
-      free(s->spare);
-      s->spare = next;
-    }
+    free_blocks(s->spare);
     uv_cond_destroy(&s->taken);
     uv_cond_destroy(&s->idle);
     uv_cond_destroy(&s->work);

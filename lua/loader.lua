@@ -443,6 +443,16 @@ function M.load(sched, path, source)
   return jobs
 end
 
+-- Whether the file at path can be read, and whether it is empty (being
+-- written in place, most likely).
+function M.file_state(path)
+  local f = io.open(path, "r")
+  if not f then return false, false end
+  local empty = f:seek("end") == 0
+  f:close()
+  return true, empty
+end
+
 -- Stage each path in the sorted list and apply them as one batch: a
 -- path that no longer exists counts as deleted when the scheduler has
 -- loaded it before, and is skipped otherwise. opts.skip_empty: skip
@@ -452,13 +462,11 @@ function M.apply_files(sched, paths, opts)
   local known = declared(sched)
   local outcomes, skipped = {}, {}
   for _, path in ipairs(paths) do
-    local f = io.open(path, "r")
-    local empty = f and f:seek("end") == 0
-    if f then f:close() end
+    local exists, empty = M.file_state(path)
     if empty and opts and opts.skip_empty then
       core.log("debug", "job file empty; left as it was", { file = path })
       skipped[path] = true
-    elseif f then
+    elseif exists then
       local staged, err, trace = M.stage(sched, path)
       outcomes[#outcomes + 1] = staged and { path = path, staged = staged }
         or { path = path, error = err, traceback = trace }

@@ -77,13 +77,6 @@ function R:relative(path)
   return path
 end
 
-local function empty_file(path)
-  local f = io.open(path, "r")
-  local empty = f and f:seek("end") == 0
-  if f then f:close() end
-  return empty
-end
-
 local function error_entry(path, message)
   local escaped = path:gsub("%p", "%%%0")
   local line, text = message:match("^" .. escaped .. ":(%d+): (.*)$")
@@ -124,7 +117,8 @@ function R:reload(paths, cause)
       local rel = cause == "watch" and p or self:relative(p)
       if rel:sub(1, 4) ~= "lib/" then
         rels[#rels + 1] = rel
-      elseif cause == "watch" and empty_file(self.prefix .. rel) then
+      elseif cause == "watch"
+        and select(2, loader.file_state(self.prefix .. rel)) then
         -- Being written in place, as an empty job file is (see
         -- loader.apply_files): its content comes with the next batch.
         core.log("debug", "lib/ module empty; left as it was",

@@ -58,6 +58,15 @@ describe("hot reload", function()
 
   local function job(id) return h.scheduler.get_job(id) end
 
+  -- files, and lib/limits.lua ({ n = 1 }) with uses.lua, whose job "uses"
+  -- notes limits.n in `ran` at each run.
+  local function limits_user(files)
+    files["lib/limits.lua"] = "return { n = 1 }\n"
+    files["uses.lua"] = "local limits = require 'limits'\n"
+      .. job_file { { "uses", 10, "ran[#ran + 1] = limits.n" } }
+    return files
+  end
+
   before_each(function()
     h = harness.new()
     _G.ran = {}
@@ -290,12 +299,7 @@ describe("hot reload", function()
   end)
 
   it("reloads the job files that use a changed lib/ module, and only those", function()
-    start {
-      ["lib/limits.lua"] = "return { n = 1 }\n",
-      ["uses.lua"] = "local limits = require 'limits'\n"
-        .. job_file { { "uses", 10, "ran[#ran + 1] = limits.n" } },
-      ["other.lua"] = job_file { { "other", 10 } },
-    }
+    start(limits_user { ["other.lua"] = job_file { { "other", 10 } } })
     h:advance("10s")
     save("lib/limits.lua", "return { n = 2 }\n")
     settle(function() return #reloads == 2 end)
@@ -353,11 +357,7 @@ describe("hot reload", function()
   end)
 
   it("leaves the jobs that use a lib/ module alone while it is empty, being written in place", function()
-    start {
-      ["lib/limits.lua"] = "return { n = 1 }\n",
-      ["uses.lua"] = "local limits = require 'limits'\n"
-        .. job_file { { "uses", 10, "ran[#ran + 1] = limits.n" } },
-    }
+    start(limits_user {})
     support.write(dir .. "/lib/limits.lua", "")
     save("z.lua", job_file { { "z", 10 } })
     settle(function() return job("z") end)
