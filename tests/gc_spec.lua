@@ -73,8 +73,13 @@ describe("the collector's pace", function()
     sched:run()
     sched:close()
     assert.is_true(#live == 50000)
-    -- About 1 MB is alive at the end; 600 turns made 70 MB.
-    assert.is_true(grown < 16 * 1024, ("the heap grew by %.0f KB"):format(grown))
+    -- About 1 MB is alive at the end; 600 turns made 70 MB. A full
+    -- collection comes once the heap has doubled, so it may end up to the
+    -- heap it started from (the whole test process's) larger, no more.
+    local bound = base + 6 * 1024
+    assert.is_true(bound < 35 * 1024, ("a heap of %.0f KB to start from "
+      .. "leaves this spec nothing to tell"):format(base))
+    assert.is_true(grown < bound, ("the heap grew by %.0f KB"):format(grown))
     assert.is_true(majors > 0)
   end)
 
