@@ -2766,16 +2766,18 @@ static int core_memory(lua_State *L) {
   return 2;
 }
 
-/* core.job_memory() -> {live, chunks}: jobs alive in the process and
- * the pool chunks that hold them. */
+/* core.job_memory() -> {live, chunks, ahead}: jobs alive in the process,
+ * the pool chunks that hold them, and those mapped ahead (pool.h). */
 static int core_job_memory(lua_State *L) {
-  size_t live, chunks;
-  mb_sched_job_memory(&live, &chunks);
-  lua_createtable(L, 0, 2);
+  size_t live, chunks, ahead;
+  mb_sched_job_memory(&live, &chunks, &ahead);
+  lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)live);
   lua_setfield(L, -2, "live");
   lua_pushinteger(L, (lua_Integer)chunks);
   lua_setfield(L, -2, "chunks");
+  lua_pushinteger(L, (lua_Integer)ahead);
+  lua_setfield(L, -2, "ahead");
   return 1;
 }
 

@@ -4,7 +4,10 @@
  * (about 10 us each on a virtual machine, a second in all). The first
  * chunk stays in small pages, so a pool of a few objects stays small.
  * Objects come zeroed; a chunk whose objects are all freed goes back to
- * the system unless it is the only one with room. Loop thread only.
+ * the system unless it is the only one with room. A pool past its second
+ * chunk keeps two more mapped ahead, their pages faulted in by a helper
+ * thread (pool.c says why); they stay for its next growth. Loop thread
+ * only.
  *
  * Built with AddressSanitizer, objects come from calloc one by one, so
  * that it still sees every use after free and every leak. */
@@ -22,7 +25,9 @@ void *mb_pool_alloc(mb_pool *p);
 void mb_pool_free(mb_pool *p, void *obj);
 /* Objects handed out and not freed. */
 size_t mb_pool_live(const mb_pool *p);
-/* Chunks mapped (0 when objects come from calloc). */
+/* Chunks holding objects or room for them (0 when objects come from
+ * calloc), and chunks mapped ahead of them. */
 size_t mb_pool_chunks(const mb_pool *p);
+size_t mb_pool_ahead(const mb_pool *p);
 
 #endif

@@ -454,9 +454,10 @@ static mb_job *new_job(const char *id) {
   return j;
 }
 
-void mb_sched_job_memory(size_t *live, size_t *chunks) {
+void mb_sched_job_memory(size_t *live, size_t *chunks, size_t *ahead) {
   *live = job_pool ? mb_pool_live(job_pool) : 0;
   *chunks = job_pool ? mb_pool_chunks(job_pool) : 0;
+  *ahead = job_pool ? mb_pool_ahead(job_pool) : 0;
 }
 
 void mb_job_ref(mb_job *j) { j->refs++; }

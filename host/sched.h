@@ -164,9 +164,9 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
                      const mb_job_lua *lua, mb_job **out, mb_err *err);
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id);
 /* Jobs alive in the process, of every scheduler and none (held by a
- * reference after their scheduler closed), and the pool chunks they
- * take (pool.h). */
-void mb_sched_job_memory(size_t *live, size_t *chunks);
+ * reference after their scheduler closed), the pool chunks they take,
+ * and the chunks mapped ahead of them (pool.h). */
+void mb_sched_job_memory(size_t *live, size_t *chunks, size_t *ahead);
 size_t mb_sched_job_count(const mb_sched *s);
 /* Every job, by next fire (paused last, then by id). Caller frees the
  * array; the jobs stay the scheduler's. */

@@ -85,6 +85,41 @@ describe("managing jobs", function()
     end
   end)
 
+  it("keeps two chunks mapped ahead of a growing job table", function()
+    local core = require "moonbeat.core"
+    local noop = function() end
+    local function add(from, to)
+      for i = from, to do
+        s.add_job { id = "g" .. i, trigger = { "interval", hours = 1 }, run = noop }
+      end
+    end
+    add(1, 20000)
+    local grown = core.job_memory()
+    -- Built with AddressSanitizer, jobs come from calloc: nothing ahead.
+    if grown.chunks == 0 then
+      assert.equal(0, grown.ahead)
+      return
+    end
+    assert.equal(2, grown.ahead)
+    -- Growing further takes the chunks ahead and maps as many again;
+    -- every job carved from them is whole.
+    add(20001, 40000)
+    local more = core.job_memory()
+    assert.equal(2, more.ahead)
+    assert.is_true(more.chunks >= grown.chunks + 2)
+    for _, i in ipairs { 1, 20000, 20001, 30000, 40000 } do
+      assert.equal("g" .. i, s.get_job("g" .. i).id)
+    end
+    assert.equal(40000, #s.get_jobs())
+    s.remove_all_jobs()
+    h:advance("1s")
+    collectgarbage()
+    collectgarbage()
+    local after = core.job_memory()
+    assert.is_true(after.chunks <= grown.chunks)
+    assert.equal(2, after.ahead)
+  end)
+
   it("names a job after its id when it has no name", function()
     assert.equal("cleanup", s.add_job { id = "cleanup", trigger = "* * * * *",
       run = function() end }.name)
