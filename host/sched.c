@@ -31,12 +31,21 @@ typedef struct heap_entry {
   mb_job *job;
 } heap_entry;
 
+/* The job table is open-addressed, each slot an id's hash beside its job:
+ * a lookup passing over other ids reads the table alone. A miss among a
+ * million jobs (every job a start restores is looked up first) then
+ * costs one cache miss, where a chain of jobs cost one per job on it. */
+typedef struct table_slot {
+  uint64_t hash;
+  mb_job *job;   /* NULL: empty */
+} table_slot;
+
 struct mb_sched {
   mb_clock *clock;
   mb_sched_hooks hooks;
   void *data;
-  mb_job **buckets;
-  size_t nbuckets, njobs;
+  table_slot *slots;
+  size_t nslots, njobs;
   heap_entry *heap;
   size_t len, cap;
   uint64_t seq;
@@ -86,47 +95,54 @@ static uint64_t hash(const char *s) {
   return h;
 }
 
-static mb_job **bucket_of(const mb_sched *s, uint64_t h) {
-  return &s->buckets[h & (s->nbuckets - 1)];
+/* Linear probing, at most half full; a removal shifts the entries after
+ * it back instead of leaving a tombstone. */
+static void table_place(table_slot *slots, size_t n, uint64_t h, mb_job *j) {
+  size_t i = h & (n - 1);
+  while (slots[i].job) i = (i + 1) & (n - 1);
+  slots[i] = (table_slot){h, j};
 }
 
 static void table_grow(mb_sched *s) {
-  size_t n = s->nbuckets * 2;
-  mb_job **b = mb_xcalloc(n, sizeof *b);
-  for (size_t i = 0; i < s->nbuckets; i++) {
-    for (mb_job *j = s->buckets[i], *next; j; j = next) {
-      next = j->hnext;
-      mb_job **slot = &b[j->hash & (n - 1)];
-      j->hnext = *slot;
-      *slot = j;
-    }
-  }
-  free(s->buckets);
-  s->buckets = b;
-  s->nbuckets = n;
+  size_t n = s->nslots * 2;
+  table_slot *bigger = mb_xcalloc(n, sizeof *bigger);
+  for (size_t i = 0; i < s->nslots; i++)
+    if (s->slots[i].job)
+      table_place(bigger, n, s->slots[i].hash, s->slots[i].job);
+  free(s->slots);
+  s->slots = bigger;
+  s->nslots = n;
 }
 
-static void table_insert(mb_sched *s, mb_job *j) {
-  if (s->njobs + 1 > s->nbuckets) table_grow(s);
-  mb_job **slot = bucket_of(s, j->hash);
-  j->hnext = *slot;
-  *slot = j;
+static void table_insert(mb_sched *s, mb_job *j, uint64_t h) {
+  if (2 * (s->njobs + 1) > s->nslots) table_grow(s);
+  table_place(s->slots, s->nslots, h, j);
   s->njobs++;
 }
 
 static void table_remove(mb_sched *s, mb_job *j) {
-  for (mb_job **p = bucket_of(s, j->hash); *p; p = &(*p)->hnext) {
-    if (*p == j) {
-      *p = j->hnext;
-      s->njobs--;
-      return;
+  size_t mask = s->nslots - 1;
+  size_t hole = hash(j->id) & mask;
+  for (; s->slots[hole].job != j; hole = (hole + 1) & mask)
+    if (!s->slots[hole].job) return;
+  /* An entry after the hole moves into it unless its home lies between
+   * the hole and itself: a lookup from its home would stop at the hole. */
+  for (size_t k = (hole + 1) & mask; s->slots[k].job; k = (k + 1) & mask) {
+    size_t home = s->slots[k].hash & mask;
+    if (((k - home) & mask) >= ((k - hole) & mask)) {
+      s->slots[hole] = s->slots[k];
+      hole = k;
     }
   }
+  s->slots[hole].job = NULL;
+  s->njobs--;
 }
 
 static mb_job *find(const mb_sched *s, const char *id, uint64_t h) {
-  for (mb_job *j = *bucket_of(s, h); j; j = j->hnext)
-    if (j->hash == h && strcmp(j->id, id) == 0) return j;
+  size_t mask = s->nslots - 1;
+  for (size_t i = h & mask; s->slots[i].job; i = (i + 1) & mask)
+    if (s->slots[i].hash == h && strcmp(s->slots[i].job->id, id) == 0)
+      return s->slots[i].job;
   return NULL;
 }
 
@@ -403,8 +419,8 @@ mb_sched *mb_sched_new(mb_clock *clock, const mb_sched_hooks *hooks,
   s->clock = clock;
   s->hooks = *hooks;
   s->data = data;
-  s->nbuckets = 64;
-  s->buckets = mb_xcalloc(s->nbuckets, sizeof *s->buckets);
+  s->nslots = 64;
+  s->slots = mb_xcalloc(s->nslots, sizeof *s->slots);
   mb_sched_seed(s, (uint64_t)mb_clock_mono(clock) ^ (uint64_t)(uintptr_t)s);
   mb_timer_init(&s->timer, fire_due, s);
   mb_clock_on_jump(clock, on_jump, s);
@@ -429,7 +445,7 @@ void mb_sched_free(mb_sched *s) {
   cancel_pending(s, NULL);
   mb_timer_stop(s->clock, &s->timer);
   mb_clock_on_jump(s->clock, NULL, NULL);
-  free(s->buckets);
+  free(s->slots);
   free(s->heap);
   free(s);
 }
@@ -517,7 +533,6 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   }
   if (old) drop(s, old, "replaced");
   mb_job *j = new_job(id);
-  j->hash = h;
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;
@@ -539,7 +554,7 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
     j->next_fire = j->next_base = MB_TIME_NONE;
   else
     schedule_from(s, j, mb_sched_now(s));
-  table_insert(s, j);
+  table_insert(s, j, h);
   queue(s, j);
   rearm(s);
   mb_job_ref(j);
@@ -562,8 +577,8 @@ static int by_next_fire(const void *a, const void *b) {
 mb_job **mb_sched_jobs(const mb_sched *s, size_t *n) {
   mb_job **all = mb_xmalloc((s->njobs ? s->njobs : 1) * sizeof *all);
   size_t k = 0;
-  for (size_t i = 0; i < s->nbuckets; i++)
-    for (mb_job *j = s->buckets[i]; j; j = j->hnext) all[k++] = j;
+  for (size_t i = 0; i < s->nslots; i++)
+    if (s->slots[i].job) all[k++] = s->slots[i].job;
   qsort(all, k, sizeof *all, by_next_fire);
   *n = k;
   return all;
@@ -611,9 +626,11 @@ int mb_sched_remove_job(mb_sched *s, mb_job *j) {
   return 0;
 }
 
+/* A removal shifts entries back and a listener of its event may add
+ * jobs: each is dropped from the table as it is now, not by position. */
 void mb_sched_remove_all_jobs(mb_sched *s) {
-  for (size_t i = 0; i < s->nbuckets; i++)
-    while (s->buckets[i]) drop(s, s->buckets[i], NULL);
+  for (size_t i = 0; s->njobs > 0; i = (i + 1) & (s->nslots - 1))
+    while (s->slots[i].job) drop(s, s->slots[i].job, NULL);
 }
 
 int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
@@ -698,9 +715,8 @@ void mb_sched_stop(mb_sched *s) {
   s->stopped = true;
   mb_timer_stop(s->clock, &s->timer);
   cancel_pending(s, NULL);
-  for (size_t i = 0; i < s->nbuckets; i++)
-    for (mb_job *j = s->buckets[i]; j; j = j->hnext)
-      stop_retry_timer(s, j);
+  for (size_t i = 0; i < s->nslots; i++)
+    if (s->slots[i].job) stop_retry_timer(s, s->slots[i].job);
 }
 
 bool mb_sched_stopped(const mb_sched *s) { return s->stopped; }

@@ -60,10 +60,6 @@ typedef struct mb_fire {
  * million jobs may be held at once: fields are ordered so that none
  * pads, and what few jobs use (a retry's timer) is allocated on use. */
 struct mb_job {
-  /* Private, and first: a lookup passing over other ids reads these two
-   * alone, in one cache line. */
-  mb_job *hnext;
-  uint64_t hash;          /* of id */
   char *id;              /* after the job in its slot, when short */
   char *name;            /* may be id itself (the usual case) */
   char *file;            /* declaring file, or NULL */

@@ -85,6 +85,38 @@ describe("managing jobs", function()
     end
   end)
 
+  it("finds every job, and no removed one, through thousands of adds and removals", function()
+    local noop = function() end
+    local rng = 12345
+    local function random(n)  -- repeatable across runs and Lua builds
+      rng = (rng * 1103515245 + 12345) % 2147483648
+      return rng % n + 1
+    end
+    local present, count = {}, 0
+    for step = 1, 30000 do
+      local id = "t" .. random(4000)
+      if present[id] and random(3) > 1 then
+        s.remove_job(id)
+        present[id] = nil
+        count = count - 1
+      elseif not present[id] then
+        s.add_job { id = id, trigger = { "interval", hours = 1 }, run = noop }
+        present[id] = true
+        count = count + 1
+      end
+      if step % 3000 == 0 then
+        for i = 1, 4000 do
+          local job = s.get_job("t" .. i)
+          assert.equal(present["t" .. i] and "t" .. i or nil, job and job.id)
+        end
+        assert.equal(count, #s.get_jobs())
+      end
+    end
+    s.remove_all_jobs()
+    assert.equal(0, #s.get_jobs())
+    for i = 1, 4000 do assert.is_nil(s.get_job("t" .. i)) end
+  end)
+
   it("keeps two chunks mapped ahead of a growing job table", function()
     local core = require "moonbeat.core"
     local noop = function() end
