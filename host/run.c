@@ -818,6 +818,19 @@ static void push_ctx(lua_State *co, mb_run *run) {
 
 /* ---- starting ---- */
 
+/* Whether the function on top of co can see what it is called with: a
+ * Lua function with no parameters and no `...` cannot (extra arguments
+ * are dropped at the call), so its run makes no ctx, and no args. Half
+ * of a trivial run was its ctx: the table, its fields, its collection.
+ * A C function may read anything it is given. */
+static bool takes_arguments(lua_State *co) {
+  lua_Debug ar;
+  if (lua_type(co, -1) != LUA_TFUNCTION) return true;  /* fails as before */
+  lua_pushvalue(co, -1);
+  if (!lua_getinfo(co, ">u", &ar)) return true;
+  return ar.nparams > 0 || ar.isvararg;
+}
+
 /* With [spec, fn, ctx] on co, push the spec's args (a1..an) and kwargs;
  * returns how many. */
 static int push_args(lua_State *co, const mb_runner *r) {
@@ -881,9 +894,12 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   lua_State *co = run->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, job->lua_ref);
   get_key(co, r, -1, KEY_RUN);
-  push_ctx(co, run);
-  /* A lean spec is its run function alone: no args to look for. */
-  int nargs = 1 + (job->lua_lean ? 0 : push_args(co, r));
+  int nargs = 0;
+  if (takes_arguments(co)) {
+    push_ctx(co, run);
+    /* A lean spec is its run function alone: no args to look for. */
+    nargs = 1 + (job->lua_lean ? 0 : push_args(co, r));
+  }
   lua_remove(co, -(nargs + 2));  /* the spec */
 
   mb_event ev = mb_event_make(MB_EV_STARTED, job->id);

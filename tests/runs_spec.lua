@@ -22,6 +22,37 @@ describe("runs", function()
     assert.is_function(seen.log.info)
   end)
 
+  it("makes no ctx for a run function that takes no arguments", function()
+    -- Lua bytes allocated by 200 runs, the collector stopped meanwhile.
+    local function allocated(run)
+      s.add_job { id = "alloc", trigger = { "interval", seconds = 1 }, run = run,
+        replace_existing = true }
+      collectgarbage()
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      h:advance("200s")
+      local after = collectgarbage("count")
+      collectgarbage("restart")
+      return (after - before) * 1024
+    end
+    local bare, full = 0, 0
+    local without_ctx = allocated(function() bare = bare + 1 end)
+    local with_ctx = allocated(function(ctx) full = full + ctx.attempt end)
+    assert.equal(200, bare)
+    assert.equal(200, full)
+    -- A ctx is a table with its fields: over a hundred bytes a run.
+    assert.is_true(with_ctx - without_ctx > 200 * 100,
+      ("with ctx %d bytes, without %d"):format(with_ctx, without_ctx))
+  end)
+
+  it("passes ctx and args to a function that takes them only as ...", function()
+    local got
+    s.add_job { id = "va", trigger = { "date", delay = 1 }, args = { "a1" },
+      run = function(...) got = { (...).job_id, select(2, ...) } end }
+    h:advance("1s")
+    assert.same({ "va", "a1" }, got)
+  end)
+
   it("gives every run its own run_id", function()
     local ids = {}
     s.add_job { id = "ids", trigger = { "interval", seconds = 1 },
