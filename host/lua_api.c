@@ -540,8 +540,8 @@ static void host_flush(host *h) {
     for (size_t i = 0; i < n; i++) {
       mb_job *job = h->dirty[i];
       mb_retention r = h->retention;
-      if (job->policy.keep_runs > 0) r.keep_runs = job->policy.keep_runs;
-      if (job->policy.keep_for > 0) r.max_age = job->policy.keep_for;
+      if (job->policy->keep_runs > 0) r.keep_runs = job->policy->keep_runs;
+      if (job->policy->keep_for > 0) r.max_age = job->policy->keep_for;
       /* A job's history is trimmed once a tenth of what it keeps has
        * come in since the last trim, not after every run. */
       int every = r.keep_runs > 10 ? r.keep_runs / 10 : 1;
@@ -2766,18 +2766,21 @@ static int core_memory(lua_State *L) {
   return 2;
 }
 
-/* core.job_memory() -> {live, chunks, ahead}: jobs alive in the process,
- * the pool chunks that hold them, and those mapped ahead (pool.h). */
+/* core.job_memory() -> {live, chunks, ahead, policies}: jobs alive in
+ * the process, the pool chunks that hold them, those mapped ahead
+ * (pool.h), and the distinct policies they hold. */
 static int core_job_memory(lua_State *L) {
   size_t live, chunks, ahead;
   mb_sched_job_memory(&live, &chunks, &ahead);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, (lua_Integer)live);
   lua_setfield(L, -2, "live");
   lua_pushinteger(L, (lua_Integer)chunks);
   lua_setfield(L, -2, "chunks");
   lua_pushinteger(L, (lua_Integer)ahead);
   lua_setfield(L, -2, "ahead");
+  lua_pushinteger(L, (lua_Integer)mb_sched_policies_held());
+  lua_setfield(L, -2, "policies");
   return 1;
 }
 

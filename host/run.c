@@ -275,7 +275,7 @@ static bool retry_wanted(mb_runner *r, mb_job *job, const char *kind,
 static void retry_policy(mb_runner *r, mb_job *job, const mb_fire *fire,
                          uint64_t run_id, const char *kind,
                          const char *error, const char *traceback) {
-  const mb_job_policy *p = &job->policy;
+  const mb_job_policy *p = job->policy;
   if (p->retry_attempts <= 1 || job->removed || mb_sched_stopped(r->sched))
     return;
   int attempt = fire->attempt;
@@ -324,7 +324,7 @@ static int end_depth;
 
 static void drain_buffer(mb_runner *r, mb_job *job) {
   while (job->nbuffered && !job->removed && !mb_sched_stopped(r->sched) &&
-         job->running < job->policy.max_instances) {
+         job->running < job->policy->max_instances) {
     mb_fire next = job->buffer[0];
     memmove(job->buffer, job->buffer + 1,
             --job->nbuffered * sizeof *job->buffer);
@@ -884,7 +884,7 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
   if (r->runs) r->runs->prevp = &run->next;
   r->runs = run;
   r->active++;
-  run->timeout = job->policy.timeout;
+  run->timeout = job->policy->timeout;
   if (run->timeout > 0) {
     run->deadline_mono = run->started_mono + run->timeout;
     mb_timer_start(clock, &run->deadline_timer, run->timeout);
@@ -949,7 +949,7 @@ static mb_run *oldest_run(mb_runner *r, mb_job *job) {
 }
 
 void mb_runner_fire(mb_runner *r, mb_job *job, const mb_fire *fire) {
-  const mb_job_policy *p = &job->policy;
+  const mb_job_policy *p = job->policy;
   if (job->removed || mb_sched_stopped(r->sched)) return;
   if (p->overlap != MB_OVERLAP_ALLOW_ALL && job->running >= p->max_instances) {
     char reason[96];

@@ -2,11 +2,13 @@
  * earliest; misfire, coalescing, jitter and retries. */
 #include "sched.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pool.h"
+#include "share.h"
 #include "spec_text.h"
 
 /* A long stall of a fast schedule is walked fire by fire at most this
@@ -69,6 +71,83 @@ void mb_job_policy_default(mb_job_policy *p) {
   p->retry_delay = MB_SEC;
 }
 
+/* ---- shared policies ----
+ *
+ * A job holds its policy by pointer into a table of the policies in use:
+ * most jobs have the default one, and the jobs of one file or one stored
+ * template one alike, so a million jobs hold a few policies instead of a
+ * million copies of 88 bytes. Compared and hashed field by field, never
+ * by bytes: padding is not part of a policy. Loop thread only. */
+
+typedef struct shared_policy {
+  mb_share_node share;  /* first: the table's node */
+  size_t refs;
+  mb_job_policy policy;
+} shared_policy;
+
+static mb_share_table policies;
+
+static uint64_t mix_time(uint64_t h, mb_time t) {
+  return mb_share_mix(h, (uint64_t)t);
+}
+
+static uint64_t policy_hash(const mb_job_policy *p) {
+  uint64_t jitter_bits;
+  memcpy(&jitter_bits, &p->retry_jitter, sizeof jitter_bits);
+  uint64_t h = MB_SHARE_HASH_START;
+  h = mix_time(h, p->timeout);
+  h = mix_time(h, p->misfire_grace);
+  h = mix_time(h, p->jitter);
+  h = mix_time(h, p->retry_delay);
+  h = mix_time(h, p->retry_max_delay);
+  h = mb_share_mix(h, jitter_bits);
+  h = mix_time(h, p->keep_for);
+  h = mb_share_mix(h, p->max_instances);
+  h = mb_share_mix(h, (uint64_t)p->overlap);
+  h = mb_share_mix(h, p->max_buffered);
+  h = mb_share_mix(h, (uint64_t)p->retry_attempts);
+  h = mb_share_mix(h, (uint64_t)p->retry_backoff);
+  h = mb_share_mix(h, (uint64_t)p->keep_runs);
+  return mb_share_mix(h, p->coalesce);
+}
+
+static bool same_policy(const mb_share_node *node, const void *key) {
+  const mb_job_policy *a = &((const shared_policy *)node)->policy, *b = key;
+  return a->timeout == b->timeout && a->misfire_grace == b->misfire_grace &&
+         a->jitter == b->jitter && a->retry_delay == b->retry_delay &&
+         a->retry_max_delay == b->retry_max_delay &&
+         a->retry_jitter == b->retry_jitter && a->keep_for == b->keep_for &&
+         a->max_instances == b->max_instances && a->overlap == b->overlap &&
+         a->max_buffered == b->max_buffered &&
+         a->retry_attempts == b->retry_attempts &&
+         a->retry_backoff == b->retry_backoff &&
+         a->keep_runs == b->keep_runs && a->coalesce == b->coalesce;
+}
+
+static const mb_job_policy *hold_policy(const mb_job_policy *p) {
+  uint64_t h = policy_hash(p);
+  shared_policy *sp =
+      (shared_policy *)mb_share_find(&policies, h, same_policy, p);
+  if (!sp) {
+    sp = mb_xcalloc(1, sizeof *sp);
+    sp->policy = *p;
+    mb_share_add(&policies, &sp->share, h);
+  }
+  sp->refs++;
+  return &sp->policy;
+}
+
+static void release_policy(const mb_job_policy *p) {
+  if (!p) return;
+  shared_policy *sp =
+      (shared_policy *)((const char *)p - offsetof(shared_policy, policy));
+  if (--sp->refs > 0) return;
+  mb_share_remove(&policies, &sp->share);
+  free(sp);
+}
+
+size_t mb_sched_policies_held(void) { return policies.count; }
+
 /* ---- randomness (xorshift64*: jitter needs speed, not secrecy) ---- */
 
 void mb_sched_seed(mb_sched *s, uint64_t seed) {
@@ -83,8 +162,8 @@ double mb_sched_random(mb_sched *s) {
 }
 
 static mb_time jittered(mb_sched *s, const mb_job *j, mb_time base) {
-  if (base == MB_TIME_NONE || j->policy.jitter <= 0) return base;
-  return base + (mb_time)(mb_sched_random(s) * (double)(j->policy.jitter + 1));
+  if (base == MB_TIME_NONE || j->policy->jitter <= 0) return base;
+  return base + (mb_time)(mb_sched_random(s) * (double)(j->policy->jitter + 1));
 }
 
 /* ---- hash table ---- */
@@ -288,7 +367,7 @@ static void drop_if_done(mb_sched *s, mb_job *j) {
 
 static void fire_or_miss(mb_sched *s, mb_job *j, mb_time scheduled,
                          mb_time now, int coalesced) {
-  mb_time grace = j->policy.misfire_grace;
+  mb_time grace = j->policy->misfire_grace;
   if (grace != MB_TIME_NONE && now - scheduled > grace) {
     char reason[160], late[32], limit[32];
     snprintf(reason, sizeof reason,
@@ -318,7 +397,7 @@ static void fire_job(mb_sched *s, mb_job *j, mb_time now) {
       next = mb_trigger_next(j->trigger, MB_TIME_NONE, now + 1);
       break;
     }
-    if (!j->policy.coalesce) {
+    if (!j->policy->coalesce) {
       if (n == cap) {
         cap = cap ? 2 * cap : 16;
         overdue = mb_xrealloc(overdue, cap * sizeof *overdue);
@@ -333,7 +412,7 @@ static void fire_job(mb_sched *s, mb_job *j, mb_time now) {
   j->last_fire = latest;
   queue(s, j);
   mb_job_ref(j);
-  if (j->policy.coalesce) {
+  if (j->policy->coalesce) {
     fire_or_miss(s, j, latest, now, steps + 1);
   } else {
     fire_or_miss(s, j, first, now, 1);
@@ -481,6 +560,7 @@ void mb_job_ref(mb_job *j) { j->refs++; }
 void mb_job_unref(mb_job *j) {
   if (--j->refs > 0) return;
   mb_trigger_free(j->trigger);
+  release_policy(j->policy);
   free(j->retry_timer);
   free(j->buffer);
   free(j->rec.last_error);
@@ -536,10 +616,13 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;
-  if (policy)
-    j->policy = *policy;
-  else
-    mb_job_policy_default(&j->policy);
+  if (policy) {
+    j->policy = hold_policy(policy);
+  } else {
+    mb_job_policy defaults;
+    mb_job_policy_default(&defaults);
+    j->policy = hold_policy(&defaults);
+  }
   j->last_fire = j->retry_due = MB_TIME_NONE;
   j->rec.last_start = MB_TIME_NONE;
   j->rec.last_duration = MB_TIME_NONE;
@@ -680,7 +763,9 @@ void mb_sched_restore_job(mb_sched *s, mb_job *j, mb_time next,
 
 void mb_sched_set_policy(mb_sched *s, mb_job *j, const mb_job_policy *p) {
   (void)s;
-  j->policy = *p;
+  const mb_job_policy *old = j->policy;
+  j->policy = hold_policy(p);
+  release_policy(old);
 }
 
 int mb_sched_fire_soon(mb_sched *s, mb_job *j, const mb_fire *fire) {

@@ -64,7 +64,7 @@ struct mb_job {
   char *name;            /* may be id itself (the usual case) */
   char *file;            /* declaring file, or NULL */
   mb_trigger *trigger;   /* owned */
-  mb_job_policy policy;
+  const mb_job_policy *policy;  /* shared with jobs of an equal one */
   mb_time next_fire;     /* with jitter; MB_TIME_NONE: paused or done */
   mb_time next_base;     /* the trigger's time, before jitter */
   mb_time last_fire;     /* scheduled time of the latest fire */
@@ -163,6 +163,8 @@ mb_job *mb_sched_get_job(const mb_sched *s, const char *id);
  * reference after their scheduler closed), the pool chunks they take,
  * and the chunks mapped ahead of them (pool.h). */
 void mb_sched_job_memory(size_t *live, size_t *chunks, size_t *ahead);
+/* Distinct policies the jobs alive in the process hold. */
+size_t mb_sched_policies_held(void);
 size_t mb_sched_job_count(const mb_sched *s);
 /* Every job, by next fire (paused last, then by id). Caller frees the
  * array; the jobs stay the scheduler's. */

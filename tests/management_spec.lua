@@ -117,6 +117,30 @@ describe("managing jobs", function()
     for i = 1, 4000 do assert.is_nil(s.get_job("t" .. i)) end
   end)
 
+  it("holds one policy for jobs alike, and a change to one job's policy is its own", function()
+    local core = require "moonbeat.core"
+    local time = require "moonbeat.time"
+    local before = core.job_memory().policies
+    local nap = function() time.sleep(2.5) end
+    for _, id in ipairs { "a", "b" } do
+      s.add_job { id = id, trigger = { "interval", seconds = 1 }, run = nap,
+        timeout = "1234s" }
+    end
+    assert.equal(before + 1, core.job_memory().policies)
+    s.modify_job("a", { max_instances = 2 })
+    assert.equal(before + 2, core.job_memory().policies)
+    h:advance("3s")
+    -- a: runs at 1 and 2 side by side, skips at 3; b: one at a time.
+    assert.equal(1, s.get_job("a").counts.skipped)
+    assert.equal(2, s.get_job("b").counts.skipped)
+    s.remove_job("a")
+    s.remove_job("b")
+    h:advance("3s")  -- their runs end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, core.job_memory().policies)
+  end)
+
   it("keeps two chunks mapped ahead of a growing job table", function()
     local core = require "moonbeat.core"
     local noop = function() end
