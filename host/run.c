@@ -289,6 +289,9 @@ static void retry_policy(mb_runner *r, mb_job *job, const mb_fire *fire,
     return;
   }
   if (!retry_wanted(r, job, kind, error, traceback, attempt)) return;
+  /* retry_on may have changed the job's policy, and the one p points to
+   * may be gone with it: the delay is the job's policy's now. */
+  p = job->policy;
   mb_fire next = {fire->scheduled, attempt + 1, fire->manual};
   mb_time due = mb_sched_now(r->sched) + retry_delay(r->sched, p, attempt);
   if (mb_sched_retry(r->sched, job, due, &next) < 0) return;
@@ -982,8 +985,9 @@ void mb_runner_fire(mb_runner *r, mb_job *job, const mb_fire *fire) {
                 "replaced by a newer fire (overlap = cancel_other)");
         /* Its listeners may have removed the job or shut down. */
         if (job->removed || mb_sched_stopped(r->sched)) return;
-        /* A run whose code is executing ends only when it returns. */
-        if (job->running >= p->max_instances) {
+        /* A run whose code is executing ends only when it returns. Its
+         * listeners may have changed the policy (p may be gone). */
+        if (job->running >= job->policy->max_instances) {
           overlap_event(r, job, fire, MB_EV_SKIPPED, reason);
           return;
         }

@@ -89,6 +89,19 @@ describe("overlap", function()
     assert.equal(1, h:stats().runs)
   end)
 
+  it("cancel_other reads the policy a listener of the cancel left the job with", function()
+    local starts = 0
+    s.add_job { id = "remade", trigger = { "interval", seconds = 10 }, overlap = "cancel_other",
+      timeout = "777s", run = function() starts = starts + 1; time.sleep(25) end }
+    s.add_listener(function()
+      -- The job's old policy, held by it alone, goes with this change.
+      s.modify_job("remade", { max_instances = 3 })
+    end, { "cancelled" })
+    h:advance("20s")
+    assert.equal(2, starts)
+    assert.equal(1, s.get_job("remade").running)
+  end)
+
   it("allow_all has no limit", function()
     local runs = slow_job { overlap = "allow_all" }
     h:advance("30s")

@@ -97,6 +97,19 @@ describe("retries", function()
     assert.matches("stack traceback", asked[1].traceback)
   end)
 
+  it("takes the retry's delay from the policy retry_on left the job with", function()
+    local tries = flaky("remade", { "date", delay = 1 }, {
+      attempts = 3, delay = 13,
+      retry_on = function()
+        -- The job's old policy, held by it alone, goes with this change.
+        s.modify_job("remade", { retry = { attempts = 3, delay = 4 } })
+        return true
+      end,
+    }, function(attempt) return attempt == 1 end)
+    h:advance("1m")
+    assert.same({ { 1, 1 }, { 2, 5 } }, tries)
+  end)
+
   it("retries a timed-out run, and retry_on sees kind timeout", function()
     local kinds = {}
     local tries = 0
