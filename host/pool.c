@@ -216,7 +216,7 @@ static void *map_chunk(bool huge) {
  * chunk the helper cannot take is unmapped again, as it would cost the
  * loop thread no less to fault it later. */
 static void top_up_ahead(mb_pool *p) {
-  if (p->chunks < 2) return;
+  if (p->chunks < 3) return;
   while (p->nahead < AHEAD) {
     void *m = map_chunk(true);
     if (!populate_later(m)) {
@@ -224,6 +224,17 @@ static void top_up_ahead(mb_pool *p) {
       return;
     }
     p->ahead[p->nahead++] = m;
+  }
+}
+
+/* A pool back to one chunk is not growing: what it mapped ahead goes.
+ * Not sooner, so that one going up and down past a chunk's worth of
+ * objects does not map and populate chunks each time. */
+static void drop_ahead(mb_pool *p) {
+  while (p->nahead) {
+    void *m = p->ahead[--p->nahead];
+    populate_forget(m);
+    munmap(m, CHUNK);
   }
 }
 
@@ -275,6 +286,7 @@ void mb_pool_free(mb_pool *p, void *obj) {
     populate_forget(c);
     munmap(c, CHUNK);
     p->chunks--;
+    if (p->chunks <= 1) drop_ahead(p);
   }
 }
 

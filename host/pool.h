@@ -6,7 +6,7 @@
  * Objects come zeroed; a chunk whose objects are all freed goes back to
  * the system unless it is the only one with room. A pool past its second
  * chunk keeps two more mapped ahead, their pages faulted in by a helper
- * thread (pool.c says why); they stay for its next growth. Loop thread
+ * thread (pool.c says why), until it is back to one chunk. Loop thread
  * only.
  *
  * Built with AddressSanitizer, objects come from calloc one by one, so

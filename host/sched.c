@@ -92,8 +92,10 @@ static uint64_t mix_time(uint64_t h, mb_time t) {
 }
 
 static uint64_t policy_hash(const mb_job_policy *p) {
+  /* Equal doubles, equal hashes: -0.0 == 0.0. */
+  double jitter = p->retry_jitter == 0 ? 0 : p->retry_jitter;
   uint64_t jitter_bits;
-  memcpy(&jitter_bits, &p->retry_jitter, sizeof jitter_bits);
+  memcpy(&jitter_bits, &jitter, sizeof jitter_bits);
   uint64_t h = MB_SHARE_HASH_START;
   h = mix_time(h, p->timeout);
   h = mix_time(h, p->misfire_grace);
@@ -520,7 +522,8 @@ static void cancel_pending(mb_sched *s, mb_job *only) {
 void mb_sched_free(mb_sched *s) {
   if (!s) return;
   s->closing = true;
-  mb_sched_remove_all_jobs(s);
+  /* Closing, no event goes out: nothing adds jobs meanwhile. */
+  while (s->njobs) mb_sched_remove_all_jobs(s);
   cancel_pending(s, NULL);
   mb_timer_stop(s->clock, &s->timer);
   mb_clock_on_jump(s->clock, NULL, NULL);
@@ -709,11 +712,22 @@ int mb_sched_remove_job(mb_sched *s, mb_job *j) {
   return 0;
 }
 
-/* A removal shifts entries back and a listener of its event may add
- * jobs: each is dropped from the table as it is now, not by position. */
+/* The jobs there when it is called: a removal shifts the table's entries
+ * and a listener of its event may add jobs, which stay (one that added
+ * a job per removal would otherwise never let it end). */
 void mb_sched_remove_all_jobs(mb_sched *s) {
-  for (size_t i = 0; s->njobs > 0; i = (i + 1) & (s->nslots - 1))
-    while (s->slots[i].job) drop(s, s->slots[i].job, NULL);
+  size_t n = 0;
+  mb_job **all = mb_xmalloc((s->njobs ? s->njobs : 1) * sizeof *all);
+  for (size_t i = 0; i < s->nslots; i++) {
+    if (!s->slots[i].job) continue;
+    all[n] = s->slots[i].job;
+    mb_job_ref(all[n++]);
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!all[i]->removed) drop(s, all[i], NULL);
+    mb_job_unref(all[i]);
+  }
+  free(all);
 }
 
 int mb_sched_reschedule_job(mb_sched *s, mb_job *j, mb_trigger *trigger) {
