@@ -194,11 +194,12 @@ static void populate_forget(void *mapping) {
 
 /* A mapping of CHUNK bytes aligned to its size, so that an object finds
  * its chunk by masking its address: map twice the size and keep the
- * aligned half. */
+ * aligned half. NULL when the system refuses; only a chunk mapped ahead
+ * may fail quietly. */
 static void *map_chunk(bool huge) {
   char *m = mmap(NULL, 2 * CHUNK, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) mb_out_of_memory(2 * CHUNK);
+  if (m == MAP_FAILED) return NULL;
   uintptr_t start = ((uintptr_t)m + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1);
   size_t head = start - (uintptr_t)m;
   if (head) munmap(m, head);
@@ -219,6 +220,7 @@ static void top_up_ahead(mb_pool *p) {
   if (p->chunks < 3) return;
   while (p->nahead < AHEAD) {
     void *m = map_chunk(true);
+    if (!m) return;  /* short of address space: faulted when needed */
     if (!populate_later(m)) {
       munmap(m, CHUNK);  /* the helper never had it */
       return;
@@ -247,6 +249,7 @@ static chunk *new_chunk(mb_pool *p) {
     memmove(p->ahead, p->ahead + 1, --p->nahead * sizeof *p->ahead);
   } else {
     m = map_chunk(p->chunks > 0);
+    if (!m) mb_out_of_memory(2 * CHUNK);
   }
   p->chunks++;
   top_up_ahead(p);
