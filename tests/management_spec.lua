@@ -236,6 +236,22 @@ describe("managing jobs", function()
     assert.same({ "hourly", "daily", "minutely" }, ids)
   end)
 
+  it("lists jobs due at the same time by id, byte by byte, paused ones last", function()
+    local ids = { "report-2026-b", "report-2026-a", "report-2026", "report-20",
+      "Report", "report-2026-\xe9", "r", "report-2026-\x01" }
+    for _, id in ipairs(ids) do
+      s.add_job { id = id, trigger = { "interval", hours = 1 }, run = function() end }
+    end
+    s.add_job { id = "a-paused", trigger = { "interval", hours = 1 }, run = function() end }
+    s.pause_job("a-paused")
+    s.add_job { id = "z-sooner", trigger = { "interval", minutes = 1 }, run = function() end }
+    local listed = {}
+    for i, job in ipairs(s.get_jobs()) do listed[i] = job.id end
+    assert.same({ "z-sooner", "Report", "r", "report-20", "report-2026",
+      "report-2026-\x01", "report-2026-a", "report-2026-b", "report-2026-\xe9",
+      "a-paused" }, listed)
+  end)
+
   it("returns nil from get_job for an unknown id", function()
     assert.is_nil(s.get_job("nope"))
   end)
