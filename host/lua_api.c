@@ -1,6 +1,7 @@
 /* lua_api.c: the moonbeat.core module. A scheduler userdata owns a
- * clock, a scheduler core and a runner; a job userdata holds a counted
- * reference to its job so that Lua's GC and the core never race. */
+ * clock, a scheduler core and a runner (its state: lua_host.h); a job
+ * userdata holds a counted reference to its job so that Lua's GC and the
+ * core never race. sched:restore lives in restore.c. */
 #include "lua_api.h"
 
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include "job_spec.h"
 #include "log.h"
 #include "loop.h"
+#include "lua_host.h"
 #include "repl.h"
 #include "run.h"
 #include "sched.h"
@@ -40,61 +42,6 @@
 #define JOB_METHODS "moonbeat.job.methods"
 #define WATCH_MT "moonbeat.watch"
 
-struct watch_ud;
-
-typedef struct host {
-  lua_State *L;
-  uv_loop_t *loop;
-  bool own_loop;
-  mb_clock *clock;
-  mb_sched *sched;
-  mb_runner *runner;
-  bool closed;
-  bool running;              /* inside sched:run() */
-  enum { RUNNING, STOPPING, STOPPED } state;
-  const mb_tz *default_tz;   /* for triggers that name no zone */
-  int event_ref;             /* Lua function handed every event */
-  mb_timer shutdown_timer;
-  mb_time shutdown_timeout;
-  uv_signal_t signals[3];
-  int stop_signal;
-  int hup_ref;               /* Lua function SIGHUP calls (a rescan) */
-  struct watch_ud *watches;  /* open directory watches, closed with it */
-  int signals_received;
-  int sigint_ref;            /* sched:run's on_sigint, while it runs */
-  /* The store, when there is one. */
-  mb_store *store;
-  /* The end of each loop turn on the real clock, just before the loop
-   * waits: what anything did since the last wait, in any phase of the
-   * turn or before the loop started, goes to the writer then, not after
-   * the next wake-up (which may be a minute away, or the instant a burst
-   * is due); and young Lua garbage is collected while it is small (see
-   * gc.h). */
-  uv_prepare_t turn_prepare;
-  bool turn_prepare_open;
-  mb_gc gc;
-  mb_job **dirty;            /* jobs whose state changed this turn */
-  size_t ndirty, dirty_cap;
-  mb_job **stale;            /* rows behind their history (see sweep) */
-  size_t nstale, stale_cap;
-  mb_time last_sweep;        /* monotonic */
-  long long settled;         /* the run id the latest sweep settled */
-  long long settle_cap;      /* rows restore kept but could not fold
-                                hold runs only up to this id */
-  bool sweeping;             /* a sweep is under way, from sweep_from */
-  long long sweep_from;
-  long long closed_last_id;  /* the runner's last id, once it is freed */
-  bool final_flush;          /* closing: every row brought up to date */
-  mb_retention retention;
-  mb_time last_age_prune;
-  char last_store_error[256];
-  int state_ref;             /* Lua function serialising ctx.state */
-  const char *restoring_id;  /* the job sched:restore is putting back */
-  char hostname[256];
-  long long pid;             /* ours, for run records (getpid is a
-                                system call per run) */
-  struct host *prev_current;
-} host;
 
 /* ---- the Lua allocator: a limit on job code ---- */
 
@@ -150,19 +97,9 @@ static void push_time(lua_State *L, mb_time t) {
     lua_pushnumber(L, to_seconds(t));
 }
 
-/* ---- spec tables shared by restored jobs ---- */
+/* ---- spec tables shared by restored jobs (lua_host.h) ---- */
 
-/* The checked spec of jobs restored from stored specs that differ only
- * in their id, one table for them all until a job needs one of its own:
- * to run (ctx.state lives in it), or to be read or changed whole
- * (sched:job_spec). A store of a million such jobs then starts with one
- * table, not a million. */
-struct mb_shared_spec {
-  int ref;
-  unsigned users;  /* jobs, and the restore while it adds more */
-};
-
-static void release_shared(host *h, struct mb_shared_spec *spec) {
+void host_release_shared(host *h, struct mb_shared_spec *spec) {
   if (--spec->users > 0) return;
   mb_unref(h->L, spec->ref);
   free(spec);
@@ -171,7 +108,7 @@ static void release_shared(host *h, struct mb_shared_spec *spec) {
 /* A copy of the table at idx, with nested tables copied too (a spec
  * holds plain data and functions: no cycles), but for a spec's policy,
  * which is replaced and never changed in place. */
-static void push_copy(lua_State *L, int idx, int nrec) {
+void host_push_copy(lua_State *L, int idx, int nrec) {
   idx = lua_absindex(L, idx);
   lua_createtable(L, 0, nrec);
   lua_pushnil(L);
@@ -183,7 +120,7 @@ static void push_copy(lua_State *L, int idx, int nrec) {
         !(lua_type(L, -2) == LUA_TSTRING &&
           strcmp(lua_tostring(L, -2), "policy") == 0) &&
         lua_checkstack(L, 4)) {
-      push_copy(L, -1, 0);
+      host_push_copy(L, -1, 0);
       lua_replace(L, -2);
     }
     lua_pushvalue(L, -2);
@@ -194,7 +131,7 @@ static void push_copy(lua_State *L, int idx, int nrec) {
 
 /* Give job a spec table of its own when it shares one: a copy with its
  * id and name. */
-static void own_spec(host *h, mb_job *job) {
+void host_own_spec(host *h, mb_job *job) {
   struct mb_shared_spec *spec = job->lua_shared;
   if (!spec) return;
   lua_State *L = h->L;
@@ -202,7 +139,7 @@ static void own_spec(host *h, mb_job *job) {
   if (!lua_checkstack(L, 8)) mb_out_of_memory(0);
   mb_job_ref(job);
   lua_rawgeti(L, LUA_REGISTRYINDEX, spec->ref);
-  push_copy(L, -1, 12);
+  host_push_copy(L, -1, 12);
   lua_pushstring(L, job->id);
   lua_setfield(L, -2, "id");
   lua_pushstring(L, job->name);
@@ -212,7 +149,7 @@ static void own_spec(host *h, mb_job *job) {
   if (job->lua_shared == spec) {
     job->lua_ref = mb_ref(L);
     job->lua_shared = NULL;
-    release_shared(h, spec);
+    host_release_shared(h, spec);
   } else {
     lua_pop(L, 1);
   }
@@ -226,20 +163,18 @@ static void hook_fire(mb_sched *s, mb_job *job, const mb_fire *fire,
                       void *data) {
   (void)s;
   host *h = data;
-  own_spec(h, job);
+  host_own_spec(h, job);
   mb_runner_fire(h->runner, job, fire);
 }
-
-static void mark_dirty(host *h, mb_job *job);
 
 static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   (void)s;
   host *h = data;
   /* A job that is done stays on record, so a restart does not run its
    * date again. */
-  if (job->done && h->store) mark_dirty(h, job);
+  if (job->done && h->store) host_mark_dirty(h, job);
   if (job->lua_shared)
-    release_shared(h, job->lua_shared);
+    host_release_shared(h, job->lua_shared);
   else
     mb_unref(h->L, job->lua_ref);
   job->lua_shared = NULL;
@@ -318,7 +253,7 @@ static bool owns_row(host *h, mb_job *job) {
          (job->done && !mb_sched_get_job(h->sched, job->id));
 }
 
-static void touch(host *h, mb_job *job, bool must_save) {
+void host_touch(host *h, mb_job *job, bool must_save) {
   if (!owns_row(h, job)) return;
   if (must_save) job->rec.must_save = true;
   if (job->rec.dirty) return;
@@ -327,11 +262,11 @@ static void touch(host *h, mb_job *job, bool must_save) {
 }
 
 /* Its row is to be written with this turn's writes. */
-static void mark_dirty(host *h, mb_job *job) { touch(h, job, true); }
+void host_mark_dirty(host *h, mb_job *job) { host_touch(h, job, true); }
 
 /* A trigger's identity across restarts: its description and zone,
  * worked out once per (shared) trigger: every save needs it. */
-static const char *trigger_identity(mb_job *job) {
+const char *host_trigger_identity(mb_job *job) {
   return mb_trigger_identity(job->trigger);
 }
 
@@ -341,7 +276,7 @@ static long long last_run_id(const host *h) {
 }
 
 static void save_job(host *h, mb_job *job) {
-  const char *trigger = trigger_identity(job);
+  const char *trigger = host_trigger_identity(job);
   const struct mb_job_record *rec = &job->rec;
   char *shared_text =
     rec->spec_shared ? mb_spec_shared_text(rec->spec_shared, job->id) : NULL;
@@ -376,7 +311,7 @@ static void save_job(host *h, mb_job *job) {
   job->rec.stale = false;
 }
 
-static void set_string(char **slot, const char *v) {
+void host_set_string(char **slot, const char *v) {
   free(*slot);
   *slot = v ? mb_xstrdup(v) : NULL;
 }
@@ -385,7 +320,7 @@ static void set_string(char **slot, const char *v) {
  * is one of a few names, set at every run, not a copy of its own. A
  * text this version never writes (a hand-edited store) reads as
  * "unknown". */
-static const char *status_static(const char *text) {
+const char *host_status_static(const char *text) {
   static const char *const names[] = {"success", "error", "timeout",
                                       "cancelled", "missed", "skipped",
                                       "interrupted", "running"};
@@ -465,14 +400,14 @@ static void record_event(host *h, const mb_event *ev) {
     rec->last_status = status;
     rec->last_start = ev->start_time;
     rec->last_duration = ev->duration;
-    set_string(&rec->last_error, ev->error);
+    host_set_string(&rec->last_error, ev->error);
   }
   /* What a restore can fold back in from the history: a first attempt
    * at a trigger's fire that started or succeeded, or a fire missed or
    * skipped, recorded after the row's checkpoint. */
   bool foldable = ev->kind == MB_EV_STARTED || ev->kind == MB_EV_EXECUTED ||
                   ev->kind == MB_EV_MISSED || ev->kind == MB_EV_SKIPPED;
-  touch(h, job, !foldable || ev->manual || ev->attempt > 1 ||
+  host_touch(h, job, !foldable || ev->manual || ev->attempt > 1 ||
                     run_id <= rec->checkpoint);
 }
 
@@ -503,7 +438,7 @@ static void sweep(host *h, size_t most) {
 }
 
 /* Commit what this turn wrote, then prune a little. */
-static void host_flush(host *h) {
+void host_flush(host *h) {
   if (!h->store) return;
   size_t n = h->ndirty;
   for (size_t i = 0; i < n; i++) {
@@ -625,8 +560,8 @@ static const char *save_state(mb_job *job, void *data) {
   } else {
     const char *text = lua_tostring(L, -2);
     if (!job->rec.state || strcmp(job->rec.state, text) != 0) {
-      set_string(&job->rec.state, text);
-      mark_dirty(h, job);
+      host_set_string(&job->rec.state, text);
+      host_mark_dirty(h, job);
     }
     lua_pop(L, 2);
   }
@@ -660,7 +595,7 @@ static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
 
 /* ---- scheduler userdata ---- */
 
-static host *check_host(lua_State *L, int idx) {
+host *host_check(lua_State *L, int idx) {
   host **hp = luaL_checkudata(L, idx, SCHED_MT);
   if (!*hp || (*hp)->closed)
     luaL_error(L, "the scheduler is closed");
@@ -668,7 +603,7 @@ static host *check_host(lua_State *L, int idx) {
 }
 
 uv_loop_t *mb_lua_check_loop(lua_State *L, int idx) {
-  return check_host(L, idx)->loop;
+  return host_check(L, idx)->loop;
 }
 
 static mb_time host_now(void *data) { return mb_clock_now(((host *)data)->clock); }
@@ -861,7 +796,7 @@ static int sched_gc(lua_State *L) {
 }
 
 static int sched_set_api(lua_State *L) {
-  check_host(L, 1);
+  host_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, 1);
@@ -907,7 +842,7 @@ static int fail_split(lua_State *L, const char *msg) {
 /* sched:new_trigger{kind=, timezone=, run_date=, interval=, start_date=,
  * end_date=, fields={...} | crontab=} -> trigger | nil, field, msg */
 static int sched_new_trigger(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   mb_trigger_spec spec = {0};
   mb_err err = {0};
@@ -994,7 +929,7 @@ static int trigger_next_fires(lua_State *L) {
   return 1;
 }
 
-static mb_trigger *take_trigger(lua_State *L, int idx) {
+mb_trigger *host_take_trigger(lua_State *L, int idx) {
   trigger_ud *ud = luaL_checkudata(L, idx, TRIGGER_MT);
   if (!ud->t) luaL_error(L, "trigger already in use by a job");
   mb_trigger *t = ud->t;
@@ -1065,7 +1000,7 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *key,
 }
 
 /* The policy table lua/validate.lua makes (durations in seconds) to C. */
-static void read_policy(lua_State *L, int idx, mb_job_policy *p) {
+void host_read_policy(lua_State *L, int idx, mb_job_policy *p) {
   static const char *const overlaps[] = {"skip", "buffer_one", "buffer_all",
                                          "cancel_other", "allow_all", NULL};
   static const char *const backoffs[] = {"fixed", "linear", "exponential",
@@ -1096,7 +1031,7 @@ static void read_policy(lua_State *L, int idx, mb_job_policy *p) {
 /* sched:add_job(spec): spec is validated and normalised by lua/, with
  * trigger a trigger userdata; the table is kept as the job's Lua side. */
 static int sched_add_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   lua_getfield(L, 2, "id");
@@ -1110,13 +1045,13 @@ static int sched_add_job(lua_State *L) {
   const char *name = lua_tostring(L, 4);
   const char *file = lua_tostring(L, 5);
   bool replace = lua_toboolean(L, 6);
-  mb_trigger *t = take_trigger(L, 7);
+  mb_trigger *t = host_take_trigger(L, 7);
   /* The job holds the trigger now; its emptied userdata is no use. */
   lua_pushnil(L);
   lua_setfield(L, 2, "trigger");
   bool paused = lua_toboolean(L, 8);
   mb_job_policy policy;
-  read_policy(L, 9, &policy);
+  host_read_policy(L, 9, &policy);
   mb_job *job;
   mb_err err = {0};
   /* The spec must be the job's before the added event reaches Lua. */
@@ -1146,7 +1081,7 @@ static int sched_add_job(lua_State *L) {
  * plain, for lua/validate.lua to read in full. The job's Lua side is
  * then { run = fn } alone; sched:job_spec fills in the rest when asked. */
 static int sched_add_plain(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   lua_settop(L, 2);
   mb_plain_spec spec;
   if (!mb_job_spec_read(L, 2, h->default_tz, &spec)) {
@@ -1175,7 +1110,7 @@ static int sched_add_plain(lua_State *L) {
   job->rec.pruned_at = now;
   /* As scheduler.lua does for a job whose run is a function. */
   job->rec.memory_only = true;
-  if (h->store) mark_dirty(h, job);
+  if (h->store) host_mark_dirty(h, job);
   if (mb_log_wanted(MB_LOG_INFO)) {
     mb_log_field f[] = {
       MB_LS("job", job->id),
@@ -1190,7 +1125,7 @@ static int sched_add_plain(lua_State *L) {
 }
 
 static int sched_get_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = mb_sched_get_job(h->sched, luaL_checkstring(L, 2));
   if (!job) return 0;
   push_job(L, 1, job);
@@ -1198,7 +1133,7 @@ static int sched_get_job(lua_State *L) {
 }
 
 static int sched_get_jobs(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   size_t n;
   mb_job **jobs = mb_sched_jobs(h->sched, &n);
   lua_createtable(L, (int)n, 0);
@@ -1211,27 +1146,27 @@ static int sched_get_jobs(lua_State *L) {
 }
 
 static int sched_pause_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
-  set_string(&job->rec.pause_note, luaL_optstring(L, 3, NULL));
+  host_set_string(&job->rec.pause_note, luaL_optstring(L, 3, NULL));
   mb_sched_pause_job(h->sched, job);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int sched_resume_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
-  set_string(&job->rec.pause_note, NULL);
+  host_set_string(&job->rec.pause_note, NULL);
   mb_sched_resume_job(h->sched, job);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int sched_remove_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_job_ref(job);
@@ -1242,13 +1177,13 @@ static int sched_remove_job(lua_State *L) {
 }
 
 static int sched_remove_all_jobs(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_sched_remove_all_jobs(h->sched);
   return 0;
 }
 
 static int sched_run_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   if (mb_sched_fire_soon(h->sched, job, NULL) < 0) {
@@ -1264,7 +1199,7 @@ static int sched_run_job(lua_State *L) {
  * then its trigger's times after it (without jitter); none when it is
  * paused or done. The REPL's next_runs. */
 static int sched_next_fires(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   lua_Integer n = luaL_checkinteger(L, 3);
@@ -1283,17 +1218,17 @@ static int sched_next_fires(lua_State *L) {
 }
 
 static int sched_reschedule_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
-  mb_sched_reschedule_job(h->sched, job, take_trigger(L, 3));
+  mb_sched_reschedule_job(h->sched, job, host_take_trigger(L, 3));
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* sched:set_next_run_time(job, time|nil) */
 static int sched_set_next_run_time(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_time t = lua_isnoneornil(L, 3) ? MB_TIME_NONE
@@ -1328,10 +1263,10 @@ static void fill_spec(lua_State *L, mb_job *job) {
 
 /* sched:job_spec(job) -> the job's normalised spec table, to modify. */
 static int sched_job_spec(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
-  own_spec(h, job);
+  host_own_spec(h, job);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
   if (job->lua_lean) fill_spec(L, job);
   /* Whoever holds the spec may give it a ctx.state table. */
@@ -1340,7 +1275,7 @@ static int sched_job_spec(lua_State *L) {
 }
 
 static int sched_rename_job(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_sched_rename_job(job, luaL_checkstring(L, 3));
@@ -1386,7 +1321,7 @@ static void collect_run(const mb_run_record *r, void *data) {
 
 /* sched:get_runs{job_id, status, since, limit} -> runs, newest first */
 static int sched_get_runs(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   if (!h->store) {
     lua_pushnil(L);
     lua_pushliteral(L, "get_runs: this scheduler keeps no history (no store)");
@@ -1416,536 +1351,9 @@ static int sched_get_runs(lua_State *L) {
   return 1;
 }
 
-/* What the jobs restored from stored specs that differ only in their id
- * share: the first is checked in Lua (revive), the rest copy its result
- * with their own id and a copy of its trigger, checked again then. */
-struct revive_template {
-  mb_share_node node;    /* first: the restore's table of templates */
-  mb_spec_shared *text;  /* the spec's text without its id: the key */
-  mb_trigger *trigger;   /* copied per job */
-  mb_job_policy policy;
-  char *name;            /* the spec's name, or NULL: each job's id */
-  bool paused;
-  struct mb_shared_spec *spec;
-};
-
-typedef struct restore_ctx {
-  host *h;
-  lua_State *L;
-  bool keep_missing;
-  int only_idx;       /* a set of ids to restore alone, or 0: all */
-  int revive_idx;     /* revive(id, text), or 0: stored specs stay */
-  int load_state_idx; /* load_state(text) -> ctx.state, or 0 */
-  int recent_idx;     /* set of ids with runs after the store settled */
-  bool any_recent;
-  mb_share_table templates;
-  struct revive_template **template_list;
-  size_t ntemplates;
-  /* The text of the template the row being restored was matched with
-   * byte for byte, or NULL. */
-  const mb_spec_shared *revived_as;
-  int restored, removed, interrupted;
-  /* Schedules to put back once interrupted runs have been retried, so
-   * that a one-shot job waiting on that retry is not taken for done. */
-  struct pending_schedule {
-    mb_job *job;
-    mb_time next, last;
-  } *schedules;
-  size_t nschedules, schedules_cap;
-} restore_ctx;
-
-static bool same_text(const char *a, const char *b) {
-  return a == b || (a && b && strcmp(a, b) == 0);
-}
-
-/* A template's key: a stored spec's text and where its id entry is. */
-typedef struct spec_key {
-  const char *text;
-  const mb_spec_id *where;
-} spec_key;
-
-static bool same_spec_key(const mb_share_node *node, const void *key) {
-  const spec_key *k = key;
-  return mb_spec_shared_matches(((const struct revive_template *)node)->text,
-                                k->text, k->where);
-}
-
-/* The template of text, its id entry at where, or NULL. */
-static struct revive_template *find_template(restore_ctx *c, const char *text,
-                                             const mb_spec_id *where) {
-  spec_key key = {text, where};
-  return (struct revive_template *)mb_share_find(
-    &c->templates, mb_spec_text_hash_without_id(text, where), same_spec_key,
-    &key);
-}
-
-/* A restored job's definition is kept as the store's text, or as the
- * text it shares; NULL when a listener of the added event removed it
- * already. */
-static mb_job *keep_revived(host *h, mb_job *job, const char *text,
-                            mb_spec_shared *shared) {
-  if (job->removed) {
-    mb_job_unref(job);
-    return NULL;
-  }
-  job->rec.pruned_at = mb_clock_now(h->clock);
-  if (shared) {
-    /* The stored text is the job's, whatever a listener of its added
-     * event set: one or the other, never both. */
-    set_string(&job->rec.spec, NULL);
-    mb_spec_shared_hold(shared);
-    job->rec.spec_shared = shared;
-  } else {
-    set_string(&job->rec.spec, text);
-  }
-  job->rec.memory_only = false;
-  mb_job_unref(job);
-  return job;
-}
-
-static void log_not_revived(const char *id, const char *why) {
-  mb_log_field f[] = {MB_LS("job", id), MB_LS("error", why)};
-  mb_log(MB_LOG_ERROR, "stored job could not be added back", f, 2);
-}
-
-/* Add the job of the checked spec at norm_idx with trigger t (taken
- * over); NULL, logged, when the scheduler refuses it. */
-static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
-                           const char *text) {
-  host *h = c->h;
-  lua_State *L = c->L;
-  norm_idx = lua_absindex(L, norm_idx);
-  lua_getfield(L, norm_idx, "id");
-  lua_getfield(L, norm_idx, "name");
-  lua_getfield(L, norm_idx, "paused");
-  lua_getfield(L, norm_idx, "policy");
-  mb_job_policy policy;
-  read_policy(L, -1, &policy);
-  const char *id = lua_tostring(L, -4);
-  lua_pushvalue(L, norm_idx);
-  mb_job_lua lua = {.ref = mb_ref(L)};
-  mb_job *job;
-  mb_err err = {0};
-  int rc = mb_sched_add_job(h->sched, id, lua_tostring(L, -3), NULL, t,
-                            &policy, false, lua_toboolean(L, -2), &lua, &job,
-                            &err);
-  if (rc < 0) {
-    mb_unref(L, lua.ref);
-    log_not_revived(id, err.msg);
-  }
-  lua_pop(L, 4);
-  return rc < 0 ? NULL : keep_revived(h, job, text, NULL);
-}
-
-/* The job of stored spec st as template tpl says, with trigger t (taken
- * over): no Lua is run, and its spec table is the template's. NULL, with
- * *taken set, when a job of its id is in the scheduler already. */
-static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
-                          mb_trigger *t, const mb_job_state *st, bool *taken) {
-  host *h = c->h;
-  mb_job_lua lua = {.ref = tpl->spec->ref, .shared = tpl->spec};
-  tpl->spec->users++;
-  mb_job *job;
-  mb_err err = {0};
-  int rc = mb_sched_add_job(h->sched, st->job_id,
-                            tpl->name ? tpl->name : st->job_id, NULL, t,
-                            &tpl->policy, false, tpl->paused, &lua, &job, &err);
-  if (rc < 0) {
-    release_shared(h, tpl->spec);
-    if (rc == MB_EEXIST)
-      *taken = true;
-    else
-      log_not_revived(st->job_id, err.msg);
-    return NULL;
-  }
-  c->revived_as = tpl->text;
-  return keep_revived(h, job, NULL, tpl->text);
-}
-
-/* The job of row st from the template its text matches, its id entry at
- * where; *used says whether there was one to use. */
-static mb_job *from_template(restore_ctx *c, const mb_job_state *st,
-                             const mb_spec_id *where, bool *used,
-                             bool *taken) {
-  struct revive_template *tpl = find_template(c, st->spec, where);
-  if (!tpl) return NULL;
-  mb_err err = {0};
-  mb_trigger *t = mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err);
-  if (!t) return NULL;
-  *used = true;
-  return add_shared(c, tpl, t, st, taken);
-}
-
-/* Keep what the checked spec at base (revive's results from there) gives
- * the jobs whose specs differ from it only in their id. */
-static void add_template(restore_ctx *c, int base, const mb_trigger *t,
-                         const char *text, const mb_spec_id *where,
-                         uint64_t hash) {
-  lua_State *L = c->L;
-  mb_err err = {0};
-  mb_trigger *proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
-  if (!proto) return;
-  struct revive_template *tpl = mb_xcalloc(1, sizeof *tpl);
-  tpl->trigger = proto;
-  lua_getfield(L, base, "policy");
-  read_policy(L, -1, &tpl->policy);
-  lua_getfield(L, base, "paused");
-  tpl->paused = lua_toboolean(L, -1);
-  lua_getfield(L, base, "name");
-  if (lua_toboolean(L, base + 3) && lua_isstring(L, -1))
-    tpl->name = mb_xstrdup(lua_tostring(L, -1));
-  lua_pop(L, 3);
-  tpl->text = mb_spec_shared_new(text, where);
-  tpl->spec = mb_xmalloc(sizeof *tpl->spec);
-  push_copy(L, base, 12);
-  lua_pushnil(L);
-  lua_setfield(L, -2, "trigger");
-  lua_pushnil(L);
-  lua_setfield(L, -2, "state");
-  tpl->spec->ref = mb_ref(L);
-  tpl->spec->users = 1;  /* the restore's, while it lasts */
-  mb_share_add(&c->templates, &tpl->node, hash);
-  c->template_list = mb_xrealloc(c->template_list, (c->ntemplates + 1) *
-                                 sizeof *c->template_list);
-  c->template_list[c->ntemplates++] = tpl;
-}
-
-static void free_templates(restore_ctx *c) {
-  for (size_t i = 0; i < c->ntemplates; i++) {
-    struct revive_template *tpl = c->template_list[i];
-    mb_share_remove(&c->templates, &tpl->node);
-    mb_trigger_free(tpl->trigger);
-    release_shared(c->h, tpl->spec);
-    mb_spec_shared_release(tpl->text);
-    free(tpl->name);
-    free(tpl);
-  }
-  free(c->template_list);
-}
-
-/* The job of stored row st, added back from its spec unless a job of
- * its id is in the scheduler already (*taken): by its template when an
- * earlier spec differing only in its id made one, else checked in Lua.
- * A spec like one already checked is added straight away, the add
- * itself finding out whether the id is taken: one lookup per row. */
-static mb_job *revive(restore_ctx *c, const mb_job_state *st, bool *taken) {
-  lua_State *L = c->L;
-  bool plain = !strpbrk(st->job_id, " \t\n\v\f\r");
-  mb_spec_id where;
-  bool used = false;
-  mb_job *job;
-  /* Most rows are like one seen before: found by the id entry's bytes
-   * alone, and the rest compared byte for byte. */
-  if (plain && c->ntemplates &&
-      mb_spec_text_guess_id(st->spec, st->job_id, &where)) {
-    job = from_template(c, st, &where, &used, taken);
-    if (used) return job;
-  }
-  if (mb_sched_get_job(c->h->sched, st->job_id)) {
-    *taken = true;
-    return NULL;
-  }
-  /* Read in full: like one seen before after all (its id entry was not
-   * the first with its bytes), or a template for those like it, if it
-   * can be one (an id at the top level, written plainly). */
-  bool keyed = plain && mb_spec_text_find_id(st->spec, &where) &&
-               where.id_len == strlen(st->job_id) &&
-               memcmp(st->spec + where.id_start, st->job_id,
-                      where.id_len) == 0;
-  if (keyed) {
-    job = from_template(c, st, &where, &used, taken);
-    if (used) return job;
-  }
-  uint64_t hash = keyed ? mb_spec_text_hash_without_id(st->spec, &where) : 0;
-  /* The long way: revive(id, text) -> norm, text to keep, reusable,
-   * named; or nothing when it cannot come back (it said why). */
-  lua_pushvalue(L, c->revive_idx);
-  lua_pushstring(L, st->job_id);
-  lua_pushstring(L, st->spec);
-  int base = lua_gettop(L) - 2;
-  job = NULL;
-  if (lua_pcall(L, 2, 4, 0) != LUA_OK) {
-    log_not_revived(st->job_id, lua_tostring(L, -1));
-  } else if (lua_istable(L, base)) {
-    const char *keep = lua_tostring(L, base + 1);
-    bool reusable = keyed && lua_toboolean(L, base + 2) &&
-                    same_text(keep, st->spec);
-    lua_getfield(L, base, "trigger");
-    mb_trigger *t = take_trigger(L, -1);
-    lua_pop(L, 1);
-    if (reusable) add_template(c, base, t, st->spec, &where, hash);
-    job = add_revived(c, base, t, keep);
-  }
-  lua_settop(L, base - 1);
-  return job;
-}
-
-/* ctx.state as the store kept it, back in the job's spec. */
-static void load_state(restore_ctx *c, mb_job *job) {
-  lua_State *L = c->L;
-  if (!c->load_state_idx || !job->rec.state || job->lua_ref == LUA_NOREF ||
-      strcmp(job->rec.state, "{}") == 0)
-    return;
-  lua_pushvalue(L, c->load_state_idx);
-  lua_pushstring(L, job->rec.state);
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
-    own_spec(c->h, job);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "state");
-    job->rec.has_state = true;
-  }
-  lua_pop(L, 1);
-}
-
-static bool is_recent(restore_ctx *c, const char *job_id) {
-  if (!c->any_recent) return false;
-  lua_getfield(c->L, c->recent_idx, job_id);
-  bool recent = lua_toboolean(c->L, -1);
-  lua_pop(c->L, 1);
-  return recent;
-}
-
-static void add_recent(const char *job_id, void *data) {
-  restore_ctx *c = data;
-  c->any_recent = true;
-  lua_pushboolean(c->L, 1);
-  lua_setfield(c->L, c->recent_idx, job_id);
-}
-
-/* The runs of a job recorded after its row was written, folded back
- * into what the row says (see SWEEP_EVERY). */
-typedef struct fold {
-  mb_job *job;
-  mb_time last;  /* the latest fire they account for, or MB_TIME_NONE */
-  bool any;
-} fold;
-
-static void fold_run(const mb_run_record *r, void *data) {
-  fold *f = data;
-  struct mb_job_record *rec = &f->job->rec;
-  f->any = true;
-  if (r->attempt <= 1 && r->scheduled != MB_TIME_NONE &&
-      (f->last == MB_TIME_NONE || r->scheduled > f->last))
-    f->last = r->scheduled;
-  /* A run left running is counted when it is marked interrupted. */
-  if (strcmp(r->status, "running") == 0) return;
-  rec->unpruned++;
-  const char *st = r->status;
-  bool ends_run = true;
-  if (strcmp(st, "success") == 0) {
-    rec->ok++;
-  } else if (strcmp(st, "error") == 0 || strcmp(st, "interrupted") == 0) {
-    rec->failed++;
-  } else if (strcmp(st, "timeout") == 0) {
-    rec->timed_out++;
-  } else if (strcmp(st, "cancelled") == 0) {
-    rec->cancelled++;
-  } else {
-    ends_run = false;
-    if (strcmp(st, "missed") == 0) rec->missed++;
-    if (strcmp(st, "skipped") == 0) rec->skipped++;
-  }
-  if (ends_run && r->started != MB_TIME_NONE) {
-    rec->last_status = status_static(st);
-    rec->last_start = r->started;
-    rec->last_duration =
-      r->finished != MB_TIME_NONE ? r->finished - r->started : -1;
-    set_string(&rec->last_error, strcmp(st, "success") == 0 ? NULL : r->error);
-  }
-}
-
-static void restore_one(const mb_job_state *st, void *data) {
-  restore_ctx *c = data;
-  host *h = c->h;
-  if (c->only_idx) {
-    lua_getfield(c->L, c->only_idx, st->job_id);
-    bool wanted = lua_toboolean(c->L, -1);
-    lua_pop(c->L, 1);
-    if (!wanted) return;
-  }
-  h->restoring_id = st->job_id;
-  /* A job of its id in the scheduler (a file declared it) takes the row;
-   * else the row's spec brings the job back, if it has one. */
-  mb_job *job = NULL;
-  c->revived_as = NULL;
-  bool taken = !st->spec || !c->revive_idx;
-  if (!taken) job = revive(c, st, &taken);
-  if (taken) job = mb_sched_get_job(h->sched, st->job_id);
-  if (!job) {
-    h->restoring_id = NULL;
-    /* No file declares it any more: it goes, its history stays. Unless
-     * a file failed to load: it may be the one that declares it. */
-    if (!c->keep_missing) {
-      mb_store_delete_job(h->store, st->job_id);
-      c->removed++;
-    } else if (is_recent(c, st->job_id) && st->checkpoint < h->settle_cap) {
-      /* Its runs since the row wait to be folded in when the job is
-       * back: the store must not say every row holds them. */
-      h->settle_cap = st->checkpoint;
-    }
-    return;
-  }
-  struct mb_job_record *rec = &job->rec;
-  rec->ok = st->ok;
-  rec->failed = st->failed;
-  rec->timed_out = st->timed_out;
-  rec->missed = st->missed;
-  rec->skipped = st->skipped;
-  rec->cancelled = st->cancelled;
-  rec->last_status = status_static(st->last_status);
-  rec->last_start = st->last_start;
-  rec->last_duration = st->last_duration;
-  set_string(&rec->last_error, st->last_error);
-  set_string(&rec->state, st->state);
-  rec->checkpoint = st->checkpoint;
-  fold f = {job, MB_TIME_NONE, false};
-  mb_err err = {0};
-  if (is_recent(c, st->job_id) &&
-      mb_store_runs_since(h->store, st->job_id, st->checkpoint, fold_run, &f,
-                          &err) < 0) {
-    mb_log_field fl[] = {MB_LS("job", st->job_id), MB_LS("error", err.msg)};
-    mb_log(MB_LOG_ERROR, "store read failed", fl, 2);
-  }
-  load_state(c, job);
-  const char *trigger = trigger_identity(job);
-  mb_job_ref(job);
-  if (st->paused) {
-    set_string(&rec->pause_note, st->pause_note);
-    mb_sched_pause_job(h->sched, job);
-  }
-  if (st->retry_due != MB_TIME_NONE) {
-    mb_fire fire = {st->retry_scheduled, st->retry_attempt, false};
-    mb_sched_retry(h->sched, job, st->retry_due, &fire);
-  }
-  h->restoring_id = NULL;
-  /* The row is written again only when restoring changed what it says:
-   * the counts, last run and state were copied from it; the rest is
-   * compared here, and the schedule once it is back. */
-  bool same_trigger = st->trigger && strcmp(st->trigger, trigger) == 0;
-  bool changed = !same_trigger || job->paused != st->paused ||
-                 !(rec->spec_shared
-                     ? rec->spec_shared == c->revived_as ||
-                           mb_spec_shared_is(rec->spec_shared, job->id,
-                                             st->spec)
-                     : same_text(rec->spec, st->spec)) ||
-                 job->retry_due != st->retry_due ||
-                 (st->retry_due != MB_TIME_NONE &&
-                  (job->retry_fire.attempt != st->retry_attempt ||
-                   job->retry_fire.scheduled != st->retry_scheduled));
-  /* The same trigger: the schedule carries over, overdue fires and all;
-   * a changed one keeps the next fire just computed. */
-  if (same_trigger) {
-    if (c->nschedules == c->schedules_cap) {
-      c->schedules_cap = c->schedules_cap ? 2 * c->schedules_cap : 64;
-      c->schedules = mb_xrealloc(c->schedules,
-                                 c->schedules_cap * sizeof *c->schedules);
-    }
-    /* Fires the history says are done since the row was written are
-     * not due again. */
-    mb_time next = st->next_fire, last = st->last_fire;
-    if (f.last != MB_TIME_NONE && (last == MB_TIME_NONE || f.last > last)) {
-      last = f.last;
-      if (next != MB_TIME_NONE && next <= last)
-        next = mb_trigger_next(job->trigger, last, mb_clock_now(h->clock));
-    }
-    c->schedules[c->nschedules++] = (struct pending_schedule){job, next, last};
-    mb_job_ref(job);
-  }
-  /* What was folded in stays to be written by the next sweep. */
-  if (changed)
-    mark_dirty(h, job);
-  else if (f.any)
-    touch(h, job, false);
-  mb_job_unref(job);
-  c->restored++;
-}
-
-static void interrupted_one(const mb_run_record *r, void *data) {
-  restore_ctx *c = data;
-  host *h = c->h;
-  c->interrupted++;
-  mb_log_field f[] = {MB_LS("job", r->job_id), MB_LI("run", r->run_id),
-                      MB_LI("pid", r->pid)};
-  mb_log(MB_LOG_WARN, "run interrupted by a stop of its process", f, 3);
-  mb_job *job = mb_sched_get_job(h->sched, r->job_id);
-  if (!job) return;
-  job->rec.failed++;
-  job->rec.last_status = "interrupted";
-  mark_dirty(h, job);
-  mb_fire fire = {r->scheduled, r->attempt, false};
-  mb_runner_interrupted(h->runner, job, &fire,
-                        "the process running it stopped before it finished");
-}
-
-static int optional_function(lua_State *L, int how, const char *key) {
-  if (lua_getfield(L, how, key) == LUA_TFUNCTION) return lua_gettop(L);
-  lua_pop(L, 1);
-  return 0;
-}
-
-/* sched:restore{keep_missing, only, revive, load_state} -> {restored,
- * removed, interrupted}: after the job files are loaded, take back what
- * the store kept, in one pass over it. only: a set of job ids, jobs a
- * reload added, to restore alone (interrupted runs were dealt with at
- * start). revive(id, text) -> norm, text, reusable, named: a stored
- * spec whose id no file declares, checked (see revive above).
- * load_state(text) -> table: a saved ctx.state. */
-static int sched_restore(lua_State *L) {
-  host *h = check_host(L, 1);
-  restore_ctx c = {.h = h, .L = L};
-  if (lua_istable(L, 2)) {
-    lua_getfield(L, 2, "keep_missing");
-    c.keep_missing = lua_toboolean(L, -1);
-    if (lua_getfield(L, 2, "only") == LUA_TTABLE) {
-      c.only_idx = lua_gettop(L);
-      c.keep_missing = true;
-    }
-    c.revive_idx = optional_function(L, 2, "revive");
-    c.load_state_idx = optional_function(L, 2, "load_state");
-  }
-  if (h->store) {
-    mb_err err = {0};
-    /* Rows are written lazily: the jobs with runs after the store last
-     * settled may have runs their rows do not hold. */
-    lua_newtable(L);
-    c.recent_idx = lua_gettop(L);
-    int rc = mb_store_recent_jobs(h->store, mb_store_settled(h->store),
-                                  add_recent, &c, &err);
-    if (rc == 0) rc = mb_store_load_jobs(h->store, restore_one, &c, &err);
-    if (rc == 0 && !c.only_idx)
-      rc = mb_store_interrupted(h->store, interrupted_one, &c, &err);
-    for (size_t i = 0; i < c.nschedules; i++) {
-      struct pending_schedule *p = &c.schedules[i];
-      mb_job *job = p->job;
-      mb_sched_restore_job(h->sched, job, p->next, p->last);
-      if (!job->removed &&
-          (job->next_fire != p->next || job->last_fire != p->last))
-        mark_dirty(h, job);
-      mb_job_unref(job);
-    }
-    free(c.schedules);
-    free_templates(&c);
-    if (rc < 0) {
-      lua_pushnil(L);
-      lua_pushstring(L, err.msg);
-      return 2;
-    }
-    host_flush(h);
-  }
-  lua_createtable(L, 0, 3);
-  lua_pushinteger(L, c.restored);
-  lua_setfield(L, -2, "restored");
-  lua_pushinteger(L, c.removed);
-  lua_setfield(L, -2, "removed");
-  lua_pushinteger(L, c.interrupted);
-  lua_setfield(L, -2, "interrupted");
-  return 1;
-}
-
 /* sched:set_state_codec(fn): fn(state) -> text | nil, message */
 static int sched_set_state_codec(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   mb_unref(L, h->state_ref);
@@ -1956,7 +1364,7 @@ static int sched_set_state_codec(lua_State *L) {
 
 /* sched:set_retention{runs = N, age = seconds} (0: no limit) */
 static int sched_set_retention(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_getfield(L, 2, "runs");
   if (lua_isinteger(L, -1)) h->retention.keep_runs = (int)lua_tointeger(L, -1);
@@ -1968,7 +1376,7 @@ static int sched_set_retention(lua_State *L) {
 /* sched:store_stats() -> {commits, rows, failed_commits, catch_ups,
  * integrity} */
 static int sched_store_stats(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   if (!h->store) return 0;
   host_flush(h);
   mb_store_counts counts;
@@ -1991,14 +1399,14 @@ static int sched_store_stats(lua_State *L) {
 
 /* sched:set_job_spec(job, text | nil, memory_only) */
 static int sched_set_job_spec(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
-  set_string(&job->rec.spec, luaL_optstring(L, 3, NULL));
+  host_set_string(&job->rec.spec, luaL_optstring(L, 3, NULL));
   mb_spec_shared_release(job->rec.spec_shared);
   job->rec.spec_shared = NULL;
   job->rec.memory_only = lua_toboolean(L, 4);
-  if (h->store) mark_dirty(h, job);
+  if (h->store) host_mark_dirty(h, job);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -2006,7 +1414,7 @@ static int sched_set_job_spec(lua_State *L) {
 /* sched:store_limit_pages(n): the store behaves as if the disk filled
  * at n pages (0: lifts it). For specs of what a failed write does. */
 static int sched_store_limit_pages(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   if (!h->store) return luaL_error(L, "store_limit_pages: no store");
   mb_err err = {0};
   if (mb_store_limit_pages(h->store, luaL_checkinteger(L, 2), &err) < 0)
@@ -2017,7 +1425,7 @@ static int sched_store_limit_pages(lua_State *L) {
 /* sched:store_set_lag(n): how many writes may wait for the writer before
  * the loop waits for it (0: the default). For specs of that bound. */
 static int sched_store_set_lag(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   if (!h->store) return luaL_error(L, "store_set_lag: no store");
   lua_Integer ops = luaL_checkinteger(L, 2);
   luaL_argcheck(L, ops >= 0, 2, "a count of writes, 0 or more");
@@ -2027,7 +1435,7 @@ static int sched_store_set_lag(lua_State *L) {
 
 /* sched:modified(job): tell the log and listeners the job changed. */
 static int sched_modified(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   char desc[512];
@@ -2042,11 +1450,11 @@ static int sched_modified(lua_State *L) {
 
 /* sched:set_policy(job, policy) */
 static int sched_set_policy(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_job_policy p;
-  read_policy(L, 3, &p);
+  host_read_policy(L, 3, &p);
   mb_sched_set_policy(h->sched, job, &p);
   lua_pushboolean(L, 1);
   return 1;
@@ -2064,7 +1472,7 @@ static void set_handler(lua_State *L, int *ref) {
 }
 
 static int sched_set_event_handler(lua_State *L) {
-  set_handler(L, &check_host(L, 1)->event_ref);
+  set_handler(L, &host_check(L, 1)->event_ref);
   return 0;
 }
 
@@ -2118,7 +1526,7 @@ static void begin_shutdown(host *h, bool wait, mb_time timeout,
 
 /* sched:shutdown{wait = true, timeout = seconds} */
 static int sched_shutdown(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   bool wait = true;
   mb_time timeout = h->shutdown_timeout;
   if (lua_istable(L, 2)) {
@@ -2134,7 +1542,7 @@ static int sched_shutdown(lua_State *L) {
 
 /* sched:state() -> "running" | "stopping" | "stopped" */
 static int sched_state(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   static const char *const names[] = {"running", "stopping", "stopped"};
   lua_pushstring(L, names[h->state]);
   return 1;
@@ -2248,13 +1656,13 @@ static int core_set_job_methods(lua_State *L) {
 /* ---- time and the loop ---- */
 
 static int sched_now(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   push_time(L, mb_clock_now(h->clock));
   return 1;
 }
 
 static int sched_advance(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   double secs = luaL_checknumber(L, 2);
   luaL_argcheck(L, secs >= 0, 2, "cannot advance by a negative duration");
   if (mb_clock_kind(h->clock) != MB_CLOCK_VIRTUAL)
@@ -2268,7 +1676,7 @@ static int sched_advance(lua_State *L) {
 }
 
 static int sched_stall(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   double secs = luaL_checknumber(L, 2);
   luaL_argcheck(L, secs >= 0, 2, "cannot stall for a negative duration");
   if (mb_clock_stall(h->clock, to_usec(secs)) < 0)
@@ -2277,7 +1685,7 @@ static int sched_stall(lua_State *L) {
 }
 
 static int sched_jump(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   if (mb_clock_jump(h->clock, to_usec(luaL_checknumber(L, 2))) < 0)
     return luaL_error(L, "jump: the scheduler runs on the real clock");
   return 0;
@@ -2337,7 +1745,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
  * on_sigint() returns true for a SIGINT), SIGHUP calls the handler set
  * with sched:set_hup_handler. */
 static int sched_run(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   static bool loop_running;
   if (h->running || loop_running)
     return luaL_error(L, "run: a scheduler is already running");
@@ -2379,7 +1787,7 @@ static void on_poll_guard(uv_timer_t *t) { (void)t; }
  * stands still: specs use it to let a child process or a socket answer,
  * never to wait for a schedule. */
 static int sched_poll(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   double max = luaL_optnumber(L, 2, 1.0);
   if (h->running) return luaL_error(L, "poll: the scheduler is running");
   if (mb_run_current(L)) return luaL_error(L, "poll: not from a job's run");
@@ -2393,7 +1801,7 @@ static int sched_poll(lua_State *L) {
 }
 
 static int sched_stop(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   uv_stop(h->loop);
   return 0;
 }
@@ -2402,7 +1810,7 @@ static int sched_stop(lua_State *L) {
  * major_collections}: what is alive, for leak checks and the status
  * command, and what the loop's turns did. */
 static int sched_stats(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   lua_createtable(L, 0, 5);
   lua_pushinteger(L, (lua_Integer)mb_sched_job_count(h->sched));
   lua_setfield(L, -2, "jobs");
@@ -2421,7 +1829,7 @@ static int sched_stats(lua_State *L) {
 
 /* sched:timezone() -> the zone triggers use when they name none. */
 static int sched_timezone(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   lua_pushstring(L, mb_tz_name(h->default_tz));
   return 1;
 }
@@ -2477,7 +1885,7 @@ static void on_watch_batch(mb_watch *w, const char *const *paths, size_t n,
  * batch of changed paths under dir (see host/watch.h), from the loop.
  * The watch stops when closed, collected, or the scheduler closes. */
 static int sched_watch(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   const char *dir = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   watch_ud *ud = lua_newuserdatauv(L, sizeof *ud, 0);
@@ -2512,13 +1920,13 @@ static int watch_dirs(lua_State *L) {
 
 /* sched:set_hup_handler(fn | nil): what SIGHUP does under sched:run. */
 static int sched_set_hup_handler(lua_State *L) {
-  set_handler(L, &check_host(L, 1)->hup_ref);
+  set_handler(L, &host_check(L, 1)->hup_ref);
   return 0;
 }
 
 /* sched:set_job_file(job, file): a job that moved to another file. */
 static int sched_set_job_file(lua_State *L) {
-  host *h = check_host(L, 1);
+  host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   mb_sched_set_file(job, luaL_optstring(L, 3, NULL));
@@ -2808,7 +2216,7 @@ static const luaL_Reg sched_methods[] = {
   {"rename_job", sched_rename_job},
   {"modified", sched_modified},
   {"get_runs", sched_get_runs},
-  {"restore", sched_restore},
+  {"restore", mb_host_restore},
   {"set_state_codec", sched_set_state_codec},
   {"set_retention", sched_set_retention},
   {"store_limit_pages", sched_store_limit_pages},
