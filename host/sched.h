@@ -87,7 +87,7 @@ struct mb_job {
    * are owned and freed with the job. */
   struct mb_job_record {
     long long ok, failed, timed_out, missed, skipped, cancelled;
-    const char *last_status;  /* static (see status_static), NULL: none */
+    const char *last_status;  /* static (see host_status_static), NULL: none */
     mb_time last_start, last_duration;
     char *last_error;
     char *pause_note;
