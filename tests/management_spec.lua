@@ -141,6 +141,16 @@ describe("managing jobs", function()
     assert.equal(before, core.job_memory().policies)
   end)
 
+  it("holds one policy for a retry jitter of 0 and of -0.0", function()
+    local core = require "moonbeat.core"
+    local before = core.job_memory().policies
+    for i, jitter in ipairs { 0.0, -0.0 } do
+      s.add_job { id = "j" .. i, trigger = { "interval", hours = 1 }, run = function() end,
+        retry = { attempts = 2, delay = "3s", jitter = jitter }, timeout = "4321s" }
+    end
+    assert.equal(before + 1, core.job_memory().policies)
+  end)
+
   it("keeps two chunks mapped ahead of a growing job table", function()
     local core = require "moonbeat.core"
     local noop = function() end
