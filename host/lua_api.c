@@ -527,7 +527,10 @@ static void on_turn_prepare(uv_prepare_t *p) {
 static const char *save_state(mb_job *job, void *data) {
   host *h = data;
   static char error[256];
-  if (h->state_ref == LUA_NOREF || job->lua_ref == LUA_NOREF) return NULL;
+  /* A lean job has no spec to keep a state in: none was asked for. */
+  if (h->state_ref == LUA_NOREF || job->lua_ref == LUA_NOREF ||
+      job->lua_lean)
+    return NULL;
   bool saved_empty = !job->rec.state || strcmp(job->rec.state, "{}") == 0;
   if (!job->rec.has_state && saved_empty) return NULL;
   lua_State *L = h->L;
@@ -1095,9 +1098,7 @@ static int sched_add_plain(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lua_createtable(L, 0, 1);
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "run");
+  /* The run function is on top: a lean job holds it alone. */
   mb_job_lua lua = {.ref = mb_ref(L), .lean = true};
   mb_job *job;
   if (mb_sched_add_job(h->sched, spec.id, spec.name, NULL, t, NULL, false,
@@ -1238,9 +1239,16 @@ static int sched_set_next_run_time(lua_State *L) {
   return 1;
 }
 
-/* A lean spec ({ run = fn }, from add_plain) made whole: the fields
- * lua/validate.lua gives a plain spec, from what the job holds. */
-static void fill_spec(lua_State *L, mb_job *job) {
+/* A lean job's spec made whole (see mb_job_lua): its run function in a
+ * table with the fields lua/validate.lua gives a plain spec, from what
+ * the job holds. The allocations may run a finalizer that removes the
+ * job; its lua_ref is then LUA_NOREF and nothing is made. */
+void mb_host_whole_spec(lua_State *L, mb_job *job) {
+  if (!job->lua_lean || job->lua_ref == LUA_NOREF) return;
+  mb_job_ref(job);
+  lua_createtable(L, 0, 7);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+  lua_setfield(L, -2, "run");
   lua_pushstring(L, job->id);
   lua_setfield(L, -2, "id");
   lua_pushstring(L, job->name);
@@ -1253,12 +1261,15 @@ static void fill_spec(lua_State *L, mb_job *job) {
   lua_pushinteger(L, 0);
   lua_setfield(L, -2, "jitter");
   lua_setfield(L, -2, "policy");
-  if (lua_getfield(L, -1, "state") == LUA_TNIL) {
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -3, "state");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "state");
+  if (job->lua_lean && job->lua_ref != LUA_NOREF) {
+    lua_rawseti(L, LUA_REGISTRYINDEX, job->lua_ref);
+    job->lua_lean = false;
+  } else {
+    lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  job->lua_lean = false;
+  mb_job_unref(job);
 }
 
 /* sched:job_spec(job) -> the job's normalised spec table, to modify. */
@@ -1267,8 +1278,9 @@ static int sched_job_spec(lua_State *L) {
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
   host_own_spec(h, job);
+  mb_host_whole_spec(L, job);
+  if (job->lua_ref == LUA_NOREF) return no_job(L, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
-  if (job->lua_lean) fill_spec(L, job);
   /* Whoever holds the spec may give it a ctx.state table. */
   job->rec.has_state = true;
   return 1;

@@ -29,6 +29,12 @@ lua_State *mb_lua_newstate(void);
 void mb_host_work_begin(void);
 void mb_host_work_end(void);
 
+/* Turn a lean job's ref (its run function alone) into a whole spec
+ * table; nothing for a job that is not lean. A finalizer run by the
+ * allocations may remove the job: callers check job->lua_ref after. */
+struct mb_job;
+void mb_host_whole_spec(lua_State *L, struct mb_job *job);
+
 /* The error a run gets when it hits the limit. */
 void mb_lua_memory_message(char *buf, size_t n);
 

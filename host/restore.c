@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_api.h"
 #include "lua_host.h"
 #include "share.h"
 #include "spec_text.h"
@@ -286,10 +287,13 @@ static void load_state(restore_ctx *c, mb_job *job) {
   lua_pushstring(L, job->rec.state);
   if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
     host_own_spec(c->h, job);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "state");
-    job->rec.has_state = true;
+    mb_host_whole_spec(L, job);
+    if (job->lua_ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+      lua_insert(L, -2);
+      lua_setfield(L, -2, "state");
+      job->rec.has_state = true;
+    }
   }
   lua_pop(L, 1);
 }

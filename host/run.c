@@ -239,6 +239,7 @@ static bool retry_wanted(mb_runner *r, mb_job *job, const char *kind,
                          int attempt) {
   lua_State *L = r->L;
   if (job->lua_ref == LUA_NOREF) return false;
+  if (job->lua_lean) return true;  /* no retry_on in a run function */
   mb_host_work_begin();
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
@@ -733,6 +734,7 @@ static int ctx_state(lua_State *L, mb_runner *r) {
   }
   /* Replaced while it runs: the new job has the state now. */
   if (job && job->lua_ref == LUA_NOREF) job = mb_sched_get_job(r->sched, job->id);
+  if (job) mb_host_whole_spec(L, job);
   /* A job gone for good: a table of its own, kept by nothing. */
   if (!job || job->lua_ref == LUA_NOREF) {
     lua_newtable(L);
@@ -896,14 +898,15 @@ static void start_run(mb_runner *r, mb_job *job, const mb_fire *fire) {
 
   lua_State *co = run->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, job->lua_ref);
-  get_key(co, r, -1, KEY_RUN);
+  /* A lean job's ref is its run function: no spec, no args. */
+  bool lean = job->lua_lean;
+  if (!lean) get_key(co, r, -1, KEY_RUN);
   int nargs = 0;
   if (takes_arguments(co)) {
     push_ctx(co, run);
-    /* A lean spec is its run function alone: no args to look for. */
-    nargs = 1 + (job->lua_lean ? 0 : push_args(co, r));
+    nargs = 1 + (lean ? 0 : push_args(co, r));
   }
-  lua_remove(co, -(nargs + 2));  /* the spec */
+  if (!lean) lua_remove(co, -(nargs + 2));  /* the spec */
 
   mb_event ev = mb_event_make(MB_EV_STARTED, job->id);
   ev.job = job;

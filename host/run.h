@@ -16,7 +16,7 @@ typedef struct mb_runner mb_runner;
 /* Runs of jobs whose lua_ref is a registry ref to a table with `run`
  * (function), `args` (list with n), `kwargs` (table or nil), `retry`
  * (table with retry_on, or nil) and `state` (ctx.state, made when
- * missing). */
+ * missing); or, for a lean job, to its run function alone. */
 mb_runner *mb_runner_new(lua_State *L, mb_sched *sched);
 /* After each run, save_state(job) is asked to keep ctx.state; it returns
  * NULL, or why the state cannot be saved (the run then fails with it). */

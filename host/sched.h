@@ -137,8 +137,9 @@ void mb_sched_seed(mb_sched *s, uint64_t seed);
 double mb_sched_random(mb_sched *s);
 
 /* What the hooks hold of a job's Lua side (host/lua_api.c): a registry
- * ref to its spec table. That table may be lean, the run function alone
- * until more is asked for; or shared, the spec of jobs restored from
+ * ref to its spec table. It may be lean, a ref to the run function
+ * itself until more is asked for (a table per job held for nothing
+ * costs memory and collector time); or shared, the spec of jobs restored from
  * stored specs that differ only in their id, until the job needs a copy
  * of its own. The scheduler only keeps it. */
 typedef struct mb_job_lua {

@@ -212,6 +212,24 @@ describe("add_job's fast path", function()
     assert.equal("Counter", h.scheduler.get_job("n").name)
   end)
 
+  it("holds a lean job by its run function alone, no table of its own", function()
+    local ids = {}
+    for i = 1, 4000 do ids[i] = "lean" .. i end
+    collectgarbage("collect")
+    local before = collectgarbage("count")
+    for i = 1, 4000 do
+      h.scheduler.add_job { id = ids[i], trigger = { "interval", seconds = 60 },
+        run = noop }
+    end
+    h.logs = {}
+    collectgarbage("collect")
+    -- A { run = fn } table per job is 80 bytes; a registry slot is 16.
+    assert.is_true((collectgarbage("count") - before) * 1024 < 4000 * 40)
+    h:advance(60)
+    assert.equal(4000, #h.scheduler.get_jobs())
+    assert.equal(noop, h.core:job_spec(h.scheduler.get_job("lean1")).run)
+  end)
+
   it("carries a lean job's ctx.state over to the job replacing it", function()
     h.scheduler.add_job { id = "s", trigger = { "interval", seconds = 10 },
       run = function(ctx) ctx.state.seen = true end }
