@@ -20,6 +20,7 @@
 #include "exec.h"
 #include "fs.h"
 #include "gc.h"
+#include "handles.h"
 #include "http.h"
 #include "job_spec.h"
 #include "log.h"
@@ -137,6 +138,9 @@ void host_own_spec(host *h, mb_job *job) {
   lua_State *L = h->L;
   /* Only memory can be short here: the mb_x allocators' answer. */
   if (!lua_checkstack(L, 8)) mb_out_of_memory(0);
+  /* Host work, as job code may ask for it (job_spec): the memory limit
+   * must not raise between the job's ref and unref. */
+  mb_host_work_begin();
   mb_job_ref(job);
   lua_rawgeti(L, LUA_REGISTRYINDEX, spec->ref);
   host_push_copy(L, -1, 12);
@@ -155,6 +159,7 @@ void host_own_spec(host *h, mb_job *job) {
   }
   lua_pop(L, 1);
   mb_job_unref(job);
+  mb_host_work_end();
 }
 
 /* ---- hooks from the scheduler core ---- */
@@ -181,6 +186,7 @@ static void hook_removed(mb_sched *s, mb_job *job, void *data) {
   job->lua_ref = LUA_NOREF;
   if (job->id_ref > 0) mb_unref(h->L, job->id_ref);
   job->id_ref = 0;
+  if (job->rec.has_handle) mb_handles_removed(h->handles, h->L, job);
 }
 
 static void set_time_field(lua_State *L, const char *key, mb_time t) {
@@ -645,6 +651,7 @@ static int core_new(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
+  h->handles = mb_handles_of(L);
   mb_gc_start(&h->gc, h->L);
   h->default_tz = default_tz;
   if (virtual) {
@@ -946,13 +953,28 @@ typedef struct job_ud {
   mb_job *job;
 } job_ud;
 
+/* A job's handle: the one it has, or a new one (see handles.h). */
 static void push_job(lua_State *L, int sched_idx, mb_job *job) {
-  job_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
-  ud->job = job;
+  if (mb_handles_push(L, job)) return;
+  sched_idx = lua_absindex(L, sched_idx);
+  host *h = host_check(L, sched_idx);
+  /* Held, and host work so that the memory limit does not raise before
+   * it is let go: the allocation may run a finalizer that removes the
+   * job, or asks for its handle. */
+  mb_host_work_begin();
   mb_job_ref(job);
-  luaL_setmetatable(L, JOB_MT);
-  lua_pushvalue(L, sched_idx);
-  lua_setiuservalue(L, -2, 1);
+  job_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
+  if (mb_handles_push(L, job)) {
+    lua_remove(L, -2);
+  } else {
+    ud->job = job;
+    luaL_setmetatable(L, JOB_MT);
+    lua_pushvalue(L, sched_idx);
+    lua_setiuservalue(L, -2, 1);
+    mb_handles_add(h->handles, L, job);
+  }
+  mb_job_unref(job);
+  mb_host_work_end();
 }
 
 static mb_job *find_job(lua_State *L, host *h, int idx) {
@@ -1137,11 +1159,18 @@ static int sched_get_jobs(lua_State *L) {
   host *h = host_check(L, 1);
   size_t n;
   mb_job **jobs = mb_sched_jobs(h->sched, &n);
+  /* Held while handles are made: their allocations may run a finalizer
+   * that removes jobs further on in the list. Host work, so that the
+   * memory limit does not raise before they are let go. */
+  mb_host_work_begin();
+  for (size_t i = 0; i < n; i++) mb_job_ref(jobs[i]);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     push_job(L, 1, jobs[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
+  for (size_t i = 0; i < n; i++) mb_job_unref(jobs[i]);
+  mb_host_work_end();
   free(jobs);
   return 1;
 }
@@ -1245,6 +1274,9 @@ static int sched_set_next_run_time(lua_State *L) {
  * job; its lua_ref is then LUA_NOREF and nothing is made. */
 void mb_host_whole_spec(lua_State *L, mb_job *job) {
   if (!job->lua_lean || job->lua_ref == LUA_NOREF) return;
+  /* Host work: a run at its memory limit must not have these
+   * allocations raise between the job's ref and unref. */
+  mb_host_work_begin();
   mb_job_ref(job);
   lua_createtable(L, 0, 7);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
@@ -1270,6 +1302,7 @@ void mb_host_whole_spec(lua_State *L, mb_job *job) {
     lua_pop(L, 1);
   }
   mb_job_unref(job);
+  mb_host_work_end();
 }
 
 /* sched:job_spec(job) -> the job's normalised spec table, to modify. */
@@ -1277,13 +1310,19 @@ static int sched_job_spec(lua_State *L) {
   host *h = host_check(L, 1);
   mb_job *job = find_job(L, h, 2);
   if (!job) return no_job(L, 2);
+  /* Held while its spec is made its own and whole: the allocations
+   * may run a finalizer that removes it. */
+  mb_job_ref(job);
   host_own_spec(h, job);
   mb_host_whole_spec(L, job);
-  if (job->lua_ref == LUA_NOREF) return no_job(L, 2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
-  /* Whoever holds the spec may give it a ctx.state table. */
-  job->rec.has_state = true;
-  return 1;
+  bool gone = job->lua_ref == LUA_NOREF;
+  if (!gone) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
+    /* Whoever holds the spec may give it a ctx.state table. */
+    job->rec.has_state = true;
+  }
+  mb_job_unref(job);
+  return gone ? no_job(L, 2) : 1;
 }
 
 static int sched_rename_job(lua_State *L) {
@@ -1558,13 +1597,6 @@ static int sched_state(lua_State *L) {
   static const char *const names[] = {"running", "stopping", "stopped"};
   lua_pushstring(L, names[h->state]);
   return 1;
-}
-
-static int job_gc(lua_State *L) {
-  job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
-  if (ud->job) mb_job_unref(ud->job);
-  ud->job = NULL;
-  return 0;
 }
 
 static int job_eq(lua_State *L) {
@@ -2190,6 +2222,8 @@ static int core_memory(lua_State *L) {
  * the process, the pool chunks that hold them, those mapped ahead
  * (pool.h), and the distinct policies they hold. */
 static int core_job_memory(lua_State *L) {
+  /* Removed jobs whose handles are collected count as given back. */
+  mb_handles_sweep(mb_handles_of(L), L);
   size_t live, chunks, ahead;
   mb_sched_job_memory(&live, &chunks, &ahead);
   lua_createtable(L, 0, 4);
@@ -2278,6 +2312,8 @@ static const luaL_Reg core_functions[] = {
 };
 
 int luaopen_moonbeat_core(lua_State *L) {
+  /* Before any scheduler: finalized after them all (see handles.h). */
+  mb_handles_of(L);
   luaL_newmetatable(L, SCHED_MT);       /* [mt] */
   luaL_newlib(L, sched_methods);        /* [mt, methods] */
   lua_setfield(L, -2, "__index");       /* [mt] */
@@ -2288,8 +2324,6 @@ int luaopen_moonbeat_core(lua_State *L) {
   luaL_newmetatable(L, JOB_MT);
   lua_pushcfunction(L, job_index);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, job_gc);
-  lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, job_eq);
   lua_setfield(L, -2, "__eq");
   lua_pushcfunction(L, job_tostring);

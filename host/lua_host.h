@@ -25,6 +25,7 @@ typedef struct host {
   mb_clock *clock;
   mb_sched *sched;
   mb_runner *runner;
+  struct mb_handles *handles;  /* the state's job handles (handles.h) */
   bool closed;
   bool running;              /* inside sched:run() */
   enum { RUNNING, STOPPING, STOPPED } state;

@@ -407,9 +407,11 @@ static void restore_one(const mb_job_state *st, void *data) {
     mb_log_field fl[] = {MB_LS("job", st->job_id), MB_LS("error", err.msg)};
     mb_log(MB_LOG_ERROR, "store read failed", fl, 2);
   }
+  /* Held from here: loading its state runs Lua, and a finalizer may
+   * remove it. */
+  mb_job_ref(job);
   load_state(c, job);
   const char *trigger = host_trigger_identity(job);
-  mb_job_ref(job);
   if (st->paused) {
     host_set_string(&rec->pause_note, st->pause_note);
     mb_sched_pause_job(h->sched, job);

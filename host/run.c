@@ -734,14 +734,20 @@ static int ctx_state(lua_State *L, mb_runner *r) {
   }
   /* Replaced while it runs: the new job has the state now. */
   if (job && job->lua_ref == LUA_NOREF) job = mb_sched_get_job(r->sched, job->id);
-  if (job) mb_host_whole_spec(L, job);
-  /* A job gone for good: a table of its own, kept by nothing. */
-  if (!job || job->lua_ref == LUA_NOREF) {
-    lua_newtable(L);
-  } else {
+  /* Held while its spec is made whole: the allocations may run a
+   * finalizer that removes it. */
+  if (job) {
+    mb_job_ref(job);
+    mb_host_whole_spec(L, job);
+  }
+  bool gone = !job || job->lua_ref == LUA_NOREF;
+  if (!gone) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
     job->rec.has_state = true;  /* saved after each run from now on */
   }
+  if (job) mb_job_unref(job);
+  /* A job gone for good: a table of its own, kept by nothing. */
+  if (gone) lua_newtable(L);
   if (get_key(L, r, -1, KEY_STATE) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);

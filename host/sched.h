@@ -101,6 +101,8 @@ struct mb_job {
     bool must_save;      /* changed beyond run outcomes: saved at the flush */
     bool stale;          /* its row lacks run outcomes the history holds */
     bool has_state;      /* its spec may hold a ctx.state table */
+    bool has_handle;     /* held for its Lua handles (host/handles.h) */
+    unsigned short handle_seen;  /* the handles' sweep that last saw one */
     long long checkpoint;  /* its latest row holds every run up to this id */
     int unpruned;        /* runs recorded since its history was pruned */
     mb_time pruned_at;   /* when it was last pruned */

@@ -213,21 +213,27 @@ describe("add_job's fast path", function()
   end)
 
   it("holds a lean job by its run function alone, no table of its own", function()
-    local ids = {}
-    for i = 1, 4000 do ids[i] = "lean" .. i end
-    collectgarbage("collect")
-    local before = collectgarbage("count")
-    for i = 1, 4000 do
-      h.scheduler.add_job { id = ids[i], trigger = { "interval", seconds = 60 },
-        run = noop }
+    local function run() end
+    local function held()
+      local funcs, tables = 0, 0
+      for _, v in pairs(debug.getregistry()) do
+        if v == run then funcs = funcs + 1 end
+        if type(v) == "table" and rawget(v, "run") == run then
+          tables = tables + 1
+        end
+      end
+      return funcs, tables
     end
-    h.logs = {}
-    collectgarbage("collect")
-    -- A { run = fn } table per job is 80 bytes; a registry slot is 16.
-    assert.is_true((collectgarbage("count") - before) * 1024 < 4000 * 40)
+    h.scheduler.add_job { id = "lean", trigger = { "interval", seconds = 60 },
+      run = run }
+    -- A { run = fn } table per job would be one more object for every
+    -- collection to traverse and promote.
+    assert.same({ 1, 0 }, { held() })
+    -- Asked for its spec, it gets a whole one, which runs as before.
+    assert.equal(run, h.core:job_spec(h.scheduler.get_job("lean")).run)
+    assert.same({ 0, 1 }, { held() })
     h:advance(60)
-    assert.equal(4000, #h.scheduler.get_jobs())
-    assert.equal(noop, h.core:job_spec(h.scheduler.get_job("lean1")).run)
+    assert.equal(1, h.scheduler.get_job("lean").counts.ok)
   end)
 
   it("carries a lean job's ctx.state over to the job replacing it", function()
@@ -237,5 +243,42 @@ describe("add_job's fast path", function()
     h.scheduler.add_job { id = "s", replace_existing = true,
       trigger = { "interval", seconds = 20 }, run = noop }
     assert.same({ seen = true }, h.core:job_spec(h.scheduler.get_job("s")).state)
+  end)
+end)
+
+describe("a lean job's ctx.state at the memory limit", function()
+  local core = require "moonbeat.core"
+  local h
+  before_each(function() h = harness.new { memory_headroom = 4 * 1024 * 1024 } end)
+  after_each(function() h:close() end)
+
+  it("lets go of the job once it is removed", function()
+    collectgarbage()
+    collectgarbage()
+    local before = core.job_memory().live
+    local got = { "unset", "unset" }
+    local hoard = {}
+    local function big(i) hoard[#hoard + 1] = ("x"):rep(900) .. i end
+    local function small() hoard[#hoard + 1] = {} end
+    -- A plain spec with a function: the fast path's lean job.
+    h.scheduler.add_job { id = "lean", trigger = { "interval", seconds = 10 },
+      run = function(ctx)
+        local read = function() return ctx.state end
+        -- The same call depth as read's, through ctx's __index, so that
+        -- only the spec's own allocations are left to fail.
+        pcall(function() return ctx.nothing end)
+        local i = 0
+        while pcall(big, i) do i = i + 1 end
+        while pcall(small) do end
+        got[1], got[2] = pcall(read)
+        hoard = nil
+      end }
+    h:advance(10)
+    assert.not_equal("unset", got[1])
+    h.scheduler.remove_job("lean")
+    h:advance(1)
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, core.job_memory().live)
   end)
 end)

@@ -61,6 +61,80 @@ describe("managing jobs", function()
     assert.is_nil(s.get_job(order[1]))
   end)
 
+  it("hands out one handle per job, with no finalizer to run when it is collected", function()
+    local job = s.add_job { id = "one", trigger = { "interval", hours = 1 },
+      run = function() end }
+    assert.is_true(rawequal(job, s.get_job("one")))
+    assert.is_true(rawequal(job, s.get_jobs()[1]))
+    assert.is_nil(getmetatable(job).__gc)
+  end)
+
+  it("keeps a removed job readable through its handle while the handle lives", function()
+    local core = require "moonbeat.core"
+    local noop = function() end
+    collectgarbage()
+    local before = core.job_memory().live
+    local kept = s.add_job { id = "kept", name = "Kept",
+      trigger = { "interval", seconds = 10 }, run = noop }
+    h:advance("10s")
+    kept:remove()
+    -- Hundreds of removed jobs whose handles are dropped: sweeps run and
+    -- let go of them, and must not let go of the one still held.
+    for i = 1, 500 do
+      s.add_job { id = "gone" .. i, trigger = { "interval", hours = 1 },
+        run = noop }
+      s.remove_job("gone" .. i)
+    end
+    h:advance("1s")  -- a turn: the store's flush lets go of them too
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before + 1, core.job_memory().live)
+    assert.equal("kept", kept.id)
+    assert.equal("Kept", kept.name)
+    assert.is_true(kept.removed)
+    assert.equal(1, kept.counts.ok)
+    assert.equal("job 'kept' (trigger: interval[10s], next run at: removed)",
+      tostring(kept))
+    -- Dropped and collected, it is given back at the next sweep.
+    kept = nil
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, core.job_memory().live)
+  end)
+
+  it("keeps a removed job for a handle that only a finalizer can still reach", function()
+    local core = require "moonbeat.core"
+    collectgarbage()
+    local before = core.job_memory().live
+    local saved, seen
+    local function leave_behind()
+      local job = s.add_job { id = "r", trigger = { "interval", hours = 1 },
+        run = function() end }
+      job:remove()
+      -- Made first, finalized last: reads the handle, and keeps it.
+      setmetatable({ job }, { __gc = function(t)
+        seen = t[1].id
+        saved = t[1]
+      end })
+      -- Made last, finalized first: sweeps the removed jobs.
+      setmetatable({}, { __gc = function() core.job_memory() end })
+    end
+    leave_behind()
+    h:advance("1s")  -- a turn: the store's flush lets go of it too
+    collectgarbage()
+    collectgarbage()
+    assert.equal("r", seen)
+    assert.equal(before + 1, core.job_memory().live)
+    assert.equal("r", saved.id)
+    assert.is_true(saved.removed)
+    assert.equal("job 'r' (trigger: interval[1h], next run at: removed)",
+      tostring(saved))
+    saved = nil
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, core.job_memory().live)
+  end)
+
   it("gives back the memory of removed jobs, chunk by chunk", function()
     local core = require "moonbeat.core"
     local noop = function() end
@@ -476,5 +550,72 @@ describe("previewing a trigger", function()
     local fires = h.scheduler.preview({ "cron", hour = "*/6" }, 3)
     h:close()
     assert.same({ h.start, h.start + 6 * 3600, h.start + 12 * 3600 }, fires)
+  end)
+end)
+
+describe("job handles and finalizers", function()
+  local core = require "moonbeat.core"
+
+  it("lists jobs whole while a finalizer removes one of them", function()
+    local h = harness.new { db = false }
+    local s = h.scheduler
+    s.add_job { id = "a", trigger = { "interval", hours = 1 }, run = function() end }
+    s.add_job { id = "b", trigger = { "interval", hours = 1 }, run = function() end }
+    -- Step the collector by hand until its finalizers are due, so that
+    -- get_jobs' first allocation runs the one that removes "b".
+    local due
+    collectgarbage()
+    collectgarbage("incremental", 100, 100, 1)
+    collectgarbage("stop")
+    setmetatable({}, { __gc = function()
+      s.remove_job("b")
+      core.job_memory()
+    end })
+    for _ = 1, 9 do setmetatable({}, { __gc = function() end }) end
+    setmetatable({}, { __gc = function() due = true end })
+    while not due do collectgarbage("step", 0) end
+    collectgarbage("restart")
+    local all = s.get_jobs()
+    collectgarbage("generational")
+    local seen = {}
+    for _, job in ipairs(all) do seen[job.id] = job.removed end
+    assert.same({ a = false, b = true }, seen)
+    h:close()
+  end)
+
+  it("lets go of a job whose handle a run makes at its memory limit", function()
+    local h = harness.new { memory_headroom = 4 * 1024 * 1024 }
+    local s = h.scheduler
+    local function live()
+      collectgarbage()
+      collectgarbage()
+      return core.job_memory().live
+    end
+    local before = live()
+    s.add_job { id = "y", trigger = { "interval", hours = 1 }, run = function() end }
+    local got = { "unset", "unset" }  -- room made before memory runs out
+    local hoard = {}
+    local function big(i) hoard[#hoard + 1] = ("x"):rep(900) .. i end
+    local function small() hoard[#hoard + 1] = {} end
+    s.add_job { id = "r", trigger = { "interval", seconds = 10 }, run = function()
+      local get = s.get_job
+      pcall(get, "r")  -- the call path made before memory runs out
+      local i = 0
+      while pcall(big, i) do i = i + 1 end
+      while pcall(small) do end
+      got[1], got[2] = pcall(get, "y")
+      hoard = nil
+    end }
+    collectgarbage()
+    collectgarbage()  -- "y"'s handle from add_job is gone
+    h:advance(10)
+    assert.is_true(got[1])
+    assert.equal("y", got[2].id)
+    got = nil
+    s.remove_job("y")
+    s.remove_job("r")
+    h:advance(1)
+    assert.equal(before, live())
+    h:close()
   end)
 end)

@@ -1,0 +1,142 @@
+/* handles.c: which jobs Lua can still reach through a handle. */
+#include "handles.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+
+#include "common.h"
+
+/* A sweep walks every live handle: it waits until the removed jobs are
+ * this many, twice as many as the last sweep kept, and as many as the
+ * handles it walked, so its cost stays in proportion to the removals. */
+#define SWEEP_MIN 64
+
+struct mb_handles {
+  mb_job **removed;          /* removed jobs still held for a handle */
+  size_t n, cap, sweep_at;
+  unsigned short sweep;      /* the current sweep's mark; never 0 */
+  bool closing;              /* lua_close: nothing is held any more */
+};
+
+/* Registry keys: their addresses. by_job: job -> its handle, weak
+ * values, to give out the same handle again. alive: handle -> job, weak
+ * keys. Only alive says whether a handle is left: Lua drops an object
+ * from weak values as soon as only finalizers can reach it, but keeps
+ * it as a weak key until it is really gone, and a finalizer may read
+ * a handle, or keep it. */
+static const char handles_key, by_job_key, alive_key;
+
+static void let_go(mb_job *job) {
+  job->rec.has_handle = false;
+  mb_job_unref(job);
+}
+
+static int handles_gc(lua_State *L) {
+  mb_handles *r = lua_touserdata(L, 1);
+  for (size_t i = 0; i < r->n; i++) let_go(r->removed[i]);
+  free(r->removed);
+  r->removed = NULL;
+  r->n = r->cap = 0;
+  r->closing = true;
+  return 0;
+}
+
+static void new_weak_table(lua_State *L, const char *mode, const void *key) {
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+mb_handles *mb_handles_of(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &handles_key) == LUA_TUSERDATA) {
+    mb_handles *r = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return r;
+  }
+  lua_pop(L, 1);
+  new_weak_table(L, "v", &by_job_key);
+  new_weak_table(L, "k", &alive_key);
+  mb_handles *r = lua_newuserdatauv(L, sizeof *r, 0);
+  *r = (mb_handles){.sweep_at = SWEEP_MIN, .sweep = 1};
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, handles_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &handles_key);
+  return r;
+}
+
+bool mb_handles_push(lua_State *L, mb_job *job) {
+  if (!job->rec.has_handle) return false;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &by_job_key);
+  if (lua_rawgetp(L, -1, job) == LUA_TUSERDATA) {
+    lua_remove(L, -2);
+    return true;
+  }
+  lua_pop(L, 2);
+  return false;
+}
+
+void mb_handles_sweep(mb_handles *r, lua_State *L) {
+  if (r->n == 0) return;
+  /* Mark the job of every handle left; a mark from 65,536 sweeps ago
+   * can only keep a job one sweep too long. */
+  r->sweep = (unsigned short)(r->sweep + 1) ? (unsigned short)(r->sweep + 1)
+                                             : 1;
+  size_t handles = 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &alive_key);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    mb_job *job = lua_touserdata(L, -1);
+    job->rec.handle_seen = r->sweep;
+    handles++;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  size_t kept = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    mb_job *job = r->removed[i];
+    if (job->rec.handle_seen == r->sweep)
+      r->removed[kept++] = job;
+    else
+      let_go(job);
+  }
+  r->n = kept;
+  r->sweep_at = SWEEP_MIN;
+  if (r->sweep_at < 2 * kept) r->sweep_at = 2 * kept;
+  if (r->sweep_at < handles) r->sweep_at = handles;
+}
+
+void mb_handles_removed(mb_handles *r, lua_State *L, mb_job *job) {
+  if (r->closing) {
+    let_go(job);
+    return;
+  }
+  if (r->n == r->cap) {
+    r->cap = r->cap ? 2 * r->cap : SWEEP_MIN;
+    r->removed = mb_xrealloc(r->removed, r->cap * sizeof *r->removed);
+  }
+  r->removed[r->n++] = job;
+  if (r->n >= r->sweep_at) mb_handles_sweep(r, L);
+}
+
+void mb_handles_add(mb_handles *r, lua_State *L, mb_job *job) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &alive_key);
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, job);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &by_job_key);
+  lua_pushvalue(L, -2);
+  lua_rawsetp(L, -2, job);
+  lua_pop(L, 1);
+  if (job->rec.has_handle) return;
+  job->rec.has_handle = true;
+  mb_job_ref(job);
+  /* Made for a job already removed (one a run still holds, say): no
+   * removal is left to come for it. */
+  if (job->removed) mb_handles_removed(r, L, job);
+}
