@@ -81,7 +81,8 @@ bool mb_handles_push(lua_State *L, mb_job *job) {
 }
 
 void mb_handles_sweep(mb_handles *r, lua_State *L) {
-  if (r->n == 0) return;
+  /* From a removal hook the stack may be short: the next sweep will do. */
+  if (r->n == 0 || !lua_checkstack(L, 4)) return;
   /* Mark the job of every handle left; a mark from 65,536 sweeps ago
    * can only keep a job one sweep too long. */
   r->sweep = (unsigned short)(r->sweep + 1) ? (unsigned short)(r->sweep + 1)
