@@ -954,10 +954,9 @@ typedef struct job_ud {
 } job_ud;
 
 /* A job's handle: the one it has, or a new one (see handles.h). */
-static void push_job(lua_State *L, int sched_idx, mb_job *job) {
+static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
   if (mb_handles_push(L, job)) return;
   sched_idx = lua_absindex(L, sched_idx);
-  host *h = host_check(L, sched_idx);
   /* Held, and host work so that the memory limit does not raise before
    * it is let go: the allocation may run a finalizer that removes the
    * job, or asks for its handle. */
@@ -1095,7 +1094,7 @@ static int sched_add_job(lua_State *L) {
   /* A replaced job's ctx.state comes in its spec (lua/scheduler.lua). */
   if (lua_getfield(L, 2, "state") == LUA_TTABLE) job->rec.has_state = true;
   lua_pop(L, 1);
-  push_job(L, 1, job);
+  push_job(L, h, 1, job);
   mb_job_unref(job);
   return 1;
 }
@@ -1142,7 +1141,7 @@ static int sched_add_plain(lua_State *L) {
     };
     mb_log(MB_LOG_INFO, "job kept in memory only", f, 2);
   }
-  push_job(L, 1, job);
+  push_job(L, h, 1, job);
   mb_job_unref(job);
   return 1;
 }
@@ -1151,7 +1150,7 @@ static int sched_get_job(lua_State *L) {
   host *h = host_check(L, 1);
   mb_job *job = mb_sched_get_job(h->sched, luaL_checkstring(L, 2));
   if (!job) return 0;
-  push_job(L, 1, job);
+  push_job(L, h, 1, job);
   return 1;
 }
 
@@ -1166,7 +1165,7 @@ static int sched_get_jobs(lua_State *L) {
   for (size_t i = 0; i < n; i++) mb_job_ref(jobs[i]);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
-    push_job(L, 1, jobs[i]);
+    push_job(L, h, 1, jobs[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   for (size_t i = 0; i < n; i++) mb_job_unref(jobs[i]);
