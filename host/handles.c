@@ -85,8 +85,7 @@ void mb_handles_sweep(mb_handles *r, lua_State *L) {
   if (r->n == 0 || !lua_checkstack(L, 4)) return;
   /* Mark the job of every handle left; a mark from 65,536 sweeps ago
    * can only keep a job one sweep too long. */
-  r->sweep = (unsigned short)(r->sweep + 1) ? (unsigned short)(r->sweep + 1)
-                                             : 1;
+  if (++r->sweep == 0) r->sweep = 1;
   size_t handles = 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &alive_key);
   lua_pushnil(L);

@@ -959,19 +959,16 @@ static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
   sched_idx = lua_absindex(L, sched_idx);
   /* Held, and host work so that the memory limit does not raise before
    * it is let go: the allocation may run a finalizer that removes the
-   * job, or asks for its handle. */
+   * job. (One that asks for the job's handle meanwhile makes a second
+   * one; both stay valid.) */
   mb_host_work_begin();
   mb_job_ref(job);
   job_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
-  if (mb_handles_push(L, job)) {
-    lua_remove(L, -2);
-  } else {
-    ud->job = job;
-    luaL_setmetatable(L, JOB_MT);
-    lua_pushvalue(L, sched_idx);
-    lua_setiuservalue(L, -2, 1);
-    mb_handles_add(h->handles, L, job);
-  }
+  ud->job = job;
+  luaL_setmetatable(L, JOB_MT);
+  lua_pushvalue(L, sched_idx);
+  lua_setiuservalue(L, -2, 1);
+  mb_handles_add(h->handles, L, job);
   mb_job_unref(job);
   mb_host_work_end();
 }
@@ -1274,9 +1271,8 @@ static int sched_set_next_run_time(lua_State *L) {
 void mb_host_whole_spec(lua_State *L, mb_job *job) {
   if (!job->lua_lean || job->lua_ref == LUA_NOREF) return;
   /* Host work: a run at its memory limit must not have these
-   * allocations raise between the job's ref and unref. */
+   * allocations raise while the caller holds the job. */
   mb_host_work_begin();
-  mb_job_ref(job);
   lua_createtable(L, 0, 7);
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->lua_ref);
   lua_setfield(L, -2, "run");
@@ -1300,7 +1296,6 @@ void mb_host_whole_spec(lua_State *L, mb_job *job) {
   } else {
     lua_pop(L, 1);
   }
-  mb_job_unref(job);
   mb_host_work_end();
 }
 

@@ -31,7 +31,8 @@ void mb_host_work_end(void);
 
 /* Turn a lean job's ref (its run function alone) into a whole spec
  * table; nothing for a job that is not lean. A finalizer run by the
- * allocations may remove the job: callers check job->lua_ref after. */
+ * allocations may remove the job: callers hold it, and check
+ * job->lua_ref after. */
 struct mb_job;
 void mb_host_whole_spec(lua_State *L, struct mb_job *job);
 

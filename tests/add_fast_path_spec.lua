@@ -236,6 +236,22 @@ describe("add_job's fast path", function()
     assert.equal(1, h.scheduler.get_job("lean").counts.ok)
   end)
 
+  it("retries a lean job given a retry policy, with no retry_on to ask", function()
+    local attempts = {}
+    h.scheduler.add_job { id = "flaky", trigger = { "interval", minutes = 10 },
+      run = function(ctx)
+        attempts[#attempts + 1] = ctx.attempt
+        error("down")
+      end }
+    -- The core's own verb: the scheduler's modify_job makes the spec
+    -- whole first, so only this reaches a lean job's retry decision.
+    h.core:set_policy(h.scheduler.get_job("flaky"),
+      { retry_attempts = 3, retry_delay = 5 })
+    h:advance("10m")
+    h:advance(30)
+    assert.same({ 1, 2, 3 }, attempts)
+  end)
+
   it("carries a lean job's ctx.state over to the job replacing it", function()
     h.scheduler.add_job { id = "s", trigger = { "interval", seconds = 10 },
       run = function(ctx) ctx.state.seen = true end }
