@@ -1,6 +1,6 @@
 #include "gc.h"
 
-/* Runs leave garbage (a ctx table each) that the generational collector
+/* Runs leave garbage (a ctx each) that the generational collector
  * takes in young collections, which hold the loop for as long as the
  * young generation takes to sweep. Left to itself it collects once a
  * fifth of the heap has been allocated: with ten thousand jobs firing

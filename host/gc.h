@@ -1,5 +1,5 @@
 /* gc.h: Lua's collector, paced around the loop's turns. Runs leave
- * young garbage (a ctx table each) beside a large, long-lived heap of
+ * young garbage (a ctx each) beside a large, long-lived heap of
  * jobs; the loop takes the collections at the end of turns, so that a
  * burst of fires inside one turn is not held by a full collection. */
 #ifndef MB_GC_H

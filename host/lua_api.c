@@ -184,8 +184,6 @@ static void hook_removed(mb_sched *s, mb_job *job, void *data) {
     mb_unref(h->L, job->lua_ref);
   job->lua_shared = NULL;
   job->lua_ref = LUA_NOREF;
-  if (job->id_ref > 0) mb_unref(h->L, job->id_ref);
-  job->id_ref = 0;
   if (job->rec.has_handle) mb_handles_removed(h->handles, h->L, job);
 }
 

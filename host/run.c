@@ -42,7 +42,7 @@ struct mb_run {
   bool ending;
   bool cancel_requested;     /* cancelled while busy: ends when not */
   const char *cancel_reason;
-  const void *ctx;           /* its ctx table, to know it by */
+  const void *ctx;           /* its ctx, to know it by */
   char *tail;                /* the last lines it logged, or NULL */
   size_t tail_len;
   mb_run *next, **prevp;
@@ -72,12 +72,8 @@ typedef struct spare_thread {
 /* The field names every run sets or reads: interned once and pushed by
  * registry ref, since lua_setfield/getfield look a C string up each time
  * and that was a tenth of a trivial run. */
-enum {
-  KEY_JOB_ID, KEY_RUN_ID, KEY_SCHEDULED_TIME, KEY_ATTEMPT, KEY_DEADLINE,
-  KEY_RUN, KEY_STATE, KEY_ARGS, KEY_KWARGS, KEY_N, KEY_COUNT
-};
+enum { KEY_RUN, KEY_STATE, KEY_ARGS, KEY_KWARGS, KEY_N, KEY_COUNT };
 static const char *const key_names[KEY_COUNT] = {
-  "job_id", "run_id", "scheduled_time", "attempt", "deadline",
   "run", "state", "args", "kwargs", "n",
 };
 
@@ -127,17 +123,14 @@ mb_clock *mb_run_clock(const mb_run *run) {
   return mb_sched_clock(run->runner->sched);
 }
 
-static int ctx_index(lua_State *L);
+static void push_ctx_meta(lua_State *L, mb_runner *r);
 
 mb_runner *mb_runner_new(lua_State *L, mb_sched *sched) {
   mb_runner *r = mb_xcalloc(1, sizeof *r);
   r->L = L;
   r->sched = sched;
   /* Every run's ctx shares it: looked up by ref, not by name, per run. */
-  lua_createtable(L, 0, 1);
-  lua_pushlightuserdata(L, r);
-  lua_pushcclosure(L, ctx_index, 1);
-  lua_setfield(L, -2, "__index");
+  push_ctx_meta(L, r);
   r->ctx_meta = luaL_ref(L, LUA_REGISTRYINDEX);
   for (int k = 0; k < KEY_COUNT; k++) {
     lua_pushstring(L, key_names[k]);
@@ -679,17 +672,87 @@ void mb_lua_log(lua_State *L, int level, const char *job_id,
   lua_settop(L, 2);
 }
 
+/* A run's ctx is a userdata: its facts, fixed when the run starts, and a
+ * copy of its job's id, so that a ctx kept past its run still reads. As
+ * a table with its fields it was a third of a trivial run: the table,
+ * four hashed fields, the id interned as a Lua string, and collecting
+ * them. Fields a job sets on ctx, and log and state once made, live in a
+ * table made on first use: the userdata's user value. */
+typedef struct run_ctx {
+  lua_Integer run_id;
+  lua_Integer attempt;
+  double scheduled_time;
+  double deadline;
+  bool has_deadline;
+  size_t id_len;
+  char job_id[];
+} run_ctx;
+
+/* The fields a run is given, in the order pairs() lists them. */
+enum { CTX_JOB_ID, CTX_RUN_ID, CTX_SCHEDULED_TIME, CTX_ATTEMPT, CTX_DEADLINE,
+       CTX_NFACTS, CTX_LOG = CTX_NFACTS, CTX_STATE, CTX_NNAMES };
+static const char *const ctx_names[CTX_NNAMES] = {
+  "job_id", "run_id", "scheduled_time", "attempt", "deadline", "log", "state",
+};
+
+static int ctx_name(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TSTRING) return CTX_NNAMES;
+  const char *key = lua_tostring(L, idx);
+  int f = 0;
+  while (f < CTX_NNAMES && strcmp(key, ctx_names[f]) != 0) f++;
+  return f;
+}
+
+/* The ctx at idx: ours, not some other userdata handed to a metamethod
+ * taken with debug.getmetatable. Upvalue 1 of every metamethod is the
+ * runner. */
+static run_ctx *check_ctx(lua_State *L, int idx) {
+  const mb_runner *r = lua_touserdata(L, lua_upvalueindex(1));
+  run_ctx *c = lua_touserdata(L, idx);
+  bool ours = c && lua_getmetatable(L, idx);
+  if (ours) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ctx_meta);
+    ours = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (!ours) luaL_typeerror(L, idx, "ctx");
+  return c;
+}
+
+/* Push fact f of c; false (nothing pushed) for a deadline it has not. */
+static bool push_fact(lua_State *L, const run_ctx *c, int f) {
+  switch (f) {
+  case CTX_JOB_ID: lua_pushlstring(L, c->job_id, c->id_len); return true;
+  case CTX_RUN_ID: lua_pushinteger(L, c->run_id); return true;
+  case CTX_SCHEDULED_TIME: lua_pushnumber(L, c->scheduled_time); return true;
+  case CTX_ATTEMPT: lua_pushinteger(L, c->attempt); return true;
+  default:
+    if (!c->has_deadline) return false;
+    lua_pushnumber(L, c->deadline);
+    return true;
+  }
+}
+
+/* Push ctx's own table (its user value), made if make; false, with nil
+ * pushed, when it has none. */
+static bool ctx_fields(lua_State *L, int idx, bool make) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE) return true;
+  if (!make) return false;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, 1);
+  return true;
+}
+
 /* ctx.log.info(msg, fields): upvalue 1 is ctx, 2 the level. */
 static int ctx_log(lua_State *L) {
-  /* A copy: the job may have changed ctx.job_id to anything. */
+  const run_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  /* A copy: the log line's __tostring calls may run any code. */
   char job[256];
-  lua_getfield(L, lua_upvalueindex(1), "job_id");
-  lua_getfield(L, lua_upvalueindex(1), "run_id");
-  const char *id = lua_tostring(L, -2);
-  snprintf(job, sizeof job, "%s", id ? id : "?");
-  lua_Integer run = lua_tointeger(L, -1);
-  lua_pop(L, 2);
-  mb_lua_log(L, (int)lua_tointeger(L, lua_upvalueindex(2)), job, run);
+  snprintf(job, sizeof job, "%s", c->job_id);
+  mb_lua_log(L, (int)lua_tointeger(L, lua_upvalueindex(2)), job, c->run_id);
   return 0;
 }
 
@@ -721,17 +784,12 @@ int luaopen_moonbeat_core_log(lua_State *L) {
  * for nothing is a tenth of a trivial run. It is the job's table, kept
  * in its spec between runs; the run is found by its ctx, or, for a ctx
  * kept past its run, the job by id. */
-static int ctx_state(lua_State *L, mb_runner *r) {
-  const void *ctx = lua_topointer(L, 1);
+static int ctx_state(lua_State *L, mb_runner *r, const run_ctx *c) {
   mb_job *job = NULL;
-  if (executing && executing->ctx == ctx) job = executing->job;
+  if (executing && executing->ctx == c) job = executing->job;
   for (mb_run *run = r->runs; !job && run; run = run->next)
-    if (run->ctx == ctx) job = run->job;
-  if (!job) {
-    if (get_key(L, r, 1, KEY_JOB_ID) == LUA_TSTRING)
-      job = mb_sched_get_job(r->sched, lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
+    if (run->ctx == c) job = run->job;
+  if (!job) job = mb_sched_get_job(r->sched, c->job_id);
   /* Replaced while it runs: the new job has the state now. */
   if (job && job->lua_ref == LUA_NOREF) job = mb_sched_get_job(r->sched, job->id);
   /* Held while its spec is made whole: the allocations may run a
@@ -754,16 +812,26 @@ static int ctx_state(lua_State *L, mb_runner *r) {
     lua_pushvalue(L, -1);
     set_key(L, r, -3, KEY_STATE);
   }
-  lua_pushvalue(L, -1);
-  set_key(L, r, 1, KEY_STATE);
+  ctx_fields(L, 1, true);
+  lua_pushvalue(L, -2);
+  set_key(L, r, -2, KEY_STATE);
+  lua_pop(L, 1);
   return 1;
 }
 
 static int ctx_index(lua_State *L) {
   mb_runner *r = lua_touserdata(L, lua_upvalueindex(1));
-  const char *key = luaL_checkstring(L, 2);
-  if (strcmp(key, "state") == 0) return ctx_state(L, r);
-  if (strcmp(key, "log") != 0) return 0;
+  const run_ctx *c = check_ctx(L, 1);
+  if (ctx_fields(L, 1, false)) {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  int f = ctx_name(L, 2);
+  if (f < CTX_NFACTS) return push_fact(L, c, f) ? 1 : 0;
+  if (f == CTX_STATE) return ctx_state(L, r, c);
+  if (f != CTX_LOG) return 0;
   lua_createtable(L, 0, 4);
   for (int i = 0; i < 4; i++) {
     lua_pushvalue(L, 1);
@@ -771,58 +839,100 @@ static int ctx_index(lua_State *L) {
     lua_pushcclosure(L, ctx_log, 2);
     lua_setfield(L, -2, log_levels[i]);
   }
-  lua_pushvalue(L, -1);
-  lua_setfield(L, 1, "log");
+  ctx_fields(L, 1, true);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   return 1;
 }
 
-/* A job's id as a Lua string is made at its first run and kept in the
- * registry until the job is removed: made from C at every run it would
- * be hashed, and allocated anew, as the last run's ctx is gone by then.
- * A job with no fire left (a one-shot job's run) keeps nothing. */
-static void push_job_id(lua_State *co, mb_job *job) {
-  if (job->id_ref > 0) {
-    lua_rawgeti(co, LUA_REGISTRYINDEX, job->id_ref);
-    return;
+/* ctx.x = v: a job may keep its own fields on ctx; the run's facts, log
+ * and state are not to be replaced (setting the same value again is
+ * allowed, for `ctx.state = ctx.state or {}`). */
+static int ctx_newindex(lua_State *L) {
+  check_ctx(L, 1);
+  int f = ctx_name(L, 2);
+  if (f < CTX_NNAMES) {
+    lua_pushvalue(L, 2);
+    lua_gettable(L, 1);
+    if (lua_rawequal(L, -1, 3)) return 0;
+    return luaL_error(L, "ctx.%s cannot be assigned%s", ctx_names[f],
+                      f == CTX_STATE ? ": set fields of ctx.state instead" : "");
   }
-  lua_pushstring(co, job->id);
-  if (job->removed || job->next_fire == MB_TIME_NONE) return;
-  lua_pushvalue(co, -1);
-  int ref = mb_ref(co);
-  /* The ref's allocation may run a finalizer that removes the job (the
-   * run holds the job itself): its removal released nothing of this. */
-  if (job->removed)
-    mb_unref(co, ref);
-  else
-    job->id_ref = ref;
+  ctx_fields(L, 1, true);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* pairs(ctx): the run's facts, then the fields made or set on it. */
+static int ctx_next(lua_State *L) {
+  const run_ctx *c = check_ctx(L, 1);
+  lua_settop(L, 2);
+  int f = lua_isnil(L, 2) ? -1 : ctx_name(L, 2);
+  if (f < CTX_NFACTS) {
+    for (f++; f < CTX_NFACTS; f++) {
+      lua_pushstring(L, ctx_names[f]);
+      if (push_fact(L, c, f)) return 2;
+      lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    lua_replace(L, 2);
+  }
+  if (!ctx_fields(L, 1, false)) return 0;
+  lua_pushvalue(L, 2);
+  return lua_next(L, -2) ? 2 : 0;
+}
+
+static int ctx_pairs(lua_State *L) {
+  check_ctx(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int ctx_tostring(lua_State *L) {
+  const run_ctx *c = check_ctx(L, 1);
+  lua_pushfstring(L, "ctx: %s run %I", c->job_id, c->run_id);
+  return 1;
+}
+
+static void push_ctx_meta(lua_State *L, mb_runner *r) {
+  lua_createtable(L, 0, 5);
+  lua_pushlightuserdata(L, r);
+  lua_pushcclosure(L, ctx_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushlightuserdata(L, r);
+  lua_pushcclosure(L, ctx_newindex, 1);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushlightuserdata(L, r);
+  lua_pushlightuserdata(L, r);
+  lua_pushcclosure(L, ctx_next, 1);
+  lua_pushcclosure(L, ctx_pairs, 2);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushlightuserdata(L, r);
+  lua_pushcclosure(L, ctx_tostring, 1);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "ctx");
+  lua_setfield(L, -2, "__name");
 }
 
 static void push_ctx(lua_State *co, mb_run *run) {
   const mb_runner *r = run->runner;
-  /* Room for the fields set here, no more: a ctx is the garbage every
-   * run leaves, and log and state, which most runs never touch, grow it
-   * when they are first used. */
-  lua_createtable(co, 0, run->deadline_mono != MB_TIME_NONE ? 5 : 4);
-  run->ctx = lua_topointer(co, -1);
-  /* Key first, then value: no stack shuffling per field. */
-  int ctx = lua_gettop(co);
-  push_key(co, r, KEY_JOB_ID);
-  push_job_id(co, run->job);
-  lua_rawset(co, ctx);
-  push_key(co, r, KEY_RUN_ID);
-  lua_pushinteger(co, (lua_Integer)run->id);
-  lua_rawset(co, ctx);
-  push_key(co, r, KEY_SCHEDULED_TIME);
-  lua_pushnumber(co, (double)run->fire.scheduled / 1e6);
-  lua_rawset(co, ctx);
-  push_key(co, r, KEY_ATTEMPT);
-  lua_pushinteger(co, run->fire.attempt);
-  lua_rawset(co, ctx);
-  if (run->deadline_mono != MB_TIME_NONE) {
-    push_key(co, r, KEY_DEADLINE);
-    lua_pushnumber(co, (double)(run->started + run->timeout) / 1e6);
-    lua_rawset(co, ctx);
-  }
+  const char *id = run->job->id;
+  size_t len = strlen(id);
+  run_ctx *c = lua_newuserdatauv(co, sizeof *c + len + 1, 1);
+  c->run_id = (lua_Integer)run->id;
+  c->attempt = run->fire.attempt;
+  c->scheduled_time = (double)run->fire.scheduled / 1e6;
+  c->has_deadline = run->deadline_mono != MB_TIME_NONE;
+  c->deadline = c->has_deadline ? (double)(run->started + run->timeout) / 1e6 : 0;
+  c->id_len = len;
+  memcpy(c->job_id, id, len + 1);
+  run->ctx = c;
   lua_rawgeti(co, LUA_REGISTRYINDEX, r->ctx_meta);
   lua_setmetatable(co, -2);
 }

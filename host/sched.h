@@ -81,7 +81,6 @@ struct mb_job {
   /* Kept by the runner. */
   unsigned running;      /* runs in flight */
   unsigned nbuffered, buffer_cap;
-  int id_ref;            /* id as a Lua string, from its first run; 0: none */
   mb_fire *buffer;       /* fires waiting for a free instance */
   /* Kept by the host: what the store keeps besides the schedule. Strings
    * are owned and freed with the job. */
