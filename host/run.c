@@ -679,6 +679,8 @@ void mb_lua_log(lua_State *L, int level, const char *job_id,
  * them. Fields a job sets on ctx, and log and state once made, live in a
  * table made on first use: the userdata's user value. */
 typedef struct run_ctx {
+  const void *magic;      /* &ctx_magic: known without its metatable */
+  bool has_fields;        /* it has its own table */
   lua_Integer run_id;
   lua_Integer attempt;
   double scheduled_time;
@@ -695,27 +697,30 @@ static const char *const ctx_names[CTX_NNAMES] = {
   "job_id", "run_id", "scheduled_time", "attempt", "deadline", "log", "state",
 };
 
+static const size_t ctx_name_lens[CTX_NNAMES] = {6, 6, 14, 7, 8, 3, 5};
+
 static int ctx_name(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TSTRING) return CTX_NNAMES;
-  const char *key = lua_tostring(L, idx);
+  size_t len;
+  const char *key = lua_tolstring(L, idx, &len);
   int f = 0;
-  while (f < CTX_NNAMES && strcmp(key, ctx_names[f]) != 0) f++;
+  while (f < CTX_NNAMES &&
+         !(ctx_name_lens[f] == len && memcmp(key, ctx_names[f], len) == 0))
+    f++;
   return f;
 }
 
+static const char ctx_magic = 0;
+
 /* The ctx at idx: ours, not some other userdata handed to a metamethod
- * taken with debug.getmetatable. Upvalue 1 of every metamethod is the
- * runner. */
+ * taken with debug.getmetatable. Known by a mark inside it, not by its
+ * metatable: comparing metatables was a third of reading a field. Lua
+ * code cannot write a userdata's bytes, so only a ctx carries the mark. */
 static run_ctx *check_ctx(lua_State *L, int idx) {
-  const mb_runner *r = lua_touserdata(L, lua_upvalueindex(1));
-  run_ctx *c = lua_touserdata(L, idx);
-  bool ours = c && lua_getmetatable(L, idx);
-  if (ours) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ctx_meta);
-    ours = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-  }
-  if (!ours) luaL_typeerror(L, idx, "ctx");
+  run_ctx *c = NULL;
+  if (lua_type(L, idx) == LUA_TUSERDATA && lua_rawlen(L, idx) >= sizeof *c)
+    c = lua_touserdata(L, idx);
+  if (!c || c->magic != &ctx_magic) luaL_typeerror(L, idx, "ctx");
   return c;
 }
 
@@ -737,12 +742,19 @@ static bool push_fact(lua_State *L, const run_ctx *c, int f) {
  * pushed, when it has none. */
 static bool ctx_fields(lua_State *L, int idx, bool make) {
   idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE) return true;
-  if (!make) return false;
-  lua_pop(L, 1);
+  run_ctx *c = lua_touserdata(L, idx);
+  if (c->has_fields) {
+    lua_getiuservalue(L, idx, 1);
+    return true;
+  }
+  if (!make) {
+    lua_pushnil(L);
+    return false;
+  }
   lua_createtable(L, 0, 2);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, 1);
+  c->has_fields = true;
   return true;
 }
 
@@ -822,12 +834,12 @@ static int ctx_state(lua_State *L, mb_runner *r, const run_ctx *c) {
 static int ctx_index(lua_State *L) {
   mb_runner *r = lua_touserdata(L, lua_upvalueindex(1));
   const run_ctx *c = check_ctx(L, 1);
-  if (ctx_fields(L, 1, false)) {
+  if (c->has_fields) {
+    lua_getiuservalue(L, 1, 1);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL) return 1;
-    lua_pop(L, 1);
+    lua_pop(L, 2);
   }
-  lua_pop(L, 1);
   int f = ctx_name(L, 2);
   if (f < CTX_NFACTS) return push_fact(L, c, f) ? 1 : 0;
   if (f == CTX_STATE) return ctx_state(L, r, c);
@@ -888,7 +900,7 @@ static int ctx_next(lua_State *L) {
 
 static int ctx_pairs(lua_State *L) {
   check_ctx(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushvalue(L, 1);
   lua_pushnil(L);
   return 3;
@@ -905,16 +917,12 @@ static void push_ctx_meta(lua_State *L, mb_runner *r) {
   lua_pushlightuserdata(L, r);
   lua_pushcclosure(L, ctx_index, 1);
   lua_setfield(L, -2, "__index");
-  lua_pushlightuserdata(L, r);
-  lua_pushcclosure(L, ctx_newindex, 1);
+  lua_pushcfunction(L, ctx_newindex);
   lua_setfield(L, -2, "__newindex");
-  lua_pushlightuserdata(L, r);
-  lua_pushlightuserdata(L, r);
-  lua_pushcclosure(L, ctx_next, 1);
-  lua_pushcclosure(L, ctx_pairs, 2);
+  lua_pushcfunction(L, ctx_next);
+  lua_pushcclosure(L, ctx_pairs, 1);
   lua_setfield(L, -2, "__pairs");
-  lua_pushlightuserdata(L, r);
-  lua_pushcclosure(L, ctx_tostring, 1);
+  lua_pushcfunction(L, ctx_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "ctx");
   lua_setfield(L, -2, "__name");
@@ -925,6 +933,8 @@ static void push_ctx(lua_State *co, mb_run *run) {
   const char *id = run->job->id;
   size_t len = strlen(id);
   run_ctx *c = lua_newuserdatauv(co, sizeof *c + len + 1, 1);
+  c->magic = &ctx_magic;
+  c->has_fields = false;
   c->run_id = (lua_Integer)run->id;
   c->attempt = run->fire.attempt;
   c->scheduled_time = (double)run->fire.scheduled / 1e6;
