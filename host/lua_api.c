@@ -347,17 +347,17 @@ static const char *status_name(int kind) {
 }
 
 static void record_event(host *h, const mb_event *ev) {
-  /* A run's job while it is in the scheduler is the job of its id;
-   * once removed, the id may belong to a new one. */
-  mb_job *job = ev->job && !ev->job->removed
-                    ? ev->job
-                    : mb_sched_get_job(h->sched, ev->job_id);
   if (ev->kind == MB_EV_REMOVED) {
     /* A job that is done stays on record as done, so that a restart
      * does not run its date again; a replaced one is saved anew. */
     if (!ev->reason) mb_store_delete_job(h->store, ev->job_id);
     return;
   }
+  /* A run's job while it is in the scheduler is the job of its id;
+   * once removed, the id may belong to a new one. */
+  mb_job *job = ev->job && !ev->job->removed
+                    ? ev->job
+                    : mb_sched_get_job(h->sched, ev->job_id);
   const char *status = status_name(ev->kind);
   long long run_id = 0;
   if (ev->kind == MB_EV_STARTED || status) {
