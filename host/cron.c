@@ -589,12 +589,6 @@ void mb_cron_free(mb_cron *c) {
  * compiled copy, and adding one costs a lookup instead of a parse. */
 static mb_share_table shared;
 
-static uint64_t hash_key(const char *k) {
-  uint64_t h = MB_SHARE_HASH_START;
-  for (; *k; k++) h = mb_share_mix(h, (unsigned char)*k);
-  return h;
-}
-
 static bool same_key(const mb_share_node *node, const void *key) {
   return strcmp(((const mb_cron *)node)->key, key) == 0;
 }
@@ -604,12 +598,41 @@ static void unshare(mb_cron *c) {
   free(c->key);
 }
 
+/* A sharing key, hashed as it is written: building it with strlen and
+ * memcpy per piece, then hashing it, was most of sharing a cron. */
+typedef struct cron_key {
+  char text[1100];
+  size_t n;
+  uint64_t hash;
+  bool fits;
+} cron_key;
+
+static void key_put(cron_key *k, const char *piece) {
+  for (const char *p = piece; *p && k->fits; p++) {
+    if (k->n + 1 >= sizeof k->text) {
+      k->fits = false;
+      break;
+    }
+    k->text[k->n++] = *p;
+    k->hash = mb_share_mix(k->hash, (unsigned char)*p);
+  }
+  k->text[k->n] = '\0';
+}
+
+/* The key's kind ('F' fields, 'C' crontab) and the DST choices. */
+static void key_start(cron_key *k, char kind, int gap, int repeat) {
+  k->n = 0;
+  k->hash = MB_SHARE_HASH_START;
+  k->fits = true;
+  char head[] = {kind, (char)('0' + gap), (char)('0' + repeat), '\0'};
+  key_put(k, head);
+}
+
 /* The shared copy for key, or a new one from compile (which may fail). */
-static mb_cron *share(const char *key, int gap, int repeat,
+static mb_cron *share(const cron_key *k, int gap, int repeat,
                       mb_cron *(*compile)(const void *input, mb_err *err),
                       const void *input, mb_err *err) {
-  uint64_t hash = hash_key(key);
-  mb_cron *c = (mb_cron *)mb_share_find(&shared, hash, same_key, key);
+  mb_cron *c = (mb_cron *)mb_share_find(&shared, k->hash, same_key, k->text);
   if (c) {
     c->refs++;
     return c;
@@ -617,8 +640,8 @@ static mb_cron *share(const char *key, int gap, int repeat,
   c = compile(input, err);
   if (!c) return NULL;
   mb_cron_set_dst(c, gap, repeat);
-  c->key = mb_xstrdup(key);
-  mb_share_add(&shared, &c->share, hash);
+  c->key = mb_xstrdup(k->text);
+  mb_share_add(&shared, &c->share, k->hash);
   return c;
 }
 
@@ -630,42 +653,34 @@ static mb_cron *compile_crontab(const void *input, mb_err *err) {
   return mb_cron_from_crontab(input, err);
 }
 
-/* Append text to key (of size cap, at *n); false when it does not fit. */
-static bool key_add(char *key, size_t cap, size_t *n, const char *text) {
-  size_t len = strlen(text);
-  if (*n + len + 1 > cap) return false;
-  memcpy(key + *n, text, len + 1);
-  *n += len;
-  return true;
-}
-
 mb_cron *mb_cron_shared_fields(const char *const fields[MB_CRON_NFIELDS],
                                int gap, int repeat, mb_err *err) {
   /* "F", the DST choices, then each field after \x1f (\x1e: not given). */
-  char key[1100] = {'F', (char)('0' + gap), (char)('0' + repeat), '\0'};
-  size_t n = 3;
-  bool fits = true;
-  for (int i = 0; i < MB_CRON_NFIELDS && fits; i++)
-    fits = key_add(key, sizeof key, &n, "\x1f") &&
-           key_add(key, sizeof key, &n, fields[i] ? fields[i] : "\x1e");
-  if (!fits) {  /* too long to share: a copy of its own */
+  cron_key k;
+  key_start(&k, 'F', gap, repeat);
+  for (int i = 0; i < MB_CRON_NFIELDS && k.fits; i++) {
+    key_put(&k, "\x1f");
+    key_put(&k, fields[i] ? fields[i] : "\x1e");
+  }
+  if (!k.fits) {  /* too long to share: a copy of its own */
     mb_cron *c = mb_cron_from_fields(fields, err);
     if (c) mb_cron_set_dst(c, gap, repeat);
     return c;
   }
-  return share(key, gap, repeat, compile_fields, fields, err);
+  return share(&k, gap, repeat, compile_fields, fields, err);
 }
 
 mb_cron *mb_cron_shared_crontab(const char *expr, int gap, int repeat,
                                 mb_err *err) {
-  char key[1100] = {'C', (char)('0' + gap), (char)('0' + repeat), '\0'};
-  size_t n = 3;
-  if (!key_add(key, sizeof key, &n, expr)) {
+  cron_key k;
+  key_start(&k, 'C', gap, repeat);
+  key_put(&k, expr);
+  if (!k.fits) {
     mb_cron *c = mb_cron_from_crontab(expr, err);
     if (c) mb_cron_set_dst(c, gap, repeat);
     return c;
   }
-  return share(key, gap, repeat, compile_crontab, expr, err);
+  return share(&k, gap, repeat, compile_crontab, expr, err);
 }
 
 void mb_cron_set_dst(mb_cron *c, int gap, int repeat) {

@@ -53,6 +53,22 @@ describe("jobs on one cron schedule", function()
     assert.same(without, local_fires(text_skip, zone))
   end)
 
+  it("fire on an expression too long to share, each with a copy of its own", function()
+    -- Over a thousand characters: too long for the sharing key.
+    local list = {}
+    for i = 1, 480 do list[i] = tostring(i % 4 * 15) end
+    local minutes = table.concat(list, ",")
+    assert.is_true(#minutes > 1100)
+    local fields = h:record("fields", { "cron", minute = minutes })
+    local again = h:record("again", { "cron", minute = minutes })
+    h:advance("1h")
+    assert.same({ 0, 900, 1800, 2700, 3600 }, fields)
+    assert.same(fields, again)
+    h.scheduler.remove_job("fields")
+    h:advance("15m")
+    assert.equal(6, #again)
+  end)
+
   it("do not mix a field table with a crontab string of other meaning", function()
     -- hour = 6 alone means second 0, minute 0 (APScheduler's defaults);
     -- the string "6 * * * *" means minute 6 of every hour.
