@@ -42,7 +42,6 @@ struct mb_run {
   bool ending;
   bool cancel_requested;     /* cancelled while busy: ends when not */
   const char *cancel_reason;
-  const void *ctx;           /* its ctx, to know it by */
   char *tail;                /* the last lines it logged, or NULL */
   size_t tail_len;
   mb_run *next, **prevp;
@@ -69,9 +68,9 @@ typedef struct spare_thread {
   int ref;
 } spare_thread;
 
-/* The field names every run sets or reads: interned once and pushed by
- * registry ref, since lua_setfield/getfield look a C string up each time
- * and that was a tenth of a trivial run. */
+/* The spec's field names every run reads: interned once and pushed by
+ * registry ref, since lua_getfield looks a C string up each time and
+ * that was a tenth of a trivial run. */
 enum { KEY_RUN, KEY_STATE, KEY_ARGS, KEY_KWARGS, KEY_N, KEY_COUNT };
 static const char *const key_names[KEY_COUNT] = {
   "run", "state", "args", "kwargs", "n",
@@ -680,42 +679,46 @@ void mb_lua_log(lua_State *L, int level, const char *job_id,
  * table made on first use: the userdata's user value. */
 typedef struct run_ctx {
   const void *magic;      /* &ctx_magic: known without its metatable */
-  bool has_fields;        /* it has its own table */
   lua_Integer run_id;
   lua_Integer attempt;
   double scheduled_time;
-  double deadline;
+  double deadline;        /* when has_deadline */
+  uint32_t id_len;
   bool has_deadline;
-  size_t id_len;
+  bool has_fields;        /* it has its own table */
   char job_id[];
 } run_ctx;
 
 /* The fields a run is given, in the order pairs() lists them. */
 enum { CTX_JOB_ID, CTX_RUN_ID, CTX_SCHEDULED_TIME, CTX_ATTEMPT, CTX_DEADLINE,
        CTX_NFACTS, CTX_LOG = CTX_NFACTS, CTX_STATE, CTX_NNAMES };
-static const char *const ctx_names[CTX_NNAMES] = {
-  "job_id", "run_id", "scheduled_time", "attempt", "deadline", "log", "state",
+#define CTX_NAME(text) {text, sizeof text - 1}
+static const struct {
+  const char *text;
+  size_t len;
+} ctx_names[CTX_NNAMES] = {
+  CTX_NAME("job_id"), CTX_NAME("run_id"), CTX_NAME("scheduled_time"),
+  CTX_NAME("attempt"), CTX_NAME("deadline"), CTX_NAME("log"),
+  CTX_NAME("state"),
 };
-
-static const size_t ctx_name_lens[CTX_NNAMES] = {6, 6, 14, 7, 8, 3, 5};
 
 static int ctx_name(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TSTRING) return CTX_NNAMES;
   size_t len;
   const char *key = lua_tolstring(L, idx, &len);
   int f = 0;
-  while (f < CTX_NNAMES &&
-         !(ctx_name_lens[f] == len && memcmp(key, ctx_names[f], len) == 0))
+  while (f < CTX_NNAMES && !(ctx_names[f].len == len &&
+                             memcmp(key, ctx_names[f].text, len) == 0))
     f++;
   return f;
 }
 
 static const char ctx_magic = 0;
 
-/* The ctx at idx: ours, not some other userdata handed to a metamethod
- * taken with debug.getmetatable. Known by a mark inside it, not by its
- * metatable: comparing metatables was a third of reading a field. Lua
- * code cannot write a userdata's bytes, so only a ctx carries the mark. */
+/* The ctx at idx: ours, not some other value handed to a metamethod or
+ * a log function by the debug library. Known by a mark inside it, not
+ * by its metatable: comparing metatables was a third of reading a
+ * field. Lua code cannot write a userdata's bytes. */
 static run_ctx *check_ctx(lua_State *L, int idx) {
   run_ctx *c = NULL;
   if (lua_type(L, idx) == LUA_TUSERDATA && lua_rawlen(L, idx) >= sizeof *c)
@@ -738,33 +741,49 @@ static bool push_fact(lua_State *L, const run_ctx *c, int f) {
   }
 }
 
-/* Push ctx's own table (its user value), made if make; false, with nil
- * pushed, when it has none. */
-static bool ctx_fields(lua_State *L, int idx, bool make) {
+/* Push the table of fields made or set on the ctx at idx (its user
+ * value) and return true; false, with nothing pushed, when it has none.
+ * The user value is checked: the debug library can replace it. */
+static bool push_fields(lua_State *L, int idx) {
+  const run_ctx *c = lua_touserdata(L, idx);
+  if (!c->has_fields) return false;
+  if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE) return true;
+  lua_pop(L, 1);
+  return false;
+}
+
+/* push_fields, the table made when there is none. */
+static void push_fields_made(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  run_ctx *c = lua_touserdata(L, idx);
-  if (c->has_fields) {
-    lua_getiuservalue(L, idx, 1);
-    return true;
-  }
-  if (!make) {
-    lua_pushnil(L);
-    return false;
-  }
+  if (push_fields(L, idx)) return;
   lua_createtable(L, 0, 2);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, 1);
-  c->has_fields = true;
-  return true;
+  ((run_ctx *)lua_touserdata(L, idx))->has_fields = true;
+}
+
+/* fields[key] = the value on top (popped), for the ctx at idx. */
+static void set_field(lua_State *L, int idx, int key) {
+  idx = lua_absindex(L, idx);
+  key = lua_absindex(L, key);
+  push_fields_made(L, idx);
+  lua_pushvalue(L, key);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);
+  lua_pop(L, 2);
 }
 
 /* ctx.log.info(msg, fields): upvalue 1 is ctx, 2 the level. */
 static int ctx_log(lua_State *L) {
-  const run_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
-  /* A copy: the log line's __tostring calls may run any code. */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  const run_ctx *c = check_ctx(L, -1);
+  /* A copy: logging runs the fields' __tostring, which may leave the
+   * ctx to the collector (mb_lua_log keeps only its arguments). */
   char job[256];
   snprintf(job, sizeof job, "%s", c->job_id);
-  mb_lua_log(L, (int)lua_tointeger(L, lua_upvalueindex(2)), job, c->run_id);
+  lua_Integer run = c->run_id;
+  lua_pop(L, 1);
+  mb_lua_log(L, (int)lua_tointeger(L, lua_upvalueindex(2)), job, run);
   return 0;
 }
 
@@ -792,18 +811,28 @@ int luaopen_moonbeat_core_log(lua_State *L) {
   return 1;
 }
 
-/* ctx.state on first use: most jobs never touch it, and a table per run
- * for nothing is a tenth of a trivial run. It is the job's table, kept
- * in its spec between runs; the run is found by its ctx, or, for a ctx
- * kept past its run, the job by id. */
-static int ctx_state(lua_State *L, mb_runner *r, const run_ctx *c) {
+/* The job a ctx's state belongs to: its run's, found by run id while
+ * it is in flight, or, for a ctx kept past its run, the job of its id
+ * now. NULL once the scheduler is closed (r NULL) or the job gone. */
+static mb_job *ctx_job(mb_runner *r, const run_ctx *c) {
+  if (!r) return NULL;
+  uint64_t id = (uint64_t)c->run_id;
   mb_job *job = NULL;
-  if (executing && executing->ctx == c) job = executing->job;
+  if (executing && executing->runner == r && executing->id == id)
+    job = executing->job;
   for (mb_run *run = r->runs; !job && run; run = run->next)
-    if (run->ctx == c) job = run->job;
+    if (run->id == id) job = run->job;
   if (!job) job = mb_sched_get_job(r->sched, c->job_id);
   /* Replaced while it runs: the new job has the state now. */
   if (job && job->lua_ref == LUA_NOREF) job = mb_sched_get_job(r->sched, job->id);
+  return job;
+}
+
+/* ctx.state on first use: most jobs never touch it, and a table per run
+ * for nothing is a tenth of a trivial run. It is the job's table, kept
+ * in its spec between runs. */
+static int ctx_state(lua_State *L, mb_runner *r, const run_ctx *c) {
+  mb_job *job = ctx_job(r, c);
   /* Held while its spec is made whole: the allocations may run a
    * finalizer that removes it. */
   if (job) {
@@ -816,26 +845,24 @@ static int ctx_state(lua_State *L, mb_runner *r, const run_ctx *c) {
     job->rec.has_state = true;  /* saved after each run from now on */
   }
   if (job) mb_job_unref(job);
-  /* A job gone for good: a table of its own, kept by nothing. */
-  if (gone) lua_newtable(L);
-  if (get_key(L, r, -1, KEY_STATE) != LUA_TTABLE) {
+  if (gone) {
+    /* A job gone for good: a table of its own, kept by nothing else. */
+    lua_newtable(L);
+  } else if (get_key(L, r, -1, KEY_STATE) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
     lua_pushvalue(L, -1);
     set_key(L, r, -3, KEY_STATE);
   }
-  ctx_fields(L, 1, true);
-  lua_pushvalue(L, -2);
-  set_key(L, r, -2, KEY_STATE);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  set_field(L, 1, 2);
   return 1;
 }
 
 static int ctx_index(lua_State *L) {
   mb_runner *r = lua_touserdata(L, lua_upvalueindex(1));
   const run_ctx *c = check_ctx(L, 1);
-  if (c->has_fields) {
-    lua_getiuservalue(L, 1, 1);
+  if (push_fields(L, 1)) {
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL) return 1;
     lua_pop(L, 2);
@@ -851,31 +878,36 @@ static int ctx_index(lua_State *L) {
     lua_pushcclosure(L, ctx_log, 2);
     lua_setfield(L, -2, log_levels[i]);
   }
-  ctx_fields(L, 1, true);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, -3);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  set_field(L, 1, 2);
   return 1;
 }
 
 /* ctx.x = v: a job may keep its own fields on ctx; the run's facts, log
- * and state are not to be replaced (setting the same value again is
- * allowed, for `ctx.state = ctx.state or {}`). */
+ * and state are not to be replaced. Setting the value already there is
+ * allowed, for `ctx.state = ctx.state or {}`; reading it here makes
+ * nothing (a log or state not made yet cannot be the value). */
 static int ctx_newindex(lua_State *L) {
-  check_ctx(L, 1);
+  const run_ctx *c = check_ctx(L, 1);
   int f = ctx_name(L, 2);
   if (f < CTX_NNAMES) {
-    lua_pushvalue(L, 2);
-    lua_gettable(L, 1);
-    if (lua_rawequal(L, -1, 3)) return 0;
-    return luaL_error(L, "ctx.%s cannot be assigned%s", ctx_names[f],
+    bool same;
+    if (f < CTX_NFACTS) {
+      same = push_fact(L, c, f) ? lua_rawequal(L, -1, 3) : lua_isnil(L, 3);
+    } else {
+      same = push_fields(L, 1);
+      if (same) {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, -2);
+        same = !lua_isnil(L, -1) && lua_rawequal(L, -1, 3);
+      }
+    }
+    if (same) return 0;
+    return luaL_error(L, "ctx.%s cannot be assigned%s", ctx_names[f].text,
                       f == CTX_STATE ? ": set fields of ctx.state instead" : "");
   }
-  ctx_fields(L, 1, true);
-  lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
-  lua_rawset(L, -3);
+  set_field(L, 1, 2);
   return 0;
 }
 
@@ -886,14 +918,14 @@ static int ctx_next(lua_State *L) {
   int f = lua_isnil(L, 2) ? -1 : ctx_name(L, 2);
   if (f < CTX_NFACTS) {
     for (f++; f < CTX_NFACTS; f++) {
-      lua_pushstring(L, ctx_names[f]);
+      lua_pushlstring(L, ctx_names[f].text, ctx_names[f].len);
       if (push_fact(L, c, f)) return 2;
       lua_pop(L, 1);
     }
     lua_pushnil(L);
     lua_replace(L, 2);
   }
-  if (!ctx_fields(L, 1, false)) return 0;
+  if (!push_fields(L, 1)) return 0;
   lua_pushvalue(L, 2);
   return lua_next(L, -2) ? 2 : 0;
 }
@@ -926,6 +958,10 @@ static void push_ctx_meta(lua_State *L, mb_runner *r) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "ctx");
   lua_setfield(L, -2, "__name");
+  /* Shared by every run's ctx: getmetatable(ctx) does not hand it out
+   * for one job to change for all. */
+  lua_pushliteral(L, "ctx");
+  lua_setfield(L, -2, "__metatable");
 }
 
 static void push_ctx(lua_State *co, mb_run *run) {
@@ -940,9 +976,8 @@ static void push_ctx(lua_State *co, mb_run *run) {
   c->scheduled_time = (double)run->fire.scheduled / 1e6;
   c->has_deadline = run->deadline_mono != MB_TIME_NONE;
   c->deadline = c->has_deadline ? (double)(run->started + run->timeout) / 1e6 : 0;
-  c->id_len = len;
+  c->id_len = (uint32_t)len;
   memcpy(c->job_id, id, len + 1);
-  run->ctx = c;
   lua_rawgeti(co, LUA_REGISTRYINDEX, r->ctx_meta);
   lua_setmetatable(co, -2);
 }
@@ -1150,6 +1185,13 @@ uint64_t mb_runner_free(mb_runner *r) {
   mb_runner_cancel(r, NULL, "the scheduler closed");
   uint64_t last = r->last_id;
   while (r->nspare) mb_unref(r->L, r->spare[--r->nspare].ref);
+  /* A ctx kept past the scheduler reads its facts still; its state is
+   * then a table of its own (ctx_index's runner becomes NULL). */
+  lua_rawgeti(r->L, LUA_REGISTRYINDEX, r->ctx_meta);
+  lua_getfield(r->L, -1, "__index");
+  lua_pushlightuserdata(r->L, NULL);
+  lua_setupvalue(r->L, -2, 1);
+  lua_pop(r->L, 2);
   luaL_unref(r->L, LUA_REGISTRYINDEX, r->ctx_meta);
   for (int k = 0; k < KEY_COUNT; k++)
     luaL_unref(r->L, LUA_REGISTRYINDEX, r->keys[k]);
