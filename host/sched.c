@@ -1,5 +1,6 @@
-/* sched.c: jobs by id, next fires in a heap, one timer for the
- * earliest; misfire, coalescing, jitter and retries. */
+/* sched.c: jobs by id, next fires in buckets by instant ordered by a
+ * heap, one timer for the earliest; misfire, coalescing, jitter and
+ * retries. */
 #include "sched.h"
 
 #include <stddef.h>
@@ -24,14 +25,17 @@ typedef struct pending_fire {
   struct pending_fire *next, **prevp;
 } pending_fire;
 
-/* A heap entry holds the key it is ordered by: sifting compares keys
- * side by side in the array, not in jobs spread over memory (two cache
- * misses a level, with thousands of jobs due at once). */
-typedef struct heap_entry {
-  mb_time at;    /* the job's next_fire */
-  uint64_t seq;  /* queued earlier, fires earlier */
-  mb_job *job;
-} heap_entry;
+/* Jobs due at one instant wait in a bucket, in the order their times
+ * were set; the heap orders the buckets. Thousands of jobs due at once
+ * (a burst, a schedule shared by many jobs) then leave and join buckets
+ * in constant time, where a heap of jobs sifted one entry a level, and
+ * wrote each moved job's slot, for every fire. */
+typedef struct fire_bucket {
+  mb_time at;
+  mb_job *head, *tail;
+  size_t slot;                /* in the heap */
+  struct fire_bucket *hnext;  /* in the table by instant */
+} fire_bucket;
 
 /* The job table is open-addressed, each slot an id's hash beside its job:
  * a lookup passing over other ids reads the table alone. A miss among a
@@ -48,9 +52,11 @@ struct mb_sched {
   void *data;
   table_slot *slots;
   size_t nslots, njobs;
-  heap_entry *heap;
+  fire_bucket **heap;         /* by instant, earliest first */
   size_t len, cap;
-  uint64_t seq;
+  fire_bucket **by_at;        /* buckets by instant, chained */
+  size_t nby_at;              /* a power of two, or 0 */
+  size_t queued;              /* jobs in buckets */
   uint64_t rng;
   bool stopped;
   bool closing;  /* jobs leave with the scheduler: no removed events */
@@ -233,86 +239,175 @@ mb_job *mb_sched_get_job(const mb_sched *s, const char *id) {
 
 size_t mb_sched_job_count(const mb_sched *s) { return s->njobs; }
 
-/* ---- heap of next fires ---- */
+/* ---- next fires: buckets by instant, in a heap ---- */
 
-static bool sooner(const heap_entry *a, const heap_entry *b) {
-  return a->at < b->at || (a->at == b->at && a->seq < b->seq);
-}
+static mb_pool *bucket_pool;
 
-static void put(mb_sched *s, size_t i, heap_entry e) {
-  s->heap[i] = e;
-  e.job->slot = i;
+static void put(mb_sched *s, size_t i, fire_bucket *b) {
+  s->heap[i] = b;
+  b->slot = i;
 }
 
 static void up(mb_sched *s, size_t i) {
-  heap_entry e = s->heap[i];
-  while (i > 0 && sooner(&e, &s->heap[(i - 1) / 2])) {
+  fire_bucket *b = s->heap[i];
+  while (i > 0 && b->at < s->heap[(i - 1) / 2]->at) {
     put(s, i, s->heap[(i - 1) / 2]);
     i = (i - 1) / 2;
   }
-  put(s, i, e);
+  put(s, i, b);
 }
 
 /* Floyd's way: the hole at i goes down to a leaf along the sooner
- * children, then the entry rises from there. An entry that moves down
- * at all (a fired job's next fire, the last entry moved to the top)
+ * children, then the bucket rises from there. A bucket that moves down
+ * at all (a fired job's next instant, the last bucket moved to the top)
  * mostly belongs near the leaves: one comparison a level, not two. */
 static void down(mb_sched *s, size_t i) {
-  heap_entry e = s->heap[i];
+  fire_bucket *b = s->heap[i];
   size_t hole = i;
   for (;;) {
     size_t c = 2 * hole + 1;
     if (c >= s->len) break;
-    if (c + 1 < s->len && sooner(&s->heap[c + 1], &s->heap[c])) c++;
+    if (c + 1 < s->len && s->heap[c + 1]->at < s->heap[c]->at) c++;
     put(s, hole, s->heap[c]);
     hole = c;
   }
-  while (hole > i && sooner(&e, &s->heap[(hole - 1) / 2])) {
+  while (hole > i && b->at < s->heap[(hole - 1) / 2]->at) {
     put(s, hole, s->heap[(hole - 1) / 2]);
     hole = (hole - 1) / 2;
   }
-  put(s, hole, e);
+  put(s, hole, b);
 }
 
-/* The entry at i, its key changed, to its place. */
+/* The bucket at i, its instant changed, to its place. */
 static void settle(mb_sched *s, size_t i) {
-  if (i > 0 && sooner(&s->heap[i], &s->heap[(i - 1) / 2]))
+  if (i > 0 && s->heap[i]->at < s->heap[(i - 1) / 2]->at)
     up(s, i);
   else
     down(s, i);
 }
 
-static void unqueue(mb_sched *s, mb_job *j) {
-  if (j->slot == SIZE_MAX) return;
-  size_t i = j->slot;
-  heap_entry last = s->heap[--s->len];
-  j->slot = SIZE_MAX;
-  if (i == s->len) return;
-  put(s, i, last);
-  settle(s, i);
+static fire_bucket **by_at_chain(const mb_sched *s, mb_time at) {
+  uint64_t h = (uint64_t)at * 0x9e3779b97f4a7c15ULL;
+  return &s->by_at[(h ^ (h >> 29)) & (s->nby_at - 1)];
 }
 
-/* Put j in the heap at j->next_fire, or keep it out when it has none.
- * A job in the heap already moves from where it is: a fired job goes
- * down from the top once, not out and back in. Fires due at the same
- * instant come in the order their times were set (seq). */
+static fire_bucket *bucket_at(const mb_sched *s, mb_time at) {
+  if (!s->nby_at) return NULL;
+  fire_bucket *b = *by_at_chain(s, at);
+  while (b && b->at != at) b = b->hnext;
+  return b;
+}
+
+static void by_at_add(mb_sched *s, fire_bucket *b) {
+  /* As many chains as buckets at least: chains of one or two. */
+  if (s->len > s->nby_at) {
+    fire_bucket **old = s->by_at;
+    size_t n = s->nby_at;
+    s->nby_at = n ? 2 * n : 64;
+    s->by_at = mb_xcalloc(s->nby_at, sizeof *s->by_at);
+    for (size_t i = 0; i < n; i++) {
+      for (fire_bucket *c = old[i], *next; c; c = next) {
+        next = c->hnext;
+        fire_bucket **chain = by_at_chain(s, c->at);
+        c->hnext = *chain;
+        *chain = c;
+      }
+    }
+    free(old);
+  }
+  fire_bucket **chain = by_at_chain(s, b->at);
+  b->hnext = *chain;
+  *chain = b;
+}
+
+static void by_at_remove(mb_sched *s, fire_bucket *b) {
+  fire_bucket **p = by_at_chain(s, b->at);
+  while (*p != b) p = &(*p)->hnext;
+  *p = b->hnext;
+}
+
+/* An empty bucket leaves the heap and the table. */
+static void drop_bucket(mb_sched *s, fire_bucket *b) {
+  by_at_remove(s, b);
+  size_t i = b->slot;
+  fire_bucket *last = s->heap[--s->len];
+  if (i != s->len) {
+    put(s, i, last);
+    settle(s, i);
+  }
+  mb_pool_free(bucket_pool, b);
+}
+
+static fire_bucket *new_bucket(mb_sched *s, mb_time at) {
+  if (!bucket_pool) bucket_pool = mb_pool_new(sizeof(fire_bucket));
+  fire_bucket *b = mb_pool_alloc(bucket_pool);
+  b->at = at;
+  if (s->len == s->cap) {
+    s->cap = s->cap ? 2 * s->cap : 64;
+    s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
+  }
+  put(s, s->len++, b);
+  by_at_add(s, b);
+  up(s, s->len - 1);
+  return b;
+}
+
+static void append(fire_bucket *b, mb_job *j) {
+  j->bucket = b;
+  j->qnext = NULL;
+  j->qprev = b->tail;
+  if (b->tail)
+    b->tail->qnext = j;
+  else
+    b->head = j;
+  b->tail = j;
+}
+
+/* Take j out of its bucket; an emptied bucket is dropped unless keep. */
+static fire_bucket *unlink_job(mb_sched *s, mb_job *j, bool keep) {
+  fire_bucket *b = j->bucket;
+  if (j->qprev) j->qprev->qnext = j->qnext; else b->head = j->qnext;
+  if (j->qnext) j->qnext->qprev = j->qprev; else b->tail = j->qprev;
+  j->bucket = NULL;
+  j->qprev = j->qnext = NULL;
+  s->queued--;
+  if (b->head || keep) return b;
+  drop_bucket(s, b);
+  return NULL;
+}
+
+static void unqueue(mb_sched *s, mb_job *j) {
+  if (j->bucket) unlink_job(s, j, false);
+}
+
+/* Put j in the bucket of j->next_fire, or keep it out when it has none.
+ * It goes behind the jobs already there: fires due at the same instant
+ * come in the order their times were set. A job alone in its bucket,
+ * moving to an instant no other holds, takes its bucket along: a fired
+ * job's bucket goes down from the top once, not out and back in. */
 static void queue(mb_sched *s, mb_job *j) {
   if (j->next_fire == MB_TIME_NONE || j->paused || j->removed) {
     unqueue(s, j);
     return;
   }
-  heap_entry e = {j->next_fire, s->seq++, j};
-  if (j->slot != SIZE_MAX) {
-    s->heap[j->slot] = e;
-    settle(s, j->slot);
+  mb_time at = j->next_fire;
+  fire_bucket *b = bucket_at(s, at);
+  if (!b && j->bucket && j->bucket->head == j && j->bucket->tail == j) {
+    b = j->bucket;
+    by_at_remove(s, b);
+    b->at = at;
+    by_at_add(s, b);
+    settle(s, b->slot);
     return;
   }
-  if (s->len == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : 64;
-    s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
+  if (j->bucket) {
+    /* Its own bucket, emptied, is kept while it is the one to join. */
+    fire_bucket *old = unlink_job(s, j, b == j->bucket);
+    (void)old;
   }
-  put(s, s->len++, e);
-  up(s, s->len - 1);
+  if (!b) b = new_bucket(s, at);
+  append(b, j);
+  s->queued++;
 }
 
 /* One timer for the earliest fire. An earliest fire that did not change
@@ -323,9 +418,9 @@ static void rearm(mb_sched *s) {
     mb_timer_stop(s->clock, &s->timer);
     return;
   }
-  if (mb_timer_active(&s->timer) && s->heap[0].at == s->timer_for) return;
-  s->timer_for = s->heap[0].at;
-  mb_time delay = s->heap[0].at - mb_clock_now(s->clock);
+  if (mb_timer_active(&s->timer) && s->heap[0]->at == s->timer_for) return;
+  s->timer_for = s->heap[0]->at;
+  mb_time delay = s->heap[0]->at - mb_clock_now(s->clock);
   mb_timer_start(s->clock, &s->timer, delay > 0 ? delay : 0);
 }
 
@@ -429,8 +524,8 @@ static void fire_job(mb_sched *s, mb_job *j, mb_time now) {
 static void fire_due(mb_timer *timer) {
   mb_sched *s = timer->data;
   mb_time now = mb_clock_now(s->clock);
-  while (!s->stopped && s->len && s->heap[0].at <= now)
-    fire_job(s, s->heap[0].job, now);
+  while (!s->stopped && s->len && s->heap[0]->at <= now)
+    fire_job(s, s->heap[0]->head, now);
   rearm(s);
 }
 
@@ -441,9 +536,10 @@ static void on_jump(mb_clock *clock, mb_time delta, void *data) {
   mb_time now = mb_clock_now(s->clock);
   /* Fires made overdue by a forward jump stay due (they run as after a
    * stall); every later fire is recomputed from the new now. */
-  size_t n = s->len;
-  mb_job **jobs = mb_xmalloc((n ? n : 1) * sizeof *jobs);
-  for (size_t i = 0; i < n; i++) jobs[i] = s->heap[i].job;
+  size_t n = 0;
+  mb_job **jobs = mb_xmalloc((s->queued ? s->queued : 1) * sizeof *jobs);
+  for (size_t i = 0; i < s->len; i++)
+    for (mb_job *j = s->heap[i]->head; j; j = j->qnext) jobs[n++] = j;
   for (size_t i = 0; i < n; i++) {
     if (jobs[i]->next_fire <= now) continue;
     schedule_from(s, jobs[i], now);
@@ -529,6 +625,7 @@ void mb_sched_free(mb_sched *s) {
   mb_clock_on_jump(s->clock, NULL, NULL);
   free(s->slots);
   free(s->heap);
+  free(s->by_at);
   free(s);
 }
 
@@ -633,7 +730,6 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   j->lua_lean = lua->lean;
   j->lua_shared = lua->shared;
   j->refs = 1;
-  j->slot = SIZE_MAX;
   j->sched = s;
   j->paused = paused;
   if (paused)

@@ -109,7 +109,8 @@ struct mb_job {
   /* Private. */
   int refs;
   unsigned pending_fires;
-  size_t slot;
+  struct fire_bucket *bucket;  /* its next fire's, or NULL */
+  mb_job *qprev, *qnext;       /* in the bucket */
   mb_timer *retry_timer;  /* NULL until a retry is first armed */
 };
 

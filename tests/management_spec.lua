@@ -1,6 +1,14 @@
 -- The scheduler's management verbs and job objects.
 local harness = require "tests.harness"
 
+-- rand(n) in [0, n), the same sequence every run for a seed.
+local function seeded_rand(seed)
+  return function(n)
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed % n
+  end
+end
+
 describe("managing jobs", function()
   local h, s
   before_each(function()
@@ -391,11 +399,7 @@ describe("managing jobs", function()
   end)
 
   it("fires jobs with scattered times in time order through removals, replacements, reschedules and pauses", function()
-    local seed = 12345
-    local function rand(n)  -- the same sequence every run
-      seed = (seed * 1103515245 + 12345) % 2147483648
-      return seed % n
-    end
+    local rand = seeded_rand(12345)
     local fired, alive = {}, {}
     local function add(i)
       s.add_job { id = "j" .. i, replace_existing = true,
@@ -404,7 +408,7 @@ describe("managing jobs", function()
       alive[i] = true
     end
     for i = 1, 2000 do add(i) end
-    for i = 1, 2000, 3 do  -- out of the middle of the heap
+    for i = 1, 2000, 3 do  -- out of the middle of the queue
       s.remove_job("j" .. i)
       alive[i] = nil
     end
@@ -430,6 +434,61 @@ describe("managing jobs", function()
       assert(fired[k - 1] <= fired[k], ("fire %d at %s before %s"):format(k,
         fired[k], fired[k - 1]))
     end
+  end)
+
+  it("keeps the order of many jobs sharing few instants through removals, replacements, reschedules and pauses", function()
+    local rand = seeded_rand(777)
+    -- The model: each job's instant and when it was last set.
+    local at, set_at, clock = {}, {}, 0
+    local fired = {}
+    local function set(i, t)
+      clock = clock + 1
+      at[i], set_at[i] = t, clock
+    end
+    local function add(i)
+      local t = h.start + 1 + rand(10)
+      s.add_job { id = "j" .. i, replace_existing = true,
+        trigger = { "date", run_date = t },
+        run = function() fired[#fired + 1] = i end }
+      set(i, t)
+    end
+    for i = 1, 600 do add(i) end
+    for i = 1, 600, 4 do  -- out of the middle of their instants
+      s.remove_job("j" .. i)
+      at[i] = nil
+    end
+    for i = 2, 600, 9 do add(i) end
+    for i = 3, 600, 7 do
+      if at[i] then
+        local t = h.start + 1 + rand(10)
+        s.reschedule_job("j" .. i, { "date", run_date = t })
+        set(i, t)
+      end
+    end
+    local paused = {}
+    for i = 6, 600, 5 do
+      if at[i] then
+        s.pause_job("j" .. i)
+        paused[i] = true
+      end
+    end
+    for i = 6, 600, 10 do
+      if paused[i] then
+        s.resume_job("j" .. i)
+        paused[i] = nil
+        set(i, at[i])
+      end
+    end
+    local expected = {}
+    for i in pairs(at) do
+      if not paused[i] then expected[#expected + 1] = i end
+    end
+    table.sort(expected, function(a, b)
+      if at[a] ~= at[b] then return at[a] < at[b] end
+      return set_at[a] < set_at[b]
+    end)
+    h:advance("20s")
+    assert.same(expected, fired)
   end)
 
   it("starts fires due at the same instant in the order their times were set", function()
