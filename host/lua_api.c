@@ -35,6 +35,7 @@
 #include "store.h"
 #include "trigger.h"
 #include "tz.h"
+#include "udata.h"
 #include "watch.h"
 
 #define SCHED_MT "moonbeat.scheduler"
@@ -602,11 +603,23 @@ static void hook_event(mb_sched *s, const mb_event *ev, void *data) {
 
 /* ---- scheduler userdata ---- */
 
+/* The scheduler's userdata: its host, NULL once closed. */
+typedef struct sched_ud {
+  const void *mark;  /* &sched_mark (udata.h) */
+  host *h;
+} sched_ud;
+
+static const char sched_mark = 0;
+
+static sched_ud *check_sched(lua_State *L, int idx) {
+  return mb_udata_check(L, idx, &sched_mark, sizeof(sched_ud), SCHED_MT);
+}
+
 host *host_check(lua_State *L, int idx) {
-  host **hp = luaL_checkudata(L, idx, SCHED_MT);
-  if (!*hp || (*hp)->closed)
+  sched_ud *u = check_sched(L, idx);
+  if (!u->h || u->h->closed)
     luaL_error(L, "the scheduler is closed");
-  return *hp;
+  return u->h;
 }
 
 uv_loop_t *mb_lua_check_loop(lua_State *L, int idx) {
@@ -706,8 +719,9 @@ static int core_new(lua_State *L) {
   current = h;
   mb_log_set_clock(host_now, h);
 
-  host **hp = lua_newuserdatauv(L, sizeof *hp, 1);
-  *hp = h;
+  sched_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  u->mark = &sched_mark;
+  u->h = h;
   luaL_setmetatable(L, SCHED_MT);
   return 1;
 }
@@ -779,13 +793,13 @@ static const char *close_refused(const host *h) {
 }
 
 static int sched_close(lua_State *L) {
-  host **hp = luaL_checkudata(L, 1, SCHED_MT);
-  if (*hp) {
-    const char *refused = close_refused(*hp);
+  sched_ud *u = check_sched(L, 1);
+  if (u->h) {
+    const char *refused = close_refused(u->h);
     if (refused) return luaL_error(L, "%s", refused);
-    host_close(*hp);
-    free(*hp);
-    *hp = NULL;
+    host_close(u->h);
+    free(u->h);
+    u->h = NULL;
   }
   return 0;
 }
@@ -794,11 +808,11 @@ static int sched_close(lua_State *L) {
  * scheduler allocating, say): it stays open, and lua_close collects it
  * again at exit. */
 static int sched_gc(lua_State *L) {
-  host **hp = luaL_checkudata(L, 1, SCHED_MT);
-  if (*hp && !close_refused(*hp)) {
-    host_close(*hp);
-    free(*hp);
-    *hp = NULL;
+  sched_ud *u = check_sched(L, 1);
+  if (u->h && !close_refused(u->h)) {
+    host_close(u->h);
+    free(u->h);
+    u->h = NULL;
   }
   return 0;
 }
@@ -948,8 +962,19 @@ mb_trigger *host_take_trigger(lua_State *L, int idx) {
 /* ---- jobs ---- */
 
 typedef struct job_ud {
+  const void *mark;  /* &job_mark (udata.h) */
   mb_job *job;
 } job_ud;
+
+static const char job_mark = 0;
+
+static job_ud *test_job(lua_State *L, int idx) {
+  return mb_udata_test(L, idx, &job_mark, sizeof(job_ud));
+}
+
+static job_ud *check_job(lua_State *L, int idx) {
+  return mb_udata_check(L, idx, &job_mark, sizeof(job_ud), JOB_MT);
+}
 
 /* A job's handle: the one it has, or a new one (see handles.h). */
 static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
@@ -962,6 +987,7 @@ static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
   mb_host_work_begin();
   mb_job_ref(job);
   job_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
+  ud->mark = &job_mark;
   ud->job = job;
   luaL_setmetatable(L, JOB_MT);
   lua_pushvalue(L, sched_idx);
@@ -973,7 +999,7 @@ static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
 
 static mb_job *find_job(lua_State *L, host *h, int idx) {
   if (lua_type(L, idx) == LUA_TUSERDATA) {
-    job_ud *ud = luaL_checkudata(L, idx, JOB_MT);
+    job_ud *ud = check_job(L, idx);
     if (ud->job->removed || ud->job->sched != h->sched) return NULL;
     return ud->job;
   }
@@ -1592,13 +1618,13 @@ static int sched_state(lua_State *L) {
 }
 
 static int job_eq(lua_State *L) {
-  job_ud *a = luaL_testudata(L, 1, JOB_MT), *b = luaL_testudata(L, 2, JOB_MT);
+  job_ud *a = test_job(L, 1), *b = test_job(L, 2);
   lua_pushboolean(L, a && b && a->job == b->job);
   return 1;
 }
 
 static int job_index(lua_State *L) {
-  job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
+  job_ud *ud = check_job(L, 1);
   mb_job *job = ud->job;
   const char *key = luaL_checkstring(L, 2);
   if (strcmp(key, "id") == 0) {
@@ -1665,7 +1691,7 @@ static int job_index(lua_State *L) {
 }
 
 static int job_tostring(lua_State *L) {
-  job_ud *ud = luaL_checkudata(L, 1, JOB_MT);
+  job_ud *ud = check_job(L, 1);
   char desc[512], next[64];
   mb_trigger_describe(ud->job->trigger, desc, sizeof desc);
   if (ud->job->removed)

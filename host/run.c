@@ -15,6 +15,7 @@
 #include "lua_api.h"
 #include "pool.h"
 #include "tz.h"
+#include "udata.h"
 
 /* A run with a timeout is checked every this many VM instructions. */
 #define HOOK_INSTRUCTIONS 10000
@@ -678,7 +679,7 @@ void mb_lua_log(lua_State *L, int level, const char *job_id,
  * them. Fields a job sets on ctx, and log and state once made, live in a
  * table made on first use: the userdata's user value. */
 typedef struct run_ctx {
-  const void *magic;      /* &ctx_magic: known without its metatable */
+  const void *mark;       /* &ctx_mark (udata.h) */
   lua_Integer run_id;
   lua_Integer attempt;
   double scheduled_time;
@@ -713,18 +714,12 @@ static int ctx_name(lua_State *L, int idx) {
   return f;
 }
 
-static const char ctx_magic = 0;
+static const char ctx_mark = 0;
 
 /* The ctx at idx: ours, not some other value handed to a metamethod or
- * a log function by the debug library. Known by a mark inside it, not
- * by its metatable: comparing metatables was a third of reading a
- * field. Lua code cannot write a userdata's bytes. */
+ * a log function by the debug library. */
 static run_ctx *check_ctx(lua_State *L, int idx) {
-  run_ctx *c = NULL;
-  if (lua_type(L, idx) == LUA_TUSERDATA && lua_rawlen(L, idx) >= sizeof *c)
-    c = lua_touserdata(L, idx);
-  if (!c || c->magic != &ctx_magic) luaL_typeerror(L, idx, "ctx");
-  return c;
+  return mb_udata_check(L, idx, &ctx_mark, sizeof(run_ctx), "ctx");
 }
 
 /* Push fact f of c; false (nothing pushed) for a deadline it has not. */
@@ -969,7 +964,7 @@ static void push_ctx(lua_State *co, mb_run *run) {
   const char *id = run->job->id;
   size_t len = strlen(id);
   run_ctx *c = lua_newuserdatauv(co, sizeof *c + len + 1, 1);
-  c->magic = &ctx_magic;
+  c->mark = &ctx_mark;
   c->has_fields = false;
   c->run_id = (lua_Integer)run->id;
   c->attempt = run->fire.attempt;

@@ -532,6 +532,31 @@ describe("managing jobs", function()
     assert.same({ 5, 40, 70 }, fires)
   end)
 
+  it("tells a scheduler or a job from any other value given in its place", function()
+    local job = s.add_job { id = "j", trigger = { "interval", hours = 1 },
+      run = function() end }
+    local core_sched = h.core
+    local sched_meta = debug.getmetatable(core_sched)
+    local job_meta = debug.getmetatable(job)
+    -- Other userdata of as many bytes or more, and of fewer.
+    local others = { job, io.stdout, ("x"):rep(64), {}, 42 }
+    for _, other in ipairs(others) do
+      local ok, err = pcall(core_sched.stats, other)
+      assert.is_false(ok)
+      assert.matches("moonbeat.scheduler expected", err)
+    end
+    for _, other in ipairs { core_sched, io.stdout, {}, "j" } do
+      local ok, err = pcall(job_meta.__index, other, "id")
+      assert.is_false(ok)
+      assert.matches("moonbeat.job expected", err)
+    end
+    assert.is_false(job_meta.__eq(job, core_sched))
+    assert.is_true(job_meta.__eq(job, s.get_job("j")))
+    assert.equal("j", job.id)
+    assert.is_table(core_sched:stats())
+    assert.is_function(sched_meta.__index.stats)
+  end)
+
   it("refuses a modification of an unknown field", function()
     h:record("m", { "interval", hours = 1 })
     local ok, err = pcall(s.modify_job, "m", { id = "other" })
