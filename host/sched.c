@@ -56,6 +56,7 @@ struct mb_sched {
   size_t len, cap;
   fire_bucket **by_at;        /* buckets by instant, chained */
   size_t nby_at;              /* a power of two, or 0 */
+  unsigned by_at_shift;       /* 64 - log2(nby_at) */
   size_t queued;              /* jobs in buckets */
   uint64_t rng;
   bool stopped;
@@ -286,9 +287,11 @@ static void settle(mb_sched *s, size_t i) {
     down(s, i);
 }
 
+/* Fibonacci hashing: the product's top bits, which every bit of the
+ * instant moves (instants a power of two apart included). */
 static fire_bucket **by_at_chain(const mb_sched *s, mb_time at) {
   uint64_t h = (uint64_t)at * 0x9e3779b97f4a7c15ULL;
-  return &s->by_at[(h ^ (h >> 29)) & (s->nby_at - 1)];
+  return &s->by_at[h >> s->by_at_shift];
 }
 
 static fire_bucket *bucket_at(const mb_sched *s, mb_time at) {
@@ -299,11 +302,12 @@ static fire_bucket *bucket_at(const mb_sched *s, mb_time at) {
 }
 
 static void by_at_add(mb_sched *s, fire_bucket *b) {
-  /* As many chains as buckets at least: chains of one or two. */
+  /* As many chains as buckets at least: short chains. */
   if (s->len > s->nby_at) {
     fire_bucket **old = s->by_at;
     size_t n = s->nby_at;
     s->nby_at = n ? 2 * n : 64;
+    s->by_at_shift = n ? s->by_at_shift - 1 : 64 - 6;
     s->by_at = mb_xcalloc(s->nby_at, sizeof *s->by_at);
     for (size_t i = 0; i < n; i++) {
       for (fire_bucket *c = old[i], *next; c; c = next) {
@@ -364,16 +368,14 @@ static void append(fire_bucket *b, mb_job *j) {
 }
 
 /* Take j out of its bucket; an emptied bucket is dropped unless keep. */
-static fire_bucket *unlink_job(mb_sched *s, mb_job *j, bool keep) {
+static void unlink_job(mb_sched *s, mb_job *j, bool keep) {
   fire_bucket *b = j->bucket;
   if (j->qprev) j->qprev->qnext = j->qnext; else b->head = j->qnext;
   if (j->qnext) j->qnext->qprev = j->qprev; else b->tail = j->qprev;
   j->bucket = NULL;
   j->qprev = j->qnext = NULL;
   s->queued--;
-  if (b->head || keep) return b;
-  drop_bucket(s, b);
-  return NULL;
+  if (!b->head && !keep) drop_bucket(s, b);
 }
 
 static void unqueue(mb_sched *s, mb_job *j) {
@@ -400,11 +402,8 @@ static void queue(mb_sched *s, mb_job *j) {
     settle(s, b->slot);
     return;
   }
-  if (j->bucket) {
-    /* Its own bucket, emptied, is kept while it is the one to join. */
-    fire_bucket *old = unlink_job(s, j, b == j->bucket);
-    (void)old;
-  }
+  /* Its own bucket, emptied, is kept while it is the one to join. */
+  if (j->bucket) unlink_job(s, j, b == j->bucket);
   if (!b) b = new_bucket(s, at);
   append(b, j);
   s->queued++;

@@ -1,6 +1,7 @@
-/* sched.h: the scheduler core. Jobs live in a hash table by id; the
- * next fire of every scheduled job sits in a min-heap, and one clock
- * timer is armed for the earliest. The core decides which fires happen
+/* sched.h: the scheduler core. Jobs live in a hash table by id; every
+ * scheduled job waits in the bucket of its next fire's instant, a
+ * min-heap orders the buckets, and one clock timer is armed for the
+ * earliest. The core decides which fires happen
  * (jitter, misfire grace, coalescing, retries as fires of their own) and
  * hands each to the `fire` hook; running it is someone else's job. Plain
  * C: the control socket and tests can drive the same core. */
