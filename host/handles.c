@@ -2,9 +2,11 @@
 #include "handles.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <stdlib.h>
 
 #include "common.h"
+#include "lua_api.h"
 
 /* A sweep walks every live handle: it waits until the removed jobs are
  * this many, twice as many as the last sweep kept, and as many as the
@@ -14,7 +16,12 @@
 struct mb_handles {
   mb_job **removed;          /* removed jobs still held for a handle */
   size_t n, cap, sweep_at;
+  /* Handles put in alive since it was made: what its slots may have
+   * grown to hold. Lua shrinks a table only when an insertion finds it
+   * full, and a sweep walks every slot, live or not. */
+  size_t alive_added;
   unsigned short sweep;      /* the current sweep's mark; never 0 */
+  bool sweeping;             /* a sweep is making a new alive table */
   bool closing;              /* lua_close: nothing is held any more */
 };
 
@@ -80,9 +87,32 @@ bool mb_handles_push(lua_State *L, mb_job *job) {
   return false;
 }
 
+/* A new alive table with the entries of the one on top (popped), put
+ * in its place. The allocation may run finalizers that make handles:
+ * until the new table is in the registry they go to the old one, which
+ * is copied after. Copying into a table made large enough allocates
+ * nothing more, and so runs nothing. */
+static void renew_alive(lua_State *L, size_t handles) {
+  int old = lua_gettop(L);
+  lua_createtable(L, 0, handles > INT_MAX ? INT_MAX : (int)handles);
+  lua_getmetatable(L, old);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &alive_key);
+  lua_pushnil(L);
+  while (lua_next(L, old)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_settop(L, old - 1);
+}
+
 void mb_handles_sweep(mb_handles *r, lua_State *L) {
-  /* From a removal hook the stack may be short: the next sweep will do. */
-  if (r->n == 0 || !lua_checkstack(L, 4)) return;
+  /* From a removal hook the stack may be short: the next sweep will do.
+   * One that a finalizer starts during a sweep leaves it to that one. */
+  if (r->n == 0 || r->sweeping || !lua_checkstack(L, 8)) return;
+  r->sweeping = true;
   /* Mark the job of every handle left; a mark from 65,536 sweeps ago
    * can only keep a job one sweep too long. */
   if (++r->sweep == 0) r->sweep = 1;
@@ -95,7 +125,16 @@ void mb_handles_sweep(mb_handles *r, lua_State *L) {
     handles++;
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
+  /* Mostly empty slots (a listing of every job, dropped): walked by
+   * every sweep until the table is made anew at its live size. */
+  if (r->alive_added > 4 * handles + 4 * SWEEP_MIN) {
+    mb_host_work_begin();
+    renew_alive(L, handles);
+    mb_host_work_end();
+    r->alive_added = handles;
+  } else {
+    lua_pop(L, 1);
+  }
   size_t kept = 0;
   for (size_t i = 0; i < r->n; i++) {
     mb_job *job = r->removed[i];
@@ -108,6 +147,7 @@ void mb_handles_sweep(mb_handles *r, lua_State *L) {
   r->sweep_at = SWEEP_MIN;
   if (r->sweep_at < 2 * kept) r->sweep_at = 2 * kept;
   if (r->sweep_at < handles) r->sweep_at = handles;
+  r->sweeping = false;
 }
 
 void mb_handles_removed(mb_handles *r, lua_State *L, mb_job *job) {
@@ -129,6 +169,10 @@ void mb_handles_add(mb_handles *r, lua_State *L, mb_job *job) {
   lua_pushlightuserdata(L, job);
   lua_rawset(L, -3);
   lua_pop(L, 1);
+  r->alive_added++;
+  /* Made by a finalizer while a sweep renews alive: that sweep walked
+   * the table already. */
+  if (r->sweeping) job->rec.handle_seen = r->sweep;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &by_job_key);
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, job);

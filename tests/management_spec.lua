@@ -110,6 +110,62 @@ describe("managing jobs", function()
     assert.equal(before, core.job_memory().live)
   end)
 
+  it("lets the table of live handles shrink once a listing of every job is dropped", function()
+    -- A sweep walks every slot of that table, live or not: left at the
+    -- size a listing of 100,000 jobs gave it, a removal of them all
+    -- walked it every 64 removals (half a minute for a million jobs).
+    local noop = function() end
+    for i = 1, 100000 do
+      s.add_job { id = "many" .. i, trigger = { "interval", hours = 1 }, run = noop }
+    end
+    local all = s.get_jobs()
+    assert.equal(100000, #all)
+    all = nil
+    collectgarbage()
+    collectgarbage()
+    local before = collectgarbage("count")
+    for i = 1, 200 do s.remove_job("many" .. i) end
+    collectgarbage()
+    collectgarbage()
+    local freed = (before - collectgarbage("count")) * 1024
+    assert.is_true(freed > 1000000, ("freed %d bytes"):format(freed))
+  end)
+
+  it("keeps every handle finalizers make while sweeps renew the table", function()
+    local noop = function() end
+    for i = 1, 3000 do
+      s.add_job { id = "f" .. i, trigger = { "interval", hours = 1 }, run = noop }
+    end
+    local kept = {}
+    local function remove(i)
+      if s.get_job("f" .. i) then s.remove_job("f" .. i) end
+    end
+    -- Rounds of: a listing dropped (the table left mostly empty), then
+    -- removals that sweep and renew it while finalizers, run by the
+    -- collector's steps meanwhile, hand out and keep handles.
+    for round = 1, 5 do
+      local all = s.get_jobs()
+      for k = 1, 300 do
+        local id = "f" .. (round * 300 + k)
+        setmetatable({}, { __gc = function()
+          local job = s.get_job(id)
+          if job then kept[#kept + 1] = job end
+        end })
+      end
+      all = nil
+      for i = round, 3000, 20 do remove(i) end
+    end
+    collectgarbage()
+    collectgarbage()
+    for i = 1, 3000, 7 do remove(i) end
+    collectgarbage()
+    assert.is_true(#kept > 100)
+    for _, job in ipairs(kept) do
+      assert.matches("^f%d+$", job.id)
+      assert.equal(job.id, job.name)
+    end
+  end)
+
   it("keeps a removed job for a handle that only a finalizer can still reach", function()
     local core = require "moonbeat.core"
     collectgarbage()
