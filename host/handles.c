@@ -31,7 +31,7 @@ struct mb_handles {
  * from weak values as soon as only finalizers can reach it, but keeps
  * it as a weak key until it is really gone, and a finalizer may read
  * a handle, or keep it. */
-static const char handles_key, by_job_key, alive_key;
+static char handles_key, by_job_key, alive_key;  /* not const: see udata.h */
 
 static void let_go(mb_job *job) {
   job->rec.has_handle = false;
@@ -87,25 +87,25 @@ bool mb_handles_push(lua_State *L, mb_job *job) {
   return false;
 }
 
-/* A new alive table with the entries of the one on top (popped), put
- * in its place. The allocation may run finalizers that make handles:
- * until the new table is in the registry they go to the old one, which
- * is copied after. Copying into a table made large enough allocates
- * nothing more, and so runs nothing. */
-static void renew_alive(lua_State *L, size_t handles) {
-  int old = lua_gettop(L);
+/* A new alive table with the entries of the one at 1 (its live size at
+ * 2), put in its place; a protected call. The allocation may run
+ * finalizers that make handles: until the new table is in the registry
+ * they go to the old one, which is copied after. Copying into a table
+ * made large enough allocates nothing more, and so runs nothing. */
+static int renew_alive(lua_State *L) {
+  lua_Integer handles = lua_tointeger(L, 2);
   lua_createtable(L, 0, handles > INT_MAX ? INT_MAX : (int)handles);
-  lua_getmetatable(L, old);
+  lua_getmetatable(L, 1);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &alive_key);
   lua_pushnil(L);
-  while (lua_next(L, old)) {
+  while (lua_next(L, 1)) {
     lua_pushvalue(L, -2);
     lua_insert(L, -2);
     lua_rawset(L, -4);
   }
-  lua_settop(L, old - 1);
+  return 0;
 }
 
 void mb_handles_sweep(mb_handles *r, lua_State *L) {
@@ -128,10 +128,16 @@ void mb_handles_sweep(mb_handles *r, lua_State *L) {
   /* Mostly empty slots (a listing of every job, dropped): walked by
    * every sweep until the table is made anew at its live size. */
   if (r->alive_added > 4 * handles + 4 * SWEEP_MIN) {
+    /* Out of memory, it keeps the old table, and the sweep goes on. */
     mb_host_work_begin();
-    renew_alive(L, handles);
+    lua_pushcfunction(L, renew_alive);
+    lua_insert(L, -2);
+    lua_pushinteger(L, (lua_Integer)handles);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK)
+      r->alive_added = handles;
+    else
+      lua_pop(L, 1);
     mb_host_work_end();
-    r->alive_added = handles;
   } else {
     lua_pop(L, 1);
   }

@@ -609,7 +609,8 @@ typedef struct sched_ud {
   host *h;
 } sched_ud;
 
-static const char sched_mark = 0;
+/* Marks are not const: constants may share an address. */
+static char sched_mark;
 
 static sched_ud *check_sched(lua_State *L, int idx) {
   return mb_udata_check(L, idx, &sched_mark, sizeof(sched_ud), SCHED_MT);
@@ -966,7 +967,7 @@ typedef struct job_ud {
   mb_job *job;
 } job_ud;
 
-static const char job_mark = 0;
+static char job_mark;
 
 static job_ud *test_job(lua_State *L, int idx) {
   return mb_udata_test(L, idx, &job_mark, sizeof(job_ud));
@@ -1678,8 +1679,12 @@ static int job_index(lua_State *L) {
   } else if (strcmp(key, "trigger") == 0) {
     push_description(L, job->trigger);
   } else if (strcmp(key, "scheduler") == 0) {
+    /* Checked: the debug library can replace a handle's user value. */
     lua_getiuservalue(L, 1, 1);
-    lua_getiuservalue(L, -1, 1);
+    if (mb_udata_test(L, -1, &sched_mark, sizeof(sched_ud)))
+      lua_getiuservalue(L, -1, 1);
+    else
+      lua_pushnil(L);
   } else {
     lua_getfield(L, LUA_REGISTRYINDEX, JOB_METHODS);
     if (lua_istable(L, -1))

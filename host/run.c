@@ -714,7 +714,8 @@ static int ctx_name(lua_State *L, int idx) {
   return f;
 }
 
-static const char ctx_mark = 0;
+/* Not const: constants may share an address (-fmerge-all-constants). */
+static char ctx_mark;
 
 /* The ctx at idx: ours, not some other value handed to a metamethod or
  * a log function by the debug library. */

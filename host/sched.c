@@ -710,7 +710,16 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
     return mb_err_set(err, MB_EEXIST, "job id '%s' already exists; pass "
                       "replace_existing = true to replace it", id);
   }
-  if (old) drop(s, old, "replaced");
+  if (old) {
+    drop(s, old, "replaced");
+    /* The removal's listeners (or finalizers) may have added the id: the
+     * job they added stays, and this add fails as if it had come first. */
+    if (find(s, id, h)) {
+      mb_trigger_free(trigger);
+      return mb_err_set(err, MB_EEXIST, "job id '%s' was added again while "
+                        "the job it replaces was removed", id);
+    }
+  }
   mb_job *j = new_job(id);
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;

@@ -3,7 +3,8 @@
  * instructions, where luaL_checkudata looks the metatable's name up in
  * the registry and compares metatables: a fortieth of adding a job, a
  * third of reading a field of ctx. Lua code cannot write a userdata's
- * bytes, so only the host's own carry the marks. */
+ * bytes, so only the host's own carry the marks. A mark is a static that
+ * is not const: constants may be merged into one address. */
 #ifndef MB_UDATA_H
 #define MB_UDATA_H
 

@@ -131,39 +131,89 @@ describe("managing jobs", function()
     assert.is_true(freed > 1000000, ("freed %d bytes"):format(freed))
   end)
 
-  it("keeps every handle finalizers make while sweeps renew the table", function()
+  it("keeps every handle finalizers make while a sweep renews the table", function()
+    local core = require "moonbeat.core"
     local noop = function() end
-    for i = 1, 3000 do
+    for i = 1, 20000 do
       s.add_job { id = "f" .. i, trigger = { "interval", hours = 1 }, run = noop }
     end
-    local kept = {}
-    local function remove(i)
-      if s.get_job("f" .. i) then s.remove_job("f" .. i) end
+    -- A listing dropped but for a quarter of it: the table is renewed at
+    -- 5,000 live handles, an allocation large enough to step the collector.
+    local all, quarter = s.get_jobs(), {}
+    for k = 1, #all, 4 do quarter[#quarter + 1] = all[k] end
+    all = nil
+    collectgarbage()
+    collectgarbage()
+    s.remove_job("f1")  -- a removed job: the next sweep renews the table
+    local kept, removed, ran, ran_in_sweep = {}, {}, 0, 0
+    -- Finalizers made with the collector stopped, which restarts owing a
+    -- step: the first allocation after, the renewal's, collects and runs
+    -- them. They hand out handles, keep them, and remove jobs (starting
+    -- sweeps of their own).
+    collectgarbage("stop")
+    for k = 1, 200 do
+      setmetatable({}, { __gc = function()
+        ran = ran + 1
+        local job = s.get_job("f" .. (k * 97 % 20000 + 2))
+        if not job then return end
+        if k % 3 == 0 then
+          removed[#removed + 1] = job
+          for i = k * 50, k * 50 + 40 do pcall(s.remove_job, "f" .. i) end
+          pcall(s.remove_job, job)
+        else
+          kept[#kept + 1] = job
+        end
+      end })
     end
-    -- Rounds of: a listing dropped (the table left mostly empty), then
-    -- removals that sweep and renew it while finalizers, run by the
-    -- collector's steps meanwhile, hand out and keep handles.
-    for round = 1, 5 do
-      local all = s.get_jobs()
-      for k = 1, 300 do
-        local id = "f" .. (round * 300 + k)
-        setmetatable({}, { __gc = function()
-          local job = s.get_job(id)
-          if job then kept[#kept + 1] = job end
-        end })
-      end
-      all = nil
-      for i = round, 3000, 20 do remove(i) end
-    end
+    local before = ran
+    collectgarbage("restart")
+    core.job_memory()
+    ran_in_sweep = ran - before
+    h:advance("1s")  -- a turn: the store's flush lets go of removed jobs too
     collectgarbage()
     collectgarbage()
-    for i = 1, 3000, 7 do remove(i) end
+    core.job_memory()
+    for i = 2, 20000, 3 do pcall(s.remove_job, "f" .. i) end
+    h:advance("1s")
     collectgarbage()
-    assert.is_true(#kept > 100)
-    for _, job in ipairs(kept) do
+    core.job_memory()
+    assert.is_true(ran_in_sweep > 0, "no finalizer ran during the sweep")
+    assert.is_true(#kept > 50 and #removed > 20)
+    for _, job in ipairs(kept) do assert.equal(job.id, job.name) end
+    for _, job in ipairs(quarter) do assert.equal(job.id, job.name) end
+    for _, job in ipairs(removed) do
+      assert.is_true(job.removed)
       assert.matches("^f%d+$", job.id)
-      assert.equal(job.id, job.name)
     end
+  end)
+
+  it("refuses a replacing add when the removal's listener adds the id again", function()
+    local noop = function() end
+    s.add_job { id = "d", trigger = { "interval", hours = 1 }, run = noop }
+    s.add_listener(function(ev)
+      if ev.kind == "removed" and ev.job_id == "d" and ev.reason == "replaced" then
+        s.add_job { id = "d", name = "from listener",
+          trigger = { "interval", hours = 2 }, run = noop }
+      end
+    end)
+    local ok, err = pcall(s.add_job, { id = "d", name = "replacement",
+      trigger = { "interval", hours = 3 }, run = noop, replace_existing = true })
+    assert.is_false(ok)
+    assert.matches("job id 'd' was added again while the job it replaces was removed", err)
+    local named = {}
+    for _, job in ipairs(s.get_jobs()) do
+      if job.id == "d" then named[#named + 1] = job.name end
+    end
+    assert.same({ "from listener" }, named)
+  end)
+
+  it("reads no scheduler from a handle whose user value was replaced", function()
+    local job = s.add_job { id = "u", trigger = { "interval", hours = 1 },
+      run = function() end }
+    assert.is_table(job.scheduler)
+    debug.setuservalue(job, "not a scheduler", 1)
+    assert.is_nil(job.scheduler)
+    assert.equal("u", job.id)
   end)
 
   it("keeps a removed job for a handle that only a finalizer can still reach", function()
