@@ -8,9 +8,10 @@
 #include "common.h"
 #include "lua_api.h"
 
-/* A sweep walks every live handle: it waits until the removed jobs are
- * this many, twice as many as the last sweep kept, and as many as the
- * handles it walked, so its cost stays in proportion to the removals. */
+/* A sweep walks the table of live handles (kept near their number, see
+ * alive_added): it waits until the removed jobs are this many, twice as
+ * many as the last sweep kept, and as many as the handles it walked, so
+ * its cost stays in proportion to the removals. */
 #define SWEEP_MIN 64
 
 struct mb_handles {
@@ -21,7 +22,8 @@ struct mb_handles {
    * full, and a sweep walks every slot, live or not. */
   size_t alive_added;
   unsigned short sweep;      /* the current sweep's mark; never 0 */
-  bool sweeping;             /* a sweep is making a new alive table */
+  bool sweeping;             /* a sweep is under way (its renewal may run
+                                finalizers that make handles) */
   bool closing;              /* lua_close: nothing is held any more */
 };
 
