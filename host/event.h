@@ -51,8 +51,9 @@ typedef struct mb_event {
   const struct mb_trigger *trigger;
   const char *log_tail;    /* a run's end: the last lines it logged */
   bool manual;             /* a run asked for (run_job), not a fire */
-  struct mb_job *job;      /* a run's start and end: its job (a lookup
-                              by id spared), or NULL */
+  struct mb_job *job;      /* a run's start and end, added, paused,
+                              resumed: its job (a lookup by id spared),
+                              or NULL */
 } mb_event;
 
 /* An event of kind about job_id with every optional field unset. */

@@ -25,15 +25,18 @@ struct mb_handles {
   bool sweeping;             /* a sweep is under way (its renewal may run
                                 finalizers that make handles) */
   bool closing;              /* lua_close: nothing is held any more */
+  /* The two weak tables (below), by their registry indexes: reached by
+   * integer, as every handle made is put in both. */
+  int by_job_ref, alive_ref;
 };
 
-/* Registry keys: their addresses. by_job: job -> its handle, weak
- * values, to give out the same handle again. alive: handle -> job, weak
- * keys. Only alive says whether a handle is left: Lua drops an object
- * from weak values as soon as only finalizers can reach it, but keeps
- * it as a weak key until it is really gone, and a finalizer may read
- * a handle, or keep it. */
-static char handles_key, by_job_key, alive_key;  /* not const: see udata.h */
+/* The state's mb_handles, by the address of this key in the registry.
+ * Its tables: by_job, job -> its handle, weak values, to give out the
+ * same handle again; alive, handle -> job, weak keys. Only alive says
+ * whether a handle is left: Lua drops an object from weak values as
+ * soon as only finalizers can reach it, but keeps it as a weak key until
+ * it is really gone, and a finalizer may read a handle, or keep it. */
+static char handles_key;  /* not const: see udata.h */
 
 static void let_go(mb_job *job) {
   job->rec.has_handle = false;
@@ -50,13 +53,14 @@ static int handles_gc(lua_State *L) {
   return 0;
 }
 
-static void new_weak_table(lua_State *L, const char *mode, const void *key) {
+/* Its registry index: held for the state's life. */
+static int new_weak_table(lua_State *L, const char *mode) {
   lua_createtable(L, 0, 0);
   lua_createtable(L, 0, 1);
   lua_pushstring(L, mode);
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 mb_handles *mb_handles_of(lua_State *L) {
@@ -66,10 +70,11 @@ mb_handles *mb_handles_of(lua_State *L) {
     return r;
   }
   lua_pop(L, 1);
-  new_weak_table(L, "v", &by_job_key);
-  new_weak_table(L, "k", &alive_key);
+  int by_job_ref = new_weak_table(L, "v");
+  int alive_ref = new_weak_table(L, "k");
   mb_handles *r = lua_newuserdatauv(L, sizeof *r, 0);
-  *r = (mb_handles){.sweep_at = SWEEP_MIN, .sweep = 1};
+  *r = (mb_handles){.sweep_at = SWEEP_MIN, .sweep = 1,
+                    .by_job_ref = by_job_ref, .alive_ref = alive_ref};
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, handles_gc);
   lua_setfield(L, -2, "__gc");
@@ -78,9 +83,9 @@ mb_handles *mb_handles_of(lua_State *L) {
   return r;
 }
 
-bool mb_handles_push(lua_State *L, mb_job *job) {
+bool mb_handles_push(mb_handles *r, lua_State *L, mb_job *job) {
   if (!job->rec.has_handle) return false;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &by_job_key);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->by_job_ref);
   if (lua_rawgetp(L, -1, job) == LUA_TUSERDATA) {
     lua_remove(L, -2);
     return true;
@@ -90,17 +95,20 @@ bool mb_handles_push(lua_State *L, mb_job *job) {
 }
 
 /* A new alive table with the entries of the one at 1 (its live size at
- * 2), put in its place; a protected call. The allocation may run
- * finalizers that make handles: until the new table is in the registry
- * they go to the old one, which is copied after. Copying into a table
- * made large enough allocates nothing more, and so runs nothing. */
+ * 2, the mb_handles at 3), put in its place; a protected call. The
+ * allocation may run finalizers that make handles: until the new table
+ * is in the registry they go to the old one, which is copied after.
+ * Copying into a table made large enough allocates nothing more, and so
+ * runs nothing. */
 static int renew_alive(lua_State *L) {
   lua_Integer handles = lua_tointeger(L, 2);
+  const mb_handles *r = lua_touserdata(L, 3);
+  lua_settop(L, 1);
   lua_createtable(L, 0, handles > INT_MAX ? INT_MAX : (int)handles);
   lua_getmetatable(L, 1);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &alive_key);
+  lua_rawseti(L, LUA_REGISTRYINDEX, r->alive_ref);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     lua_pushvalue(L, -2);
@@ -119,7 +127,7 @@ void mb_handles_sweep(mb_handles *r, lua_State *L) {
    * can only keep a job one sweep too long. */
   if (++r->sweep == 0) r->sweep = 1;
   size_t handles = 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &alive_key);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->alive_ref);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     mb_job *job = lua_touserdata(L, -1);
@@ -135,7 +143,8 @@ void mb_handles_sweep(mb_handles *r, lua_State *L) {
     lua_pushcfunction(L, renew_alive);
     lua_insert(L, -2);
     lua_pushinteger(L, (lua_Integer)handles);
-    if (lua_pcall(L, 2, 0, 0) == LUA_OK)
+    lua_pushlightuserdata(L, r);
+    if (lua_pcall(L, 3, 0, 0) == LUA_OK)
       r->alive_added = handles;
     else
       lua_pop(L, 1);
@@ -172,7 +181,7 @@ void mb_handles_removed(mb_handles *r, lua_State *L, mb_job *job) {
 }
 
 void mb_handles_add(mb_handles *r, lua_State *L, mb_job *job) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &alive_key);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->alive_ref);
   lua_pushvalue(L, -2);
   lua_pushlightuserdata(L, job);
   lua_rawset(L, -3);
@@ -181,7 +190,7 @@ void mb_handles_add(mb_handles *r, lua_State *L, mb_job *job) {
   /* Made by a finalizer while a sweep renews alive: that sweep walked
    * the table already. */
   if (r->sweeping) job->rec.handle_seen = r->sweep;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &by_job_key);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->by_job_ref);
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, job);
   lua_pop(L, 1);

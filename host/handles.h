@@ -23,7 +23,7 @@ typedef struct mb_handles mb_handles;
 mb_handles *mb_handles_of(lua_State *L);
 /* Push job's handle and return true when the one it was given is still
  * alive; else push nothing and return false. */
-bool mb_handles_push(lua_State *L, mb_job *job);
+bool mb_handles_push(mb_handles *r, lua_State *L, mb_job *job);
 /* Make the userdata on top of the stack a handle of job, which is held
  * until it is removed and no handle of it is left. Allocates: the
  * caller holds the job, and does host work (lua_api.h). */

@@ -720,10 +720,14 @@ static int core_new(lua_State *L) {
   current = h;
   mb_log_set_clock(host_now, h);
 
-  sched_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  /* User values: the api table (sched:set_api), the job objects'
+   * metatable (push_job: cheaper than by name). */
+  sched_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
   u->mark = &sched_mark;
   u->h = h;
   luaL_setmetatable(L, SCHED_MT);
+  luaL_getmetatable(L, JOB_MT);
+  lua_setiuservalue(L, -2, 2);
   return 1;
 }
 
@@ -979,7 +983,7 @@ static job_ud *check_job(lua_State *L, int idx) {
 
 /* A job's handle: the one it has, or a new one (see handles.h). */
 static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
-  if (mb_handles_push(L, job)) return;
+  if (mb_handles_push(h->handles, L, job)) return;
   sched_idx = lua_absindex(L, sched_idx);
   /* Held, and host work so that the memory limit does not raise before
    * it is let go: the allocation may run a finalizer that removes the
@@ -990,7 +994,12 @@ static void push_job(lua_State *L, host *h, int sched_idx, mb_job *job) {
   job_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
   ud->mark = &job_mark;
   ud->job = job;
-  luaL_setmetatable(L, JOB_MT);
+  /* Checked: the debug library can replace a user value. */
+  if (lua_getiuservalue(L, sched_idx, 2) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_getmetatable(L, JOB_MT);
+  }
+  lua_setmetatable(L, -2);
   lua_pushvalue(L, sched_idx);
   lua_setiuservalue(L, -2, 1);
   mb_handles_add(h->handles, L, job);

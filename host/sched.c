@@ -64,6 +64,9 @@ struct mb_sched {
   mb_timer timer;
   mb_time timer_for;  /* the next fire the timer was started for */
   pending_fire *pending;
+  /* Held while the scheduler is open: most jobs take it, and hashing it
+   * again for each was a tenth of adding one. */
+  const mb_job_policy *default_policy;
 };
 
 void mb_job_policy_default(mb_job_policy *p) {
@@ -146,10 +149,19 @@ static const mb_job_policy *hold_policy(const mb_job_policy *p) {
   return &sp->policy;
 }
 
+static shared_policy *policy_share(const mb_job_policy *p) {
+  return (shared_policy *)((const char *)p - offsetof(shared_policy, policy));
+}
+
+/* One more holder of a policy already held. */
+static const mb_job_policy *hold_again(const mb_job_policy *p) {
+  policy_share(p)->refs++;
+  return p;
+}
+
 static void release_policy(const mb_job_policy *p) {
   if (!p) return;
-  shared_policy *sp =
-      (shared_policy *)((const char *)p - offsetof(shared_policy, policy));
+  shared_policy *sp = policy_share(p);
   if (--sp->refs > 0) return;
   mb_share_remove(&policies, &sp->share);
   free(sp);
@@ -440,6 +452,7 @@ void mb_sched_emit(mb_sched *s, const mb_event *ev) {
 
 static void emit_job(mb_sched *s, int kind, mb_job *j) {
   mb_event ev = mb_event_make(kind, j->id);
+  ev.job = j;  /* the store's record of it, without a lookup by id */
   ev.next_time = j->next_fire;
   if (kind == MB_EV_ADDED) ev.trigger = j->trigger;
   mb_sched_emit(s, &ev);
@@ -597,6 +610,9 @@ mb_sched *mb_sched_new(mb_clock *clock, const mb_sched_hooks *hooks,
   s->data = data;
   s->nslots = 64;
   s->slots = mb_xcalloc(s->nslots, sizeof *s->slots);
+  mb_job_policy defaults;
+  mb_job_policy_default(&defaults);
+  s->default_policy = hold_policy(&defaults);
   mb_sched_seed(s, (uint64_t)mb_clock_mono(clock) ^ (uint64_t)(uintptr_t)s);
   mb_timer_init(&s->timer, fire_due, s);
   mb_clock_on_jump(clock, on_jump, s);
@@ -622,6 +638,7 @@ void mb_sched_free(mb_sched *s) {
   cancel_pending(s, NULL);
   mb_timer_stop(s->clock, &s->timer);
   mb_clock_on_jump(s->clock, NULL, NULL);
+  release_policy(s->default_policy);
   free(s->slots);
   free(s->heap);
   free(s->by_at);
@@ -724,13 +741,7 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
   j->name = name && strcmp(name, id) != 0 ? mb_xstrdup(name) : j->id;
   j->file = file ? mb_xstrdup(file) : NULL;
   j->trigger = trigger;
-  if (policy) {
-    j->policy = hold_policy(policy);
-  } else {
-    mb_job_policy defaults;
-    mb_job_policy_default(&defaults);
-    j->policy = hold_policy(&defaults);
-  }
+  j->policy = policy ? hold_policy(policy) : hold_again(s->default_policy);
   j->last_fire = j->retry_due = MB_TIME_NONE;
   j->rec.last_start = MB_TIME_NONE;
   j->rec.last_duration = MB_TIME_NONE;
