@@ -1143,6 +1143,7 @@ static int sched_add_plain(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
+  mb_sched_prefetch(h->sched, spec.id);
   mb_time now = mb_clock_now(h->clock);
   mb_err err = {0};
   mb_trigger *t = mb_trigger_new(&spec.trigger, now, &err);

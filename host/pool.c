@@ -73,6 +73,14 @@ void mb_pool_free(mb_pool *p, void *obj) {
   free(obj);
 }
 
+void *mb_table_alloc(size_t n, size_t size) { return mb_xcalloc(n, size); }
+
+void mb_table_free(void *table, size_t n, size_t size) {
+  (void)n;
+  (void)size;
+  free(table);
+}
+
 #else
 
 static void list(mb_pool *p, chunk *c) {
@@ -192,25 +200,28 @@ static void populate_forget(void *mapping) {
 
 /* ---- chunks ---- */
 
-/* A mapping of CHUNK bytes aligned to its size, so that an object finds
- * its chunk by masking its address: map twice the size and keep the
- * aligned half. NULL when the system refuses; only a chunk mapped ahead
- * may fail quietly. */
-static void *map_chunk(bool huge) {
-  char *m = mmap(NULL, 2 * CHUNK, PROT_READ | PROT_WRITE,
+/* A mapping of bytes (whole chunks) aligned to a chunk: map a chunk
+ * more and keep the aligned part. The kernel backs only aligned 2 MiB
+ * ranges with huge pages, and a chunk's object finds its chunk by
+ * masking its address. NULL when the system refuses. */
+static void *map_aligned(size_t bytes, bool huge) {
+  char *m = mmap(NULL, bytes + CHUNK, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return NULL;
   uintptr_t start = ((uintptr_t)m + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1);
   size_t head = start - (uintptr_t)m;
   if (head) munmap(m, head);
-  munmap((char *)start + CHUNK, CHUNK - head);
+  munmap((char *)start + bytes, CHUNK - head);
 #ifdef MADV_HUGEPAGE
-  if (huge) madvise((void *)start, CHUNK, MADV_HUGEPAGE);
+  if (huge) madvise((void *)start, bytes, MADV_HUGEPAGE);
 #else
   (void)huge;
 #endif
   return (void *)start;
 }
+
+/* Only a chunk mapped ahead may fail quietly. */
+static void *map_chunk(bool huge) { return map_aligned(CHUNK, huge); }
 
 /* Keep AHEAD chunks mapped and populating for a pool past its second
  * chunk: one or two chunks are a small scheduler, not a growing one. A
@@ -291,6 +302,30 @@ void mb_pool_free(mb_pool *p, void *obj) {
     p->chunks--;
     if (p->chunks <= 1) drop_ahead(p);
   }
+}
+
+/* ---- tables ---- */
+
+/* Whole chunks, so that every page of it can be a huge one. */
+static size_t table_bytes(size_t n, size_t size) {
+  return (n * size + CHUNK - 1) & ~(size_t)(CHUNK - 1);
+}
+
+void *mb_table_alloc(size_t n, size_t size) {
+  if (n > SIZE_MAX / size) mb_out_of_memory(SIZE_MAX);
+  if (n * size < CHUNK) return mb_xcalloc(n, size);
+  size_t bytes = table_bytes(n, size);
+  void *table = map_aligned(bytes, true);
+  if (!table) mb_out_of_memory(bytes);
+  return table;
+}
+
+void mb_table_free(void *table, size_t n, size_t size) {
+  if (!table) return;
+  if (n * size < CHUNK)
+    free(table);
+  else
+    munmap(table, table_bytes(n, size));
 }
 
 #endif

@@ -30,4 +30,11 @@ size_t mb_pool_live(const mb_pool *p);
 size_t mb_pool_chunks(const mb_pool *p);
 size_t mb_pool_ahead(const mb_pool *p);
 
+/* A zeroed table of n elements of size bytes, for an index that grows
+ * large and is read at random (the job table): past a chunk it is mapped
+ * in huge pages, whose few faults and TLB entries cost far less than a
+ * small page's each. Freed with mb_table_free and the same n and size. */
+void *mb_table_alloc(size_t n, size_t size);
+void mb_table_free(void *table, size_t n, size_t size);
+
 #endif

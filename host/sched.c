@@ -205,11 +205,11 @@ static void table_place(table_slot *slots, size_t n, uint64_t h, mb_job *j) {
 
 static void table_grow(mb_sched *s) {
   size_t n = s->nslots * 2;
-  table_slot *bigger = mb_xcalloc(n, sizeof *bigger);
+  table_slot *bigger = mb_table_alloc(n, sizeof *bigger);
   for (size_t i = 0; i < s->nslots; i++)
     if (s->slots[i].job)
       table_place(bigger, n, s->slots[i].hash, s->slots[i].job);
-  free(s->slots);
+  mb_table_free(s->slots, s->nslots, sizeof *s->slots);
   s->slots = bigger;
   s->nslots = n;
 }
@@ -248,6 +248,10 @@ static mb_job *find(const mb_sched *s, const char *id, uint64_t h) {
 
 mb_job *mb_sched_get_job(const mb_sched *s, const char *id) {
   return find(s, id, hash(id));
+}
+
+void mb_sched_prefetch(const mb_sched *s, const char *id) {
+  __builtin_prefetch(&s->slots[hash(id) & (s->nslots - 1)], 1);
 }
 
 size_t mb_sched_job_count(const mb_sched *s) { return s->njobs; }
@@ -609,7 +613,7 @@ mb_sched *mb_sched_new(mb_clock *clock, const mb_sched_hooks *hooks,
   s->hooks = *hooks;
   s->data = data;
   s->nslots = 64;
-  s->slots = mb_xcalloc(s->nslots, sizeof *s->slots);
+  s->slots = mb_table_alloc(s->nslots, sizeof *s->slots);
   mb_job_policy defaults;
   mb_job_policy_default(&defaults);
   s->default_policy = hold_policy(&defaults);
@@ -639,7 +643,7 @@ void mb_sched_free(mb_sched *s) {
   mb_timer_stop(s->clock, &s->timer);
   mb_clock_on_jump(s->clock, NULL, NULL);
   release_policy(s->default_policy);
-  free(s->slots);
+  mb_table_free(s->slots, s->nslots, sizeof *s->slots);
   free(s->heap);
   free(s->by_at);
   free(s);
@@ -755,6 +759,12 @@ int mb_sched_add_job(mb_sched *s, const char *id, const char *name,
     j->next_fire = j->next_base = MB_TIME_NONE;
   else
     schedule_from(s, j, mb_sched_now(s));
+  /* Joining jobs at its instant writes the last of them, mostly long
+   * out of cache: fetched while the job goes into the table. */
+  fire_bucket *joined = j->next_fire != MB_TIME_NONE && !paused
+                            ? bucket_at(s, j->next_fire)
+                            : NULL;
+  if (joined) __builtin_prefetch(&joined->tail->qnext, 1);
   table_insert(s, j, h);
   queue(s, j);
   rearm(s);
