@@ -101,10 +101,41 @@ static void push_time(lua_State *L, mb_time t) {
 
 /* ---- spec tables shared by restored jobs (lua_host.h) ---- */
 
-void host_release_shared(host *h, struct mb_shared_spec *spec) {
+void host_release_shared(lua_State *L, struct mb_shared_spec *spec) {
   if (--spec->users > 0) return;
-  mb_unref(h->L, spec->ref);
+  if (spec->in) mb_share_remove(spec->in, &spec->node);
+  mb_unref(L, spec->ref);
   free(spec);
+}
+
+static uint64_t address_hash(const void *p) {
+  uint64_t h = (uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ULL;
+  return h ^ (h >> 32);  /* the table takes the low bits */
+}
+
+static bool same_fn(const mb_share_node *node, const void *fn) {
+  return ((const struct mb_shared_spec *)node)->fn == fn;
+}
+
+/* The run function on top of the stack (popped), shared by the lean
+ * jobs given it: held while the entry is, its address stays its own. */
+static struct mb_shared_spec *hold_run(host *h, lua_State *L) {
+  const void *fn = lua_topointer(L, -1);
+  uint64_t hash = address_hash(fn);
+  struct mb_shared_spec *run = (struct mb_shared_spec *)mb_share_find(
+      &h->lean_runs, hash, same_fn, fn);
+  if (run) {
+    lua_pop(L, 1);
+    run->users++;
+    return run;
+  }
+  run = mb_xcalloc(1, sizeof *run);
+  run->in = &h->lean_runs;
+  run->fn = fn;
+  run->ref = mb_ref(L);
+  run->users = 1;
+  mb_share_add(&h->lean_runs, &run->node, hash);
+  return run;
 }
 
 /* A copy of the table at idx, with nested tables copied too (a spec
@@ -135,7 +166,8 @@ void host_push_copy(lua_State *L, int idx, int nrec) {
  * id and name. */
 void host_own_spec(host *h, mb_job *job) {
   struct mb_shared_spec *spec = job->lua_shared;
-  if (!spec) return;
+  /* A lean job's shared function is all it needs to run. */
+  if (!spec || job->lua_lean) return;
   lua_State *L = h->L;
   /* Only memory can be short here: the mb_x allocators' answer. */
   if (!lua_checkstack(L, 8)) mb_out_of_memory(0);
@@ -154,7 +186,7 @@ void host_own_spec(host *h, mb_job *job) {
   if (job->lua_shared == spec) {
     job->lua_ref = mb_ref(L);
     job->lua_shared = NULL;
-    host_release_shared(h, spec);
+    host_release_shared(L, spec);
   } else {
     lua_pop(L, 1);
   }
@@ -180,7 +212,7 @@ static void hook_removed(mb_sched *s, mb_job *job, void *data) {
    * date again. */
   if (job->done && h->store) host_mark_dirty(h, job);
   if (job->lua_shared)
-    host_release_shared(h, job->lua_shared);
+    host_release_shared(h->L, job->lua_shared);
   else
     mb_unref(h->L, job->lua_ref);
   job->lua_shared = NULL;
@@ -1152,11 +1184,12 @@ static int sched_add_plain(lua_State *L) {
     return 1;
   }
   /* The run function is on top: a lean job holds it alone. */
-  mb_job_lua lua = {.ref = mb_ref(L), .lean = true};
+  struct mb_shared_spec *run = hold_run(h, L);
+  mb_job_lua lua = {.ref = run->ref, .lean = true, .shared = run};
   mb_job *job;
   if (mb_sched_add_job(h->sched, spec.id, spec.name, NULL, t, NULL, false,
                        false, &lua, &job, &err) < 0) {
-    mb_unref(L, lua.ref);
+    host_release_shared(L, run);
     lua_pushnil(L);
     lua_pushstring(L, err.msg);
     return 2;
@@ -1326,7 +1359,14 @@ void mb_host_whole_spec(lua_State *L, mb_job *job) {
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "state");
   if (job->lua_lean && job->lua_ref != LUA_NOREF) {
-    lua_rawseti(L, LUA_REGISTRYINDEX, job->lua_ref);
+    struct mb_shared_spec *run = job->lua_shared;
+    if (run) {  /* the function stays the others' */
+      job->lua_ref = mb_ref(L);
+      job->lua_shared = NULL;
+      host_release_shared(L, run);
+    } else {
+      lua_rawseti(L, LUA_REGISTRYINDEX, job->lua_ref);
+    }
     job->lua_lean = false;
   } else {
     lua_pop(L, 1);

@@ -12,6 +12,7 @@
 #include "loop.h"
 #include "run.h"
 #include "sched.h"
+#include "share.h"
 #include "store.h"
 #include "trigger.h"
 #include "tz.h"
@@ -26,6 +27,7 @@ typedef struct host {
   mb_sched *sched;
   mb_runner *runner;
   struct mb_handles *handles;  /* the state's job handles (handles.h) */
+  mb_share_table lean_runs;  /* run functions lean jobs share, by address */
   bool closed;
   bool running;              /* inside sched:run() */
   enum { RUNNING, STOPPING, STOPPED } state;
@@ -73,12 +75,19 @@ typedef struct host {
   struct host *prev_current;
 } host;
 
-/* The checked spec of jobs restored from stored specs that differ only
- * in their id, one table for them all until a job needs one of its own:
- * to run (ctx.state lives in it), or to be read or changed whole
- * (sched:job_spec). A store of a million such jobs then starts with one
- * table, not a million. */
+/* The Lua side several jobs share, one registry ref for them all:
+ * - the checked spec of jobs restored from stored specs that differ only
+ *   in their id, until a job needs one of its own: to run (ctx.state
+ *   lives in it), or to be read or changed whole (sched:job_spec). A
+ *   store of a million such jobs then starts with one table, not a
+ *   million;
+ * - the run function of lean jobs (mb_job_lua) given the same function,
+ *   until one is read or changed whole. A million jobs added with one
+ *   function then hold one ref, not a registry a million long. */
 struct mb_shared_spec {
+  mb_share_node node;  /* in *in, by the function's address */
+  mb_share_table *in;  /* a run function's: its host's lean_runs; else NULL */
+  const void *fn;      /* that function */
   int ref;
   unsigned users;  /* jobs, and the restore while it adds more */
 };
@@ -100,8 +109,8 @@ const char *host_status_static(const char *text);
 /* The text a stored row keeps of job's trigger. */
 const char *host_trigger_identity(mb_job *job);
 
-/* Shared spec tables (see struct mb_shared_spec). */
-void host_release_shared(host *h, struct mb_shared_spec *spec);
+/* Shared spec tables and run functions (see struct mb_shared_spec). */
+void host_release_shared(lua_State *L, struct mb_shared_spec *spec);
 void host_push_copy(lua_State *L, int idx, int nrec);
 void host_own_spec(host *h, mb_job *job);
 

@@ -148,7 +148,7 @@ static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
                             tpl->name ? tpl->name : st->job_id, NULL, t,
                             &tpl->policy, false, tpl->paused, &lua, &job, &err);
   if (rc < 0) {
-    host_release_shared(h, tpl->spec);
+    host_release_shared(h->L, tpl->spec);
     if (rc == MB_EEXIST)
       *taken = true;
     else
@@ -193,7 +193,7 @@ static void add_template(restore_ctx *c, int base, const mb_trigger *t,
     tpl->name = mb_xstrdup(lua_tostring(L, -1));
   lua_pop(L, 3);
   tpl->text = mb_spec_shared_new(text, where);
-  tpl->spec = mb_xmalloc(sizeof *tpl->spec);
+  tpl->spec = mb_xcalloc(1, sizeof *tpl->spec);
   host_push_copy(L, base, 12);
   lua_pushnil(L);
   lua_setfield(L, -2, "trigger");
@@ -212,7 +212,7 @@ static void free_templates(restore_ctx *c) {
     struct revive_template *tpl = c->template_list[i];
     mb_share_remove(&c->templates, &tpl->node);
     mb_trigger_free(tpl->trigger);
-    host_release_shared(c->h, tpl->spec);
+    host_release_shared(c->L, tpl->spec);
     mb_spec_shared_release(tpl->text);
     free(tpl->name);
     free(tpl);

@@ -142,9 +142,11 @@ double mb_sched_random(mb_sched *s);
 /* What the hooks hold of a job's Lua side (host/lua_api.c): a registry
  * ref to its spec table. It may be lean, a ref to the run function
  * itself until more is asked for (a table per job held for nothing
- * costs memory and collector time); or shared, the spec of jobs restored from
- * stored specs that differ only in their id, until the job needs a copy
- * of its own. The scheduler only keeps it. */
+ * costs memory and collector time). It may be shared (lua_host.h): the
+ * spec of jobs restored from stored specs that differ only in their id,
+ * until the job needs a copy of its own; or a lean job's run function,
+ * one ref for every job given that function. The scheduler only keeps
+ * it. */
 typedef struct mb_job_lua {
   int ref;
   bool lean;

@@ -305,6 +305,28 @@ describe("managing jobs", function()
     for i = 1, 4000 do assert.is_nil(s.get_job("t" .. i)) end
   end)
 
+  it("holds one reference for jobs added with one run function, each job still its own", function()
+    local core = require "moonbeat.core"
+    local ran = {}
+    local function tick(ctx) ran[#ran + 1] = ctx.job_id end
+    local before = core.live_refs()
+    for i = 1, 500 do
+      s.add_job { id = "same" .. i, trigger = { "interval", seconds = 10 }, run = tick }
+    end
+    -- One for the function, not one a job.
+    assert.equal(before + 1, core.live_refs())
+    -- A job whose spec is changed gets a function of its own; the others
+    -- keep theirs.
+    s.modify_job("same1", { run = function(ctx) ran[#ran + 1] = "new:" .. ctx.job_id end })
+    assert.equal("table", type(h.core:job_spec(s.get_job("same2"))))
+    -- The last of the others gone, the shared one goes: a spec each is left.
+    for i = 3, 500 do s.remove_job("same" .. i) end
+    assert.equal(before + 2, core.live_refs())
+    h:advance("10s")
+    table.sort(ran)
+    assert.same({ "new:same1", "same2" }, ran)
+  end)
+
   it("holds one policy for jobs alike, and a change to one job's policy is its own", function()
     local core = require "moonbeat.core"
     local time = require "moonbeat.time"
