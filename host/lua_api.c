@@ -1928,7 +1928,7 @@ static int sched_stop(lua_State *L) {
  * command, and what the loop's turns did. */
 static int sched_stats(lua_State *L) {
   host *h = host_check(L, 1);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, (lua_Integer)mb_sched_job_count(h->sched));
   lua_setfield(L, -2, "jobs");
   lua_pushinteger(L, (lua_Integer)mb_runner_active(h->runner));
@@ -1941,6 +1941,8 @@ static int sched_stats(lua_State *L) {
   lua_setfield(L, -2, "young_collections");
   lua_pushinteger(L, h->gc.major);
   lua_setfield(L, -2, "major_collections");
+  lua_pushinteger(L, (lua_Integer)mb_sched_index_bytes(h->sched));
+  lua_setfield(L, -2, "index_bytes");
   return 1;
 }
 

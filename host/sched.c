@@ -203,19 +203,25 @@ static void table_place(table_slot *slots, size_t n, uint64_t h, mb_job *j) {
   slots[i] = (table_slot){h, j};
 }
 
-static void table_grow(mb_sched *s) {
-  size_t n = s->nslots * 2;
-  table_slot *bigger = mb_table_alloc(n, sizeof *bigger);
+/* The indexes below double when full and halve when a quarter full
+ * (the job table: an eighth, as it is kept half full), down to MIN_INDEX
+ * entries: a long-lived scheduler gives back what a burst of jobs or
+ * instants took once they are gone, and a size going up and down past a
+ * power of two does not resize each time. */
+enum { MIN_INDEX = 64 };
+
+static void table_resize(mb_sched *s, size_t n) {
+  table_slot *slots = mb_table_alloc(n, sizeof *slots);
   for (size_t i = 0; i < s->nslots; i++)
     if (s->slots[i].job)
-      table_place(bigger, n, s->slots[i].hash, s->slots[i].job);
+      table_place(slots, n, s->slots[i].hash, s->slots[i].job);
   mb_table_free(s->slots, s->nslots, sizeof *s->slots);
-  s->slots = bigger;
+  s->slots = slots;
   s->nslots = n;
 }
 
 static void table_insert(mb_sched *s, mb_job *j, uint64_t h) {
-  if (2 * (s->njobs + 1) > s->nslots) table_grow(s);
+  if (2 * (s->njobs + 1) > s->nslots) table_resize(s, 2 * s->nslots);
   table_place(s->slots, s->nslots, h, j);
   s->njobs++;
 }
@@ -236,6 +242,8 @@ static void table_remove(mb_sched *s, mb_job *j) {
   }
   s->slots[hole].job = NULL;
   s->njobs--;
+  if (s->nslots > MIN_INDEX && s->njobs < s->nslots / 8)
+    table_resize(s, s->nslots / 2);
 }
 
 static mb_job *find(const mb_sched *s, const char *id, uint64_t h) {
@@ -255,6 +263,11 @@ void mb_sched_prefetch(const mb_sched *s, const char *id) {
 }
 
 size_t mb_sched_job_count(const mb_sched *s) { return s->njobs; }
+
+size_t mb_sched_index_bytes(const mb_sched *s) {
+  return s->nslots * sizeof *s->slots + s->cap * sizeof *s->heap +
+         s->nby_at * sizeof *s->by_at;
+}
 
 /* ---- next fires: buckets by instant, in a heap ---- */
 
@@ -317,24 +330,28 @@ static fire_bucket *bucket_at(const mb_sched *s, mb_time at) {
   return b;
 }
 
+static void by_at_resize(mb_sched *s, size_t n) {
+  fire_bucket **old = s->by_at;
+  size_t old_n = s->nby_at;
+  s->by_at = mb_xcalloc(n, sizeof *s->by_at);
+  s->nby_at = n;
+  s->by_at_shift = 64;
+  for (size_t k = n; k > 1; k >>= 1) s->by_at_shift--;
+  for (size_t i = 0; i < old_n; i++) {
+    for (fire_bucket *c = old[i], *next; c; c = next) {
+      next = c->hnext;
+      fire_bucket **chain = by_at_chain(s, c->at);
+      c->hnext = *chain;
+      *chain = c;
+    }
+  }
+  free(old);
+}
+
 static void by_at_add(mb_sched *s, fire_bucket *b) {
   /* As many chains as buckets at least: short chains. */
-  if (s->len > s->nby_at) {
-    fire_bucket **old = s->by_at;
-    size_t n = s->nby_at;
-    s->nby_at = n ? 2 * n : 64;
-    s->by_at_shift = n ? s->by_at_shift - 1 : 64 - 6;
-    s->by_at = mb_xcalloc(s->nby_at, sizeof *s->by_at);
-    for (size_t i = 0; i < n; i++) {
-      for (fire_bucket *c = old[i], *next; c; c = next) {
-        next = c->hnext;
-        fire_bucket **chain = by_at_chain(s, c->at);
-        c->hnext = *chain;
-        *chain = c;
-      }
-    }
-    free(old);
-  }
+  if (s->len > s->nby_at)
+    by_at_resize(s, s->nby_at ? 2 * s->nby_at : MIN_INDEX);
   fire_bucket **chain = by_at_chain(s, b->at);
   b->hnext = *chain;
   *chain = b;
@@ -356,6 +373,12 @@ static void drop_bucket(mb_sched *s, fire_bucket *b) {
     settle(s, i);
   }
   mb_pool_free(bucket_pool, b);
+  if (s->cap > MIN_INDEX && s->len < s->cap / 4) {
+    s->cap /= 2;
+    s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
+  }
+  if (s->nby_at > MIN_INDEX && s->len < s->nby_at / 4)
+    by_at_resize(s, s->nby_at / 2);
 }
 
 static fire_bucket *new_bucket(mb_sched *s, mb_time at) {
@@ -363,7 +386,7 @@ static fire_bucket *new_bucket(mb_sched *s, mb_time at) {
   fire_bucket *b = mb_pool_alloc(bucket_pool);
   b->at = at;
   if (s->len == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : 64;
+    s->cap = s->cap ? 2 * s->cap : MIN_INDEX;
     s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
   }
   put(s, s->len++, b);
@@ -612,7 +635,7 @@ mb_sched *mb_sched_new(mb_clock *clock, const mb_sched_hooks *hooks,
   s->clock = clock;
   s->hooks = *hooks;
   s->data = data;
-  s->nslots = 64;
+  s->nslots = MIN_INDEX;
   s->slots = mb_table_alloc(s->nslots, sizeof *s->slots);
   mb_job_policy defaults;
   mb_job_policy_default(&defaults);

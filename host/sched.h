@@ -175,6 +175,9 @@ void mb_sched_job_memory(size_t *live, size_t *chunks, size_t *ahead);
 /* Distinct policies the jobs alive in the process hold. */
 size_t mb_sched_policies_held(void);
 size_t mb_sched_job_count(const mb_sched *s);
+/* Bytes its indexes hold: the job table, and the next fires' heap and
+ * hash by instant (not the jobs, nor the buckets). */
+size_t mb_sched_index_bytes(const mb_sched *s);
 /* Every job, by next fire (paused last, then by id). Caller frees the
  * array; the jobs stay the scheduler's. */
 mb_job **mb_sched_jobs(const mb_sched *s, size_t *n);

@@ -305,6 +305,31 @@ describe("managing jobs", function()
     for i = 1, 4000 do assert.is_nil(s.get_job("t" .. i)) end
   end)
 
+  it("gives back the memory of its indexes once a burst of jobs at many instants is gone", function()
+    local noop = function() end
+    -- At their least: one instant has been held.
+    s.add_job { id = "first", trigger = { "date", run_date = h.start + 0.5 }, run = noop }
+    h:advance("1s")
+    local small = h:stats().index_bytes
+    -- 20,000 jobs, each at an instant of its own, fired and gone.
+    for i = 1, 20000 do
+      s.add_job { id = "burst" .. i, trigger = { "date", run_date = h.start + 1 + i / 100 },
+        run = noop }
+    end
+    local grown = h:stats().index_bytes
+    assert.is_true(grown > 50 * small, ("%d, then %d bytes"):format(small, grown))
+    h:advance("250s")
+    assert.equal(0, h:stats().jobs)
+    assert.equal(small, h:stats().index_bytes)
+    -- Removed, not fired: the same.
+    for i = 1, 20000 do
+      s.add_job { id = "later" .. i, trigger = { "date", run_date = h.start + 9999 + i },
+        run = noop }
+    end
+    s.remove_all_jobs()
+    assert.equal(small, h:stats().index_bytes)
+  end)
+
   it("holds one reference for jobs added with one run function, each job still its own", function()
     local core = require "moonbeat.core"
     local ran = {}
