@@ -618,6 +618,9 @@ static void key_put(cron_key *k, const char *piece) {
   k->n += len;
 }
 
+/* One byte (k->n < KEY_MAX - 1 known to the caller). */
+static void key_byte(cron_key *k, char c) { k->text[k->n++] = c; }
+
 /* The key's kind ('F' fields, 'C' crontab) and the DST choices. */
 static void key_start(cron_key *k, char kind, int gap, int repeat) {
   k->text[0] = kind;
@@ -673,8 +676,15 @@ mb_cron *mb_cron_shared_fields(const char *const fields[MB_CRON_NFIELDS],
   cron_key k;
   key_start(&k, 'F', gap, repeat);
   for (int i = 0; i < MB_CRON_NFIELDS && k.fits; i++) {
-    key_put(&k, "\x1f");
-    key_put(&k, fields[i] ? fields[i] : "\x1e");
+    if (k.n + 2 >= KEY_MAX) {
+      k.fits = false;
+      break;
+    }
+    key_byte(&k, '\x1f');
+    if (fields[i])
+      key_put(&k, fields[i]);
+    else
+      key_byte(&k, '\x1e');
   }
   if (!k.fits) {  /* too long to share: a copy of its own */
     mb_cron *c = mb_cron_from_fields(fields, err);

@@ -138,17 +138,21 @@ static const char *integer_text(lua_Integer v, char *buf) {
   return p;
 }
 
-/* The MB_CRON_* field named key, or MB_CRON_NFIELDS. */
+/* The MB_CRON_* field named key, or MB_CRON_NFIELDS; the first letter
+ * compared before the call to memcmp. */
 static int cron_field(const char *key, size_t len) {
+  static const char *names[MB_CRON_NFIELDS];
   static size_t lens[MB_CRON_NFIELDS];
-  if (!lens[0])
-    for (int f = 0; f < MB_CRON_NFIELDS; f++)
-      lens[f] = strlen(mb_cron_field_name(f));
-  int f = 0;
-  while (f < MB_CRON_NFIELDS &&
-         !(lens[f] == len && memcmp(mb_cron_field_name(f), key, len) == 0))
-    f++;
-  return f;
+  if (!names[0])
+    for (int f = 0; f < MB_CRON_NFIELDS; f++) {
+      names[f] = mb_cron_field_name(f);
+      lens[f] = strlen(names[f]);
+    }
+  for (int f = 0; f < MB_CRON_NFIELDS; f++)
+    if (lens[f] == len && names[f][0] == key[0] &&
+        memcmp(names[f], key, len) == 0)
+      return f;
+  return MB_CRON_NFIELDS;
 }
 
 static bool read_cron(lua_State *L, int idx, mb_trigger_spec *t) {

@@ -67,10 +67,12 @@ static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lua_mem_used -= old;
     return NULL;
   }
-  if (nsize > old && lua_mem_limit && mb_run_executing() && !host_work &&
-      lua_mem_used + (nsize - old) > lua_mem_limit)
+  if (nsize > old && lua_mem_limit &&
+      lua_mem_used + (nsize - old) > lua_mem_limit && !host_work &&
+      mb_run_executing())
     return NULL;
-  void *p = realloc(ptr, nsize);
+  /* Most blocks are new: malloc spares realloc's way to it. */
+  void *p = ptr ? realloc(ptr, nsize) : malloc(nsize);
   if (!p) return NULL;
   lua_mem_used = lua_mem_used - old + nsize;
   return p;
