@@ -8,7 +8,7 @@ set -eu
 
 PACKAGES="${*:-gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libsqlite3-dev lua-busted
   lua-cjson python3-apscheduler sqlite3 libreadline-dev libcurl4-openssl-dev
-  openssl}"
+  libmimalloc-dev openssl}"
 
 missing=""
 for pkg in $PACKAGES; do
