@@ -598,12 +598,11 @@ static void unshare(mb_cron *c) {
   free(c->key);
 }
 
-/* A sharing key: its pieces copied in, then hashed eight bytes a step
- * (a step a byte was most of sharing a cron). */
+/* A sharing key: its pieces copied in, then hashed. */
 enum { KEY_MAX = 1100 };
 
 typedef struct cron_key {
-  char text[KEY_MAX + 8];  /* room for key_end's zeros */
+  char text[KEY_MAX];
   size_t n;
   bool fits;
 } cron_key;
@@ -630,18 +629,11 @@ static void key_start(cron_key *k, char kind, int gap, int repeat) {
   k->fits = true;
 }
 
-/* Ends the text and hashes it, the last step's bytes past the end
- * zero; the length is hashed too. */
+/* Ends the text and hashes it, its length too. */
 static uint64_t key_end(cron_key *k) {
-  memset(k->text + k->n, 0, 8);
-  uint64_t h = MB_SHARE_HASH_START;
-  for (size_t i = 0; i < k->n; i += 8) {
-    uint64_t w;
-    memcpy(&w, k->text + i, 8);
-    h = mb_share_mix(h, w);
-    h ^= h >> 29;
-  }
-  return mb_share_mix(h, k->n);
+  k->text[k->n] = '\0';
+  return mb_share_mix(mb_share_mix_bytes(MB_SHARE_HASH_START, k->text, k->n),
+                      k->n);
 }
 
 /* The shared copy for key, or a new one from compile (which may fail). */

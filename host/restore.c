@@ -29,6 +29,9 @@ struct revive_template {
 typedef struct restore_ctx {
   host *h;
   lua_State *L;
+  /* When the restore began: its jobs are made as of then. The clock read
+   * for each of a million jobs was a twentieth of a start. */
+  mb_time now;
   bool keep_missing;
   int only_idx;       /* a set of ids to restore alone, or 0: all */
   int revive_idx;     /* revive(id, text), or 0: stored specs stay */
@@ -79,13 +82,13 @@ static struct revive_template *find_template(restore_ctx *c, const char *text,
 /* A restored job's definition is kept as the store's text, or as the
  * text it shares; NULL when a listener of the added event removed it
  * already. */
-static mb_job *keep_revived(host *h, mb_job *job, const char *text,
+static mb_job *keep_revived(restore_ctx *c, mb_job *job, const char *text,
                             mb_spec_shared *shared) {
   if (job->removed) {
     mb_job_unref(job);
     return NULL;
   }
-  job->rec.pruned_at = mb_clock_now(h->clock);
+  job->rec.pruned_at = c->now;
   if (shared) {
     /* The stored text is the job's, whatever a listener of its added
      * event set: one or the other, never both. */
@@ -131,7 +134,7 @@ static mb_job *add_revived(restore_ctx *c, int norm_idx, mb_trigger *t,
     log_not_revived(id, err.msg);
   }
   lua_pop(L, 4);
-  return rc < 0 ? NULL : keep_revived(h, job, text, NULL);
+  return rc < 0 ? NULL : keep_revived(c, job, text, NULL);
 }
 
 /* The job of stored spec st as template tpl says, with trigger t (taken
@@ -156,7 +159,7 @@ static mb_job *add_shared(restore_ctx *c, struct revive_template *tpl,
     return NULL;
   }
   c->revived_as = tpl->text;
-  return keep_revived(h, job, NULL, tpl->text);
+  return keep_revived(c, job, NULL, tpl->text);
 }
 
 /* The job of row st from the template its text matches, its id entry at
@@ -167,7 +170,7 @@ static mb_job *from_template(restore_ctx *c, const mb_job_state *st,
   struct revive_template *tpl = find_template(c, st->spec, where);
   if (!tpl) return NULL;
   mb_err err = {0};
-  mb_trigger *t = mb_trigger_copy(tpl->trigger, mb_clock_now(c->h->clock), &err);
+  mb_trigger *t = mb_trigger_copy(tpl->trigger, c->now, &err);
   if (!t) return NULL;
   *used = true;
   return add_shared(c, tpl, t, st, taken);
@@ -180,7 +183,7 @@ static void add_template(restore_ctx *c, int base, const mb_trigger *t,
                          uint64_t hash) {
   lua_State *L = c->L;
   mb_err err = {0};
-  mb_trigger *proto = mb_trigger_copy(t, mb_clock_now(c->h->clock), &err);
+  mb_trigger *proto = mb_trigger_copy(t, c->now, &err);
   if (!proto) return;
   struct revive_template *tpl = mb_xcalloc(1, sizeof *tpl);
   tpl->trigger = proto;
@@ -365,6 +368,8 @@ static void restore_one(const mb_job_state *st, void *data) {
     if (!wanted) return;
   }
   h->restoring_id = st->job_id;
+  /* Looked up (and mostly added) below, after its spec is matched. */
+  mb_sched_prefetch(h->sched, st->job_id);
   /* A job of its id in the scheduler (a file declared it) takes the row;
    * else the row's spec brings the job back, if it has one. */
   mb_job *job = NULL;
@@ -495,7 +500,7 @@ static int optional_function(lua_State *L, int how, const char *key) {
  * load_state(text) -> table: a saved ctx.state. */
 int mb_host_restore(lua_State *L) {
   host *h = host_check(L, 1);
-  restore_ctx c = {.h = h, .L = L};
+  restore_ctx c = {.h = h, .L = L, .now = mb_clock_now(h->clock)};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "keep_missing");
     c.keep_missing = lua_toboolean(L, -1);

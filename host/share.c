@@ -2,6 +2,7 @@
 #include "share.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.h"
 
@@ -53,4 +54,18 @@ void mb_share_remove(mb_share_table *t, mb_share_node *node) {
     free(t->buckets);
     *t = (mb_share_table){0};
   }
+}
+
+uint64_t mb_share_mix_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (; n >= 8; b += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, b, 8);
+    h = mb_share_mix(h, w);
+    h ^= h >> 29;
+  }
+  uint64_t last = 0;
+  memcpy(&last, b, n);
+  h = mb_share_mix(h, last);
+  return h ^ (h >> 29);
 }

@@ -35,4 +35,9 @@ static inline uint64_t mb_share_mix(uint64_t h, uint64_t v) {
   return (h ^ v) * 1099511628211ULL;
 }
 
+/* h with n bytes at p mixed in, eight a step (a step a byte was most of
+ * hashing a key), the high bits of each folded down for the tables,
+ * which take the low ones. */
+uint64_t mb_share_mix_bytes(uint64_t h, const void *p, size_t n);
+
 #endif

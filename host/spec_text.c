@@ -122,12 +122,10 @@ char *mb_spec_shared_text(const mb_spec_shared *s, const char *id) {
 
 uint64_t mb_spec_text_hash_without_id(const char *text,
                                       const mb_spec_id *where) {
-  uint64_t hash = MB_SHARE_HASH_START;
-  for (size_t i = 0; i < where->entry_start; i++)
-    hash = mb_share_mix(hash, (unsigned char)text[i]);
-  for (const char *p = text + where->entry_end; *p; p++)
-    hash = mb_share_mix(hash, (unsigned char)*p);
-  return hash;
+  uint64_t hash =
+      mb_share_mix_bytes(MB_SHARE_HASH_START, text, where->entry_start);
+  const char *tail = text + where->entry_end;
+  return mb_share_mix_bytes(hash, tail, strlen(tail));
 }
 
 bool mb_spec_shared_matches(const mb_spec_shared *s, const char *text,
