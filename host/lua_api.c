@@ -147,10 +147,11 @@ static struct mb_shared_spec *hold_run(host *h, lua_State *L) {
     run->users++;
     return run;
   }
+  int ref = mb_ref(L);  /* first: it may raise, and nothing is held yet */
   run = mb_xcalloc(1, sizeof *run);
   run->in = &h->lean_runs;
   run->fn = fn;
-  run->ref = mb_ref(L);
+  run->ref = ref;
   run->users = 1;
   mb_share_add(&h->lean_runs, &run->node, hash);
   return run;
@@ -1201,8 +1202,12 @@ static int sched_add_plain(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  /* The run function is on top: a lean job holds it alone. */
+  /* The run function is on top: a lean job holds it alone. Host work:
+   * a job at its memory limit must not have the registry's growth raise
+   * while the trigger is held here. */
+  mb_host_work_begin();
   struct mb_shared_spec *run = hold_run(h, L);
+  mb_host_work_end();
   mb_job_lua lua = {.ref = run->ref, .lean = true, .shared = run};
   mb_job *job;
   if (mb_sched_add_job(h->sched, spec.id, spec.name, NULL, t, NULL, false,

@@ -97,8 +97,10 @@ static long live_refs;
 static mb_run *executing;
 
 int mb_ref(lua_State *L) {
+  /* Counted once made: luaL_ref may raise, out of memory. */
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
   live_refs++;
-  return luaL_ref(L, LUA_REGISTRYINDEX);
+  return ref;
 }
 
 void mb_unref(lua_State *L, int ref) {

@@ -477,12 +477,17 @@ void mb_sched_emit(mb_sched *s, const mb_event *ev) {
   s->hooks.event(s, ev, s->data);
 }
 
+/* Held while the event goes out: the event names it by its id and
+ * points at it, and a listener (or the log sink) may remove it, which a
+ * handle sweep may follow by freeing it. */
 static void emit_job(mb_sched *s, int kind, mb_job *j) {
+  mb_job_ref(j);
   mb_event ev = mb_event_make(kind, j->id);
   ev.job = j;  /* the store's record of it, without a lookup by id */
   ev.next_time = j->next_fire;
   if (kind == MB_EV_ADDED) ev.trigger = j->trigger;
   mb_sched_emit(s, &ev);
+  mb_job_unref(j);
 }
 
 /* ---- firing ---- */
@@ -868,8 +873,8 @@ int mb_sched_resume_job(mb_sched *s, mb_job *j) {
   queue(s, j);
   arm_retry(s, j);
   rearm(s);
-  emit_job(s, MB_EV_RESUMED, j);
   mb_job_ref(j);
+  emit_job(s, MB_EV_RESUMED, j);
   drop_if_done(s, j);
   mb_job_unref(j);
   return 0;

@@ -330,6 +330,65 @@ describe("managing jobs", function()
     assert.equal(small, h:stats().index_bytes)
   end)
 
+  it("keeps a job whole while its event goes out, when the log sink removes it", function()
+    -- Under AddressSanitizer this read a freed job: the sink's removal is
+    -- the 64th, whose sweep lets go of jobs no handle is left of.
+    local core = require "moonbeat.core"
+    local noop = function() end
+    local function remove_while(verb, message, prefix)
+      for i = 1, 64 do
+        s.add_job { id = prefix .. i, trigger = { "interval", hours = 1 }, run = noop }
+      end
+      if verb == "resume_job" then h.core:pause_job(prefix .. 1) end
+      h:advance("1s")
+      collectgarbage()
+      for i = 2, 64 do s.remove_job(prefix .. i) end
+      h:advance("1s")
+      collectgarbage()
+      local removed
+      core.set_log_sink(function(_, msg)
+        if msg == message and not removed then
+          removed = h.core:remove_job(prefix .. 1)
+        end
+      end)
+      assert.is_true(h.core[verb](h.core, prefix .. 1))
+      core.set_log_sink(nil)
+      assert.is_true(removed)
+      assert.is_nil(s.get_job(prefix .. 1))
+    end
+    remove_while("pause_job", "job paused", "p")
+    remove_while("resume_job", "job resumed", "r")
+  end)
+
+  it("takes an add's registry ref at a run's memory limit, as host memory, and leaks none", function()
+    local core = require "moonbeat.core"
+    -- A function each: every add takes a registry ref of its own, and
+    -- the registry grows past the limit (host memory: never refused).
+    local specs = {}
+    for i = 1, 40000 do
+      specs[i] = { id = "m" .. i, trigger = { "interval", hours = 1 },
+        run = load("return function() end")() }
+    end
+    collectgarbage()
+    collectgarbage()
+    local used, limit = core.memory()
+    core.set_memory_limit(used + 300000)
+    local added = 0
+    h:in_run(function()
+      for i = 1, #specs do
+        if not pcall(s.add_job, specs[i]) then return end
+        added = i
+      end
+    end)
+    core.set_memory_limit(limit)
+    assert.equal(#specs, added)
+    -- Every job added holds one ref, and nothing else is left.
+    local refs = core.live_refs()
+    s.remove_all_jobs()
+    h:advance("1s")
+    assert.equal(refs - added, core.live_refs())
+  end)
+
   it("holds one reference for jobs added with one run function, each job still its own", function()
     local core = require "moonbeat.core"
     local ran = {}
