@@ -330,6 +330,11 @@ static fire_bucket *bucket_at(const mb_sched *s, mb_time at) {
   return b;
 }
 
+static void heap_resize(mb_sched *s, size_t cap) {
+  s->heap = mb_xrealloc(s->heap, cap * sizeof *s->heap);
+  s->cap = cap;
+}
+
 static void by_at_resize(mb_sched *s, size_t n) {
   fire_bucket **old = s->by_at;
   size_t old_n = s->nby_at;
@@ -373,10 +378,7 @@ static void drop_bucket(mb_sched *s, fire_bucket *b) {
     settle(s, i);
   }
   mb_pool_free(bucket_pool, b);
-  if (s->cap > MIN_INDEX && s->len < s->cap / 4) {
-    s->cap /= 2;
-    s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
-  }
+  if (s->cap > MIN_INDEX && s->len < s->cap / 4) heap_resize(s, s->cap / 2);
   if (s->nby_at > MIN_INDEX && s->len < s->nby_at / 4)
     by_at_resize(s, s->nby_at / 2);
 }
@@ -385,10 +387,7 @@ static fire_bucket *new_bucket(mb_sched *s, mb_time at) {
   if (!bucket_pool) bucket_pool = mb_pool_new(sizeof(fire_bucket));
   fire_bucket *b = mb_pool_alloc(bucket_pool);
   b->at = at;
-  if (s->len == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : MIN_INDEX;
-    s->heap = mb_xrealloc(s->heap, s->cap * sizeof *s->heap);
-  }
+  if (s->len == s->cap) heap_resize(s, s->cap ? 2 * s->cap : MIN_INDEX);
   put(s, s->len++, b);
   by_at_add(s, b);
   up(s, s->len - 1);
